@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * common.h — what every folder of hodei-audit shares: the project's error
+ * codes, assertions that stay on in release builds, little-endian helpers
+ * and the borrowed string view used by every event field.
+ *
+ * Errors: functions return 0 (or a count) on success and a negative code on
+ * failure. Kernel errors pass through as -errno; the project's own codes are
+ * the named negative enum below, in a range (-1000 and down) that no errno
+ * reaches. fmt_strerror() names both.
+ */
+#ifndef HODEI_FORMAT_COMMON_H
+#define HODEI_FORMAT_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum fmt_err {
+	FMT_E_CORRUPT = -1001,   /* checksum mismatch or malformed bytes */
+	FMT_E_TRUNCATED = -1002, /* the input ends before the structure does */
+	FMT_E_VERSION = -1003,   /* a format version this build cannot read */
+	FMT_E_INVALID = -1004,   /* an argument or field breaks a rule */
+	FMT_E_TOO_BIG = -1005,   /* over a configured or format limit */
+	FMT_E_NOMEM = -1006,     /* an allocation or a budget was refused */
+	FMT_E_FULL = -1007,      /* a bounded queue or buffer is full */
+	FMT_E_CHAIN = -1008,     /* a hash chain or Merkle root does not match */
+	FMT_E_STATE = -1009,     /* the object is in a state that forbids this */
+	FMT_E_NOT_FOUND = -1010, /* no such tenant, file or record */
+	FMT_E_SHUTDOWN = -1011,  /* the engine is stopping */
+};
+
+/* Returns a static, human-readable name for a project code or -errno. */
+const char *fmt_strerror(int err);
+
+/* Assertions stay on in release builds: a broken invariant in an audit log
+ * must stop the process, not write wrong data. */
+__attribute__((noreturn)) void fmt_assert_fail(const char *expr, const char *file, int line);
+#define ASSERT(expr) \
+	((expr) ? (void)0 : fmt_assert_fail(#expr, __FILE__, __LINE__))
+#ifdef NDEBUG
+#define DEBUG_ASSERT(expr) ((void)0)
+#else
+#define DEBUG_ASSERT(expr) ASSERT(expr)
+#endif
+
+#define FMT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define FMT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FMT_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* A borrowed byte string: never NUL-terminated by contract. */
+struct fmt_str {
+	const char *ptr;
+	uint32_t len;
+};
+
+static inline struct fmt_str fmt_str_c(const char *s)
+{
+	struct fmt_str r = { s, (uint32_t)strlen(s) };
+	return r;
+}
+
+static inline int fmt_str_eq(struct fmt_str a, struct fmt_str b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static inline void fmt_put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void fmt_put_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void fmt_put_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint16_t fmt_get_u16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t fmt_get_u32(const uint8_t *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static inline uint64_t fmt_get_u64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+/* XXH3-64 of a buffer, seed 0: the checksum of every on-disk structure. */
+uint64_t fmt_xxh3(const void *data, size_t len);
+
+#endif

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * record.c — file headers and checksummed records (see record.h). The
+ * checksum covers the record header's first 16 bytes and the payload, so a
+ * flipped length, kind, count or seq is caught as surely as a flipped
+ * payload byte.
+ */
+#include "record.h"
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+void fmt_file_header_encode(const struct fmt_file_header *h, uint8_t out[FMT_FILE_HEADER_BYTES])
+{
+	memset(out, 0, FMT_FILE_HEADER_BYTES);
+	memcpy(out, h->magic, 8);
+	fmt_put_u32(out + 8, h->version);
+	fmt_put_u32(out + 12, h->shard);
+	fmt_put_u64(out + 16, h->generation);
+	fmt_put_u64(out + 24, (uint64_t)h->created_ns);
+	fmt_put_u64(out + 56, fmt_xxh3(out, 56));
+}
+
+int fmt_file_header_decode(const uint8_t *buf, size_t len, struct fmt_file_header *h)
+{
+	if (len < FMT_FILE_HEADER_BYTES)
+		return FMT_E_TRUNCATED;
+	if (fmt_get_u64(buf + 56) != fmt_xxh3(buf, 56))
+		return FMT_E_CORRUPT;
+	memcpy(h->magic, buf, 8);
+	h->version = fmt_get_u32(buf + 8);
+	h->shard = fmt_get_u32(buf + 12);
+	h->generation = fmt_get_u64(buf + 16);
+	h->created_ns = (int64_t)fmt_get_u64(buf + 24);
+	for (int i = 32; i < 56; i++)
+		if (buf[i])
+			return FMT_E_CORRUPT;
+	if (h->version != FMT_FILE_VERSION)
+		return FMT_E_VERSION;
+	return 0;
+}
+
+static uint64_t rec_checksum(const uint8_t *hdr16, const uint8_t *payload, uint32_t len)
+{
+	XXH3_state_t st;
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, hdr16, 16);
+	if (len)
+		XXH3_64bits_update(&st, payload, len);
+	return XXH3_64bits_digest(&st);
+}
+
+void fmt_rec_header_encode(uint8_t out[FMT_REC_HEADER_BYTES], uint16_t kind, uint16_t count,
+			   uint64_t seq, const uint8_t *payload, uint32_t payload_len)
+{
+	ASSERT(kind != 0);
+	fmt_put_u32(out, payload_len);
+	fmt_put_u16(out + 4, kind);
+	fmt_put_u16(out + 6, count);
+	fmt_put_u64(out + 8, seq);
+	fmt_put_u64(out + 16, rec_checksum(out, payload, payload_len));
+}
+
+int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out)
+{
+	if (avail < FMT_REC_HEADER_BYTES) {
+		for (size_t i = 0; i < avail; i++)
+			if (buf[i])
+				return FMT_E_TRUNCATED;
+		return 0;
+	}
+	bool all_zero = true;
+	for (int i = 0; i < FMT_REC_HEADER_BYTES; i++)
+		all_zero = all_zero && buf[i] == 0;
+	if (all_zero)
+		return 0;
+	uint32_t len = fmt_get_u32(buf);
+	uint16_t kind = fmt_get_u16(buf + 4);
+	if (kind == 0)
+		return FMT_E_CORRUPT;
+	if (len > payload_max)
+		return FMT_E_TOO_BIG;
+	if (avail - FMT_REC_HEADER_BYTES < len)
+		return FMT_E_TRUNCATED;
+	const uint8_t *payload = buf + FMT_REC_HEADER_BYTES;
+	if (fmt_get_u64(buf + 16) != rec_checksum(buf, payload, len))
+		return FMT_E_CORRUPT;
+	out->kind = kind;
+	out->count = fmt_get_u16(buf + 6);
+	out->seq = fmt_get_u64(buf + 8);
+	out->payload = payload;
+	out->payload_len = len;
+	return FMT_REC_HEADER_BYTES + (int64_t)len;
+}
+
+int fmt_batch_next(const struct fmt_rec *rec, uint32_t *off, const uint8_t **ev, uint32_t *ev_len)
+{
+	if (*off == rec->payload_len)
+		return 0;
+	if (rec->payload_len - *off < 4)
+		return FMT_E_CORRUPT;
+	uint32_t len = fmt_get_u32(rec->payload + *off);
+	if (rec->payload_len - *off - 4 < len)
+		return FMT_E_CORRUPT;
+	*ev = rec->payload + *off + 4;
+	*ev_len = len;
+	*off += 4 + len;
+	return 1;
+}
+
+/* True when some offset after `from` holds a valid record. */
+static bool valid_record_after(const uint8_t *buf, size_t len, uint64_t from, uint32_t payload_max)
+{
+	for (uint64_t off = from + 1; off + FMT_REC_HEADER_BYTES <= len; off++) {
+		uint16_t kind = fmt_get_u16(buf + off + 4);
+		if (kind < FMT_REC_BATCH || kind > FMT_REC_REMOVE)
+			continue;
+		struct fmt_rec rec;
+		if (fmt_rec_decode(buf + off, len - off, payload_max, &rec) > 0)
+			return true;
+	}
+	return false;
+}
+
+int fmt_log_scan(const uint8_t *buf, size_t len, const char magic[8], uint32_t payload_max,
+		 fmt_log_visit_fn visit, void *ctx, struct fmt_log_scan *out)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = fmt_file_header_decode(buf, len, &out->header);
+	if (rc)
+		return rc;
+	if (memcmp(out->header.magic, magic, 8) != 0)
+		return FMT_E_CORRUPT;
+	uint64_t off = FMT_FILE_HEADER_BYTES;
+	out->valid_end = off;
+	while (off < len) {
+		struct fmt_rec rec;
+		int64_t n = fmt_rec_decode(buf + off, len - off, payload_max, &rec);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			out->bad_offset = off;
+			if (n == FMT_E_TOO_BIG)
+				out->stop = FMT_E_TOO_BIG;
+			else if (valid_record_after(buf, len, off, payload_max))
+				out->stop = FMT_E_CORRUPT;
+			else
+				out->stop = FMT_E_TRUNCATED;
+			return 0;
+		}
+		if (visit && (rc = visit(ctx, off, &rec)) != 0)
+			return rc;
+		out->records++;
+		off += (uint64_t)n;
+		out->valid_end = off;
+	}
+	return 0;
+}

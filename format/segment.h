@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * segment.h — the sealed segment file (docs/FORMAT.md §5): immutable, one
+ * tenant, columnar, readable and verifiable alone.
+ *
+ *   [header 32 B][block 0: one chunk per column][block 1 ...]...[footer][trailer 32 B]
+ *
+ * Rows are in seq order (commit order) and split into blocks of at most
+ * `block_rows` rows. Each block stores one chunk per column; a chunk is the
+ * column's encoded bytes (plain, dictionary or delta — whichever is
+ * smallest for that chunk) compressed as one zstd frame and checksummed
+ * with XXH3-64 over the compressed bytes. The footer holds the segment
+ * metadata, the per-block zone maps (min/max occurred_at, seq range) and the
+ * column directory; it is itself checksummed, and the trailer locates it.
+ * Chunks tile the file exactly between header and footer, so every byte of
+ * a segment is covered by some check: any single-bit flip is detected by
+ * fmt_segment_open() (header, footer, trailer) or by decoding the chunk
+ * that holds it.
+ *
+ * Reading is split so that the engine does the I/O and reads only what it
+ * needs: it reads the trailer, asks for the footer's position, reads the
+ * footer, opens it, then reads and decodes only the chunks of the blocks
+ * and columns a query needs.
+ */
+#ifndef HODEI_FORMAT_SEGMENT_H
+#define HODEI_FORMAT_SEGMENT_H
+
+#include "event.h"
+
+#define FMT_SEG_HEADER_BYTES 32
+#define FMT_SEG_TRAILER_BYTES 32
+#define FMT_SEG_VERSION 1
+#define FMT_SEG_ROWS_MAX (1u << 24)
+#define FMT_SEG_BLOCK_ROWS_DEFAULT 4096
+
+/* Columns, in file order. A column mask is a bit set of (1u << column). */
+enum fmt_column {
+	FMT_COL_SEQ,            /* u64, delta */
+	FMT_COL_RECEIVED_AT,    /* i64, delta */
+	FMT_COL_OCCURRED_AT,    /* i64, delta */
+	FMT_COL_EVENT_ID,       /* 16 bytes fixed */
+	FMT_COL_OUTCOME,        /* u8 */
+	FMT_COL_STR_FIRST,      /* the 9 string fields, enum fmt_field order */
+	FMT_COL_STR_LAST = FMT_COL_STR_FIRST + FMT_F_STRING_COUNT - 1,
+	FMT_COL_ATTRS,          /* per row: count, then key/value strings */
+	FMT_COL_DETAILS,        /* details_json bytes */
+	FMT_COL_CHAIN,          /* 32 bytes fixed: chain value after the row */
+	FMT_COL_COUNT,
+};
+#define FMT_COLS_ALL ((1u << FMT_COL_COUNT) - 1)
+
+/* Segment-wide metadata, all of it in the footer. */
+struct fmt_segment_meta {
+	char tenant[FMT_TENANT_MAX + 1]; /* NUL-terminated */
+	uint64_t segment_id;
+	uint32_t shard;
+	uint32_t row_count;
+	uint32_t block_rows;
+	uint32_t block_count;
+	uint64_t first_seq, last_seq;    /* 0, 0 when row_count == 0 */
+	int64_t min_occurred_ns, max_occurred_ns;
+	int64_t min_received_ns, max_received_ns;
+	int64_t created_ns;
+	uint8_t chain_before[FMT_HASH_BYTES];
+	uint8_t chain_after[FMT_HASH_BYTES];
+	uint8_t merkle_root[FMT_HASH_BYTES]; /* over the rows' event hashes */
+};
+
+struct fmt_chunk_ref {
+	uint64_t offset;     /* from the start of the file */
+	uint32_t stored_len; /* compressed bytes in the file */
+	uint32_t raw_len;    /* encoded bytes after decompression */
+	uint8_t encoding;    /* enum fmt_encoding */
+	uint64_t checksum;   /* XXH3-64 of the stored bytes */
+};
+
+enum fmt_encoding {
+	FMT_ENC_PLAIN = 1,
+	FMT_ENC_DICT = 2,
+	FMT_ENC_DELTA = 3,
+};
+
+struct fmt_block_ref {
+	uint32_t first_row;
+	uint32_t row_count;
+	uint64_t first_seq, last_seq;
+	int64_t min_occurred_ns, max_occurred_ns; /* zone map */
+	struct fmt_chunk_ref chunk[FMT_COL_COUNT];
+};
+
+/* An opened footer: metadata plus the block directory. Heap-allocated by
+ * fmt_segment_open(), freed by fmt_segment_close(). */
+struct fmt_segment {
+	struct fmt_segment_meta meta;
+	uint64_t file_size;
+	uint64_t footer_offset;
+	uint32_t footer_len;
+	struct fmt_block_ref *blocks; /* meta.block_count entries */
+};
+
+/* ---- writing ---------------------------------------------------------- */
+
+struct fmt_segment_build_args {
+	uint64_t segment_id;
+	uint32_t shard;
+	uint32_t block_rows;          /* 0: FMT_SEG_BLOCK_ROWS_DEFAULT */
+	int zstd_level;               /* 0: a sensible default (3) */
+	int64_t created_ns;
+	const uint8_t *chain_before;  /* FMT_HASH_BYTES */
+};
+
+/* Builds a complete segment image in memory from n rows of one tenant, in
+ * seq order with no gaps (rows[i].seq == rows[0].seq + i), each with its
+ * chain value after it (chains[i]). Computes the event hashes to fill the
+ * Merkle root and checks that chains[] follows from chain_before (a
+ * mismatch is a programmer error: ASSERT). On success *out is a malloc'd
+ * buffer of *out_len bytes that the caller frees.
+ * Returns 0, FMT_E_INVALID (tenants differ, seq gap, n too large),
+ * FMT_E_NOMEM. n may be 0 (an empty segment is valid). */
+int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fmt_event *rows,
+		      const uint8_t (*chains)[FMT_HASH_BYTES], uint32_t n, uint8_t **out,
+		      size_t *out_len);
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* From the last FMT_SEG_TRAILER_BYTES of a file of file_size bytes, tells
+ * where the footer is. Returns 0, FMT_E_TRUNCATED (file too small),
+ * FMT_E_CORRUPT (bad magic or impossible offsets), FMT_E_VERSION. */
+int fmt_segment_trailer(const uint8_t trailer[FMT_SEG_TRAILER_BYTES], uint64_t file_size,
+			uint64_t *footer_offset, uint32_t *footer_len);
+
+/* Opens a segment from its header (first FMT_SEG_HEADER_BYTES), its footer
+ * bytes and its trailer, validating every checksum and every structural
+ * invariant (chunks tile the file, counts agree, zone maps consistent).
+ * On success *out is heap-allocated. Returns 0, FMT_E_CORRUPT,
+ * FMT_E_TRUNCATED, FMT_E_VERSION, FMT_E_NOMEM. Never reads out of bounds. */
+int fmt_segment_open(const uint8_t *header, const uint8_t *footer, uint32_t footer_len,
+		     const uint8_t trailer[FMT_SEG_TRAILER_BYTES], uint64_t file_size,
+		     struct fmt_segment **out);
+
+/* Convenience for a whole segment image in memory: trailer + open. */
+int fmt_segment_open_buf(const uint8_t *buf, size_t len, struct fmt_segment **out);
+
+void fmt_segment_close(struct fmt_segment *seg);
+
+/* A decoded block: the requested columns of rows [0, row_count). Columns not
+ * in the mask stay empty. Heap memory owned by the block; views returned by
+ * fmt_block_row() point into it and live until fmt_block_free(). */
+struct fmt_block;
+
+/* Decodes the chunks of block b named by col_mask. chunk_bytes[c] points to
+ * the stored bytes of column c (chunk[c].stored_len of them, as read from
+ * the file at chunk[c].offset); entries for columns outside the mask are
+ * ignored. Verifies each chunk's checksum before decompressing and checks
+ * the decoded values (seq contiguous and matching the zone map, occurred_at
+ * within the zone map, lengths in bounds).
+ * Returns 0, FMT_E_CORRUPT, FMT_E_NOMEM. */
+int fmt_block_decode(const struct fmt_segment *seg, uint32_t b, uint32_t col_mask,
+		     const uint8_t *const chunk_bytes[FMT_COL_COUNT], struct fmt_block **out);
+
+/* Same, with the whole segment image in memory. */
+int fmt_block_decode_buf(const struct fmt_segment *seg, const uint8_t *buf, size_t len,
+			 uint32_t b, uint32_t col_mask, struct fmt_block **out);
+
+uint32_t fmt_block_rows(const struct fmt_block *blk);
+
+/* Fills a view of row i (0-based within the block) with the decoded
+ * columns; fields of columns not decoded are zero/empty. ev->tenant points
+ * to seg->meta.tenant. attrs are written to attr_buf (attr_cap slots,
+ * FMT_ATTRS_HARD_MAX is always enough). chain (may be NULL) receives the
+ * row's chain value when FMT_COL_CHAIN was decoded. */
+void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, uint32_t i,
+		   struct fmt_event *ev, struct fmt_attr *attr_buf, uint32_t attr_cap,
+		   uint8_t chain[FMT_HASH_BYTES]);
+
+void fmt_block_free(struct fmt_block *blk);
+
+/* Decodes every block of a segment image and recomputes its event hashes,
+ * chain and Merkle root against the footer. Returns 0, FMT_E_CORRUPT (a
+ * checksum or structure), FMT_E_CHAIN (chain or Merkle root mismatch; *bad_seq
+ * is the first seq whose stored chain value disagrees, or 0 for a root
+ * mismatch), FMT_E_NOMEM. This is what `verify` runs on every segment. */
+int fmt_segment_verify_buf(const uint8_t *buf, size_t len, uint64_t *bad_seq);
+
+#endif
