@@ -112,6 +112,10 @@ static bool ip_literal_valid(struct fmt_str s)
 	unsigned char addr[sizeof(struct in6_addr)];
 	if (s.len == 0 || s.len >= sizeof(buf))
 		return false;
+	/* inet_pton() reads a C string: an embedded NUL would hide the bytes
+	 * after it ("1.2.3.4\0junk" would pass), so refuse it here. */
+	if (memchr(s.ptr, 0, s.len) != NULL)
+		return false;
 	memcpy(buf, s.ptr, s.len);
 	buf[s.len] = 0;
 	return inet_pton(AF_INET, buf, addr) == 1 || inet_pton(AF_INET6, buf, addr) == 1;
@@ -233,7 +237,8 @@ int64_t fmt_event_canon_encode(const struct fmt_event *ev, uint8_t *out, size_t 
 	uint8_t *p = out;
 	*p++ = FMT_CANON_VERSION;
 	*p++ = (uint8_t)ev->tenant.len;
-	memcpy(p, ev->tenant.ptr, ev->tenant.len);
+	if (ev->tenant.len) /* an empty view may have a NULL ptr */
+		memcpy(p, ev->tenant.ptr, ev->tenant.len);
 	p += ev->tenant.len;
 	fmt_put_u64(p, ev->seq);
 	fmt_put_u64(p + 8, (uint64_t)ev->received_at_ns);

@@ -59,6 +59,14 @@ void fmt_rec_header_encode(uint8_t out[FMT_REC_HEADER_BYTES], uint16_t kind, uin
 	fmt_put_u16(out + 6, count);
 	fmt_put_u64(out + 8, seq);
 	fmt_put_u64(out + 16, rec_checksum(out, payload, payload_len));
+	fmt_put_u32(out + 24, (uint32_t)fmt_xxh3(out, 24));
+	fmt_put_u32(out + 28, 0);
+}
+
+/* The constant-time test of a record header (bytes 24..32). */
+static bool header_ok(const uint8_t *hdr)
+{
+	return fmt_get_u32(hdr + 24) == (uint32_t)fmt_xxh3(hdr, 24) && fmt_get_u32(hdr + 28) == 0;
 }
 
 int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out)
@@ -74,6 +82,8 @@ int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, s
 		all_zero = all_zero && buf[i] == 0;
 	if (all_zero)
 		return 0;
+	if (!header_ok(buf))
+		return FMT_E_CORRUPT;
 	uint32_t len = fmt_get_u32(buf);
 	uint16_t kind = fmt_get_u16(buf + 4);
 	if (kind == 0)
@@ -95,6 +105,7 @@ int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, s
 
 int fmt_batch_next(const struct fmt_rec *rec, uint32_t *off, const uint8_t **ev, uint32_t *ev_len)
 {
+	ASSERT(*off <= rec->payload_len);
 	if (*off == rec->payload_len)
 		return 0;
 	if (rec->payload_len - *off < 4)
@@ -113,7 +124,7 @@ static bool valid_record_after(const uint8_t *buf, size_t len, uint64_t from, ui
 {
 	for (uint64_t off = from + 1; off + FMT_REC_HEADER_BYTES <= len; off++) {
 		uint16_t kind = fmt_get_u16(buf + off + 4);
-		if (kind < FMT_REC_BATCH || kind > FMT_REC_REMOVE)
+		if (kind < FMT_REC_BATCH || kind > FMT_REC_REMOVE || !header_ok(buf + off))
 			continue;
 		struct fmt_rec rec;
 		if (fmt_rec_decode(buf + off, len - off, payload_max, &rec) > 0)
@@ -136,8 +147,17 @@ int fmt_log_scan(const uint8_t *buf, size_t len, const char magic[8], uint32_t p
 	while (off < len) {
 		struct fmt_rec rec;
 		int64_t n = fmt_rec_decode(buf + off, len - off, payload_max, &rec);
-		if (n == 0)
-			break;
+		if (n == 0) {
+			/* An all-zero header ends the data only if what follows is a
+			 * zero-filled tail. A valid record after it means a hole in
+			 * the middle (lost pages): stopping quietly would drop
+			 * records that may have been acked. */
+			if (valid_record_after(buf, len, off, payload_max)) {
+				out->bad_offset = off;
+				out->stop = FMT_E_CORRUPT;
+			}
+			return 0;
+		}
 		if (n < 0) {
 			out->bad_offset = off;
 			if (n == FMT_E_TOO_BIG)

@@ -12,13 +12,19 @@
  *     24 i64 created_ns
  *     32 24 reserved zero bytes
  *     56 u64 XXH3-64 of bytes 0..56
- *   record (24-byte header + payload):
+ *   record (32-byte header + payload):
  *     0  u32 payload_len
  *     4  u16 kind       (enum fmt_rec_kind, never 0)
  *     6  u16 count      (events in a batch; 0 otherwise)
  *     8  u64 seq        (first seq of a batch; 0 otherwise)
  *     16 u64 XXH3-64 of bytes 0..16 followed by the payload
- *     24 payload
+ *     24 u32 low 32 bits of XXH3-64 of bytes 0..24 (header check)
+ *     28 u32 zero
+ *     32 payload
+ *
+ * The header check lets a scan test any offset for a plausible record in
+ * constant time, so telling a torn tail from damage in the middle costs
+ * O(file size), whatever the records hold.
  *
  * A WAL batch record holds one append request's events for one tenant,
  * so a request is atomic: its record is either whole and valid, or it is
@@ -33,7 +39,7 @@
 #include <stdbool.h>
 
 #define FMT_FILE_HEADER_BYTES 64
-#define FMT_REC_HEADER_BYTES 24
+#define FMT_REC_HEADER_BYTES 32
 #define FMT_FILE_VERSION 1
 
 enum fmt_rec_kind {
@@ -73,7 +79,7 @@ void fmt_rec_header_encode(uint8_t out[FMT_REC_HEADER_BYTES], uint16_t kind, uin
  * 0 when the header is all zeros (a clean end of data: preallocated tail);
  * FMT_E_TRUNCATED when the record runs past avail;
  * FMT_E_TOO_BIG when payload_len exceeds payload_max;
- * FMT_E_CORRUPT when the kind is 0 or the checksum does not match. */
+ * FMT_E_CORRUPT when the header check, the kind or the checksum is wrong. */
 int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out);
 
 /* Iterates over the events of a batch payload: *off starts at 0; each call

@@ -107,6 +107,7 @@ struct fmt_segment_build_args {
 	int zstd_level;               /* 0: a sensible default (3) */
 	int64_t created_ns;
 	const uint8_t *chain_before;  /* FMT_HASH_BYTES */
+	struct fmt_str tenant;        /* len 0: rows[0].tenant; required when n == 0 */
 };
 
 /* Builds a complete segment image in memory from n rows of one tenant, in
@@ -116,7 +117,9 @@ struct fmt_segment_build_args {
  * mismatch is a programmer error: ASSERT). On success *out is a malloc'd
  * buffer of *out_len bytes that the caller frees.
  * Returns 0, FMT_E_INVALID (tenants differ, seq gap, n too large),
- * FMT_E_NOMEM. n may be 0 (an empty segment is valid). */
+ * FMT_E_TOO_BIG (a chunk would exceed the format's 256 MiB limit),
+ * FMT_E_NOMEM. n may be 0 (an empty segment is valid; args->tenant names
+ * its tenant). */
 int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fmt_event *rows,
 		      const uint8_t (*chains)[FMT_HASH_BYTES], uint32_t n, uint8_t **out,
 		      size_t *out_len);
