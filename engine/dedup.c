@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * dedup.c — a shard's memory of recently stored event ids (DESIGN.md §2.3,
+ * promise 3), as declared in dedup.h.
+ *
+ * Two arrays, both sized at creation and never resized:
+ *
+ *   ring   entries_max slots of {tenant key, id, received_ns, hash}, a FIFO
+ *          in insertion order. Because inserts come in non-decreasing
+ *          received_ns order (older times are clamped), the head is always
+ *          the oldest entry, so expiry and early eviction only ever pop the
+ *          head.
+ *   table  a power of two >= 2 * entries_max of uint32 values: 0 is empty,
+ *          otherwise ring slot + 1. Open addressing with linear probing.
+ *          Deletion shifts later members of the probe run backwards
+ *          (Knuth, TAOCP vol. 3, §6.4 Algorithm R), so there are no
+ *          tombstones and probe runs never grow with age.
+ *
+ * Invariants (checked by ASSERT where cheap):
+ *   I1  count <= entries_max, and the live ring slots are
+ *       head, head+1, ..., head+count-1 (mod entries_max).
+ *   I2  each live ring slot is referenced by exactly one table slot, and
+ *       every non-zero table slot references a live ring slot.
+ *   I3  for a table slot p holding entry e, every slot from home(e) up to p
+ *       (cyclically) is non-zero: e is reachable by probing from its home.
+ *   I4  a (tenant key, id) is in the ring at most once: insert expires
+ *       first, then returns early when the key is still present.
+ *   I5  ring received_ns is non-decreasing from head to tail.
+ *
+ * The load factor stays <= 1/2, so a probe always meets an empty slot and
+ * expected probe lengths are O(1); every entry is inserted and removed
+ * once, so insert and expire are O(1) amortised.
+ *
+ * The stored 64-bit hash spares recomputing XXH3 during backward shifts and
+ * lets lookups skip most key comparisons.
+ */
+#include "dedup.h"
+
+#include "format/common.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Larger rings would overflow the uint32 table values and index arithmetic,
+ * and would need gigabytes anyway; such a request is refused like a failed
+ * allocation. */
+#define ENG_DEDUP_ENTRIES_LIMIT (UINT32_C(1) << 30)
+#define ENG_DEDUP_KEY_BYTES (8 + FMT_EVENT_ID_BYTES)
+
+_Static_assert(ENG_DEDUP_KEY_BYTES == 24, "tenant key u64 + 16-byte id");
+_Static_assert((uint64_t)ENG_DEDUP_ENTRIES_LIMIT * 2 <= UINT32_MAX,
+	       "table size and ring slot + 1 fit in uint32");
+
+struct eng_dedup_entry {
+	uint64_t tenant_key;
+	uint64_t hash;
+	int64_t received_ns;
+	uint8_t id[FMT_EVENT_ID_BYTES];
+};
+
+struct eng_dedup {
+	struct eng_dedup_entry *ring;
+	uint32_t *table;
+	uint32_t entries_max;
+	uint32_t head;        /* ring slot of the oldest entry */
+	uint32_t count;       /* live entries, <= entries_max */
+	uint32_t table_mask;  /* table size - 1 */
+	int64_t window_ns;
+	int64_t newest_ns;    /* newest (clamped) received_ns inserted */
+	uint64_t evicted_early;
+};
+
+static uint64_t key_hash(uint64_t tenant_key, const uint8_t id[FMT_EVENT_ID_BYTES])
+{
+	uint8_t buf[ENG_DEDUP_KEY_BYTES];
+	fmt_put_u64(buf, tenant_key);
+	memcpy(buf + 8, id, FMT_EVENT_ID_BYTES);
+	return fmt_xxh3(buf, sizeof(buf));
+}
+
+/* now_ns - window_ns, saturated at INT64_MIN so that early clocks expire
+ * nothing instead of overflowing. */
+static int64_t cutoff_ns(const struct eng_dedup *d, int64_t now_ns)
+{
+	if (now_ns < INT64_MIN + d->window_ns)
+		return INT64_MIN;
+	return now_ns - d->window_ns;
+}
+
+static uint32_t ring_next(const struct eng_dedup *d, uint32_t slot)
+{
+	return slot + 1 == d->entries_max ? 0 : slot + 1;
+}
+
+static uint32_t home_of(const struct eng_dedup *d, uint32_t value)
+{
+	ASSERT(value >= 1 && value <= d->entries_max);
+	return (uint32_t)d->ring[value - 1].hash & d->table_mask;
+}
+
+struct eng_dedup *eng_dedup_create(uint32_t entries_max, int64_t window_ns)
+{
+	ASSERT(entries_max >= 1);
+	ASSERT(window_ns >= 0);
+	if (entries_max > ENG_DEDUP_ENTRIES_LIMIT)
+		return NULL;
+	uint32_t table_size = 2;
+	while (table_size < 2 * entries_max)
+		table_size *= 2;
+
+	struct eng_dedup *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		goto fail;
+	d->ring = calloc(entries_max, sizeof(*d->ring));
+	d->table = calloc(table_size, sizeof(*d->table));
+	if (d->ring == NULL || d->table == NULL)
+		goto fail;
+	d->entries_max = entries_max;
+	d->table_mask = table_size - 1;
+	d->window_ns = window_ns;
+	d->newest_ns = INT64_MIN;
+	ASSERT((table_size & d->table_mask) == 0 && table_size >= 2 * entries_max);
+	return d;
+fail:
+	eng_dedup_destroy(d);
+	return NULL;
+}
+
+void eng_dedup_destroy(struct eng_dedup *d)
+{
+	if (d == NULL)
+		return;
+	free(d->ring);
+	free(d->table);
+	free(d);
+}
+
+uint64_t eng_dedup_bytes(const struct eng_dedup *d)
+{
+	return sizeof(*d) + (uint64_t)d->entries_max * sizeof(*d->ring) +
+	       ((uint64_t)d->table_mask + 1) * sizeof(*d->table);
+}
+
+/* Probes for the key. Returns the table slot holding it, or, when absent,
+ * the empty slot that ends its probe run (where an insert would go); *found
+ * says which. The load factor <= 1/2 (I1, table >= 2 * entries_max)
+ * guarantees an empty slot, so the loop is bounded by the table size. */
+static uint32_t probe(const struct eng_dedup *d, uint64_t hash, uint64_t tenant_key,
+		      const uint8_t id[FMT_EVENT_ID_BYTES], bool *found)
+{
+	uint32_t pos = (uint32_t)hash & d->table_mask;
+	for (uint64_t n = 0; n <= d->table_mask; n++) {
+		uint32_t v = d->table[pos];
+		if (v == 0) {
+			*found = false;
+			return pos;
+		}
+		const struct eng_dedup_entry *e = &d->ring[v - 1];
+		if (e->hash == hash && e->tenant_key == tenant_key &&
+		    memcmp(e->id, id, FMT_EVENT_ID_BYTES) == 0) {
+			*found = true;
+			return pos;
+		}
+		pos = (pos + 1) & d->table_mask;
+	}
+	ASSERT(!"dedup table has no empty slot");
+	return 0;
+}
+
+/* Empties table slot `hole` and closes the gap (Algorithm R): walk the run
+ * after it; an entry at j may move back into the hole when its home is not
+ * cyclically inside (hole, j], i.e. when it is at least as far from its
+ * home as the hole is from j. That keeps I3 for every entry of the run. */
+static void table_remove(struct eng_dedup *d, uint32_t hole)
+{
+	uint32_t mask = d->table_mask;
+	ASSERT(d->table[hole] != 0);
+	d->table[hole] = 0;
+	uint32_t j = hole;
+	for (uint64_t n = 0; n < mask; n++) {
+		j = (j + 1) & mask;
+		uint32_t v = d->table[j];
+		if (v == 0)
+			return;
+		uint32_t home = home_of(d, v);
+		if (((j - home) & mask) >= ((j - hole) & mask)) {
+			d->table[hole] = v;
+			d->table[j] = 0;
+			hole = j;
+		}
+	}
+	ASSERT(!"dedup table has no empty slot");
+}
+
+/* Drops the oldest entry: finds its table slot by ring index (exact, no key
+ * comparison needed) and removes it. */
+static void pop_head(struct eng_dedup *d)
+{
+	ASSERT(d->count > 0 && d->count <= d->entries_max);
+	uint32_t value = d->head + 1;
+	uint32_t pos = home_of(d, value);
+	uint64_t n = 0;
+	while (d->table[pos] != value) {
+		ASSERT(d->table[pos] != 0 && n++ < d->table_mask);
+		pos = (pos + 1) & d->table_mask;
+	}
+	table_remove(d, pos);
+	d->head = ring_next(d, d->head);
+	d->count--;
+}
+
+bool eng_dedup_contains(struct eng_dedup *d, uint64_t tenant_key,
+			const uint8_t id[FMT_EVENT_ID_BYTES], int64_t now_ns)
+{
+	bool found;
+	uint32_t pos = probe(d, key_hash(tenant_key, id), tenant_key, id, &found);
+	if (!found)
+		return false;
+	return d->ring[d->table[pos] - 1].received_ns >= cutoff_ns(d, now_ns);
+}
+
+void eng_dedup_expire(struct eng_dedup *d, int64_t now_ns)
+{
+	int64_t cutoff = cutoff_ns(d, now_ns);
+	uint32_t n = d->count;
+	for (uint32_t i = 0; i < n; i++) {
+		if (d->ring[d->head].received_ns >= cutoff)
+			break;
+		pop_head(d);
+	}
+}
+
+void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
+		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
+{
+	/* Clamping keeps I5, so the head stays the oldest entry. */
+	if (received_ns < d->newest_ns)
+		received_ns = d->newest_ns;
+	d->newest_ns = received_ns;
+	/* Expire before the lookup: an id whose entry has aged out is new
+	 * again and must get a fresh entry, not be skipped. */
+	eng_dedup_expire(d, received_ns);
+
+	uint64_t hash = key_hash(tenant_key, id);
+	bool found;
+	uint32_t pos = probe(d, hash, tenant_key, id, &found);
+	if (found)
+		return;
+	if (d->count == d->entries_max) {
+		pop_head(d);
+		d->evicted_early++;
+		/* The backward shift may have moved the empty slot found above. */
+		pos = probe(d, hash, tenant_key, id, &found);
+	}
+	ASSERT(!found && d->table[pos] == 0 && d->count < d->entries_max);
+
+	uint32_t slot = d->head + d->count;
+	if (slot >= d->entries_max)
+		slot -= d->entries_max;
+	struct eng_dedup_entry *e = &d->ring[slot];
+	e->tenant_key = tenant_key;
+	e->hash = hash;
+	e->received_ns = received_ns;
+	memcpy(e->id, id, FMT_EVENT_ID_BYTES);
+	d->table[pos] = slot + 1;
+	d->count++;
+	ASSERT(d->ring[d->table[pos] - 1].hash == hash && d->table[pos] - 1 == slot);
+}
+
+uint32_t eng_dedup_count(const struct eng_dedup *d)
+{
+	return d->count;
+}
+
+uint64_t eng_dedup_evicted_early(const struct eng_dedup *d)
+{
+	return d->evicted_early;
+}

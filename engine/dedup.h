@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * dedup.h — a shard's memory of recently stored event ids (DESIGN.md §2.3).
+ *
+ * A FIFO ring of entries {tenant key, event id, received_at} in insertion
+ * (= time) order, indexed by an open-addressing hash table with linear
+ * probing and backward-shift deletion. Entries older than the window are
+ * dropped from the head as time passes; when the ring is full the oldest
+ * entry is dropped early and counted (the window then is shorter than
+ * configured, which the metric makes visible). Memory is fixed at
+ * creation: entries_max ring slots and a table of twice that, rounded up
+ * to a power of two. Used by one shard thread only.
+ */
+#ifndef HODEI_ENGINE_DEDUP_H
+#define HODEI_ENGINE_DEDUP_H
+
+#include "format/event.h"
+
+#include <stdbool.h>
+
+struct eng_dedup;
+
+/* Returns NULL when the allocation fails. entries_max >= 1. */
+struct eng_dedup *eng_dedup_create(uint32_t entries_max, int64_t window_ns);
+void eng_dedup_destroy(struct eng_dedup *d);
+
+/* Bytes of memory the structure holds (fixed). */
+uint64_t eng_dedup_bytes(const struct eng_dedup *d);
+
+/* True when (tenant_key, id) is remembered and not older than the window
+ * relative to now_ns. */
+bool eng_dedup_contains(struct eng_dedup *d, uint64_t tenant_key,
+			const uint8_t id[FMT_EVENT_ID_BYTES], int64_t now_ns);
+
+/* Remembers (tenant_key, id) as stored at received_ns. Must be called in
+ * non-decreasing received_ns order (asserted loosely: an older time is
+ * clamped to the newest seen). Drops expired and, if full, the oldest
+ * entries first. */
+void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
+		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns);
+
+/* Drops entries older than now_ns - window. */
+void eng_dedup_expire(struct eng_dedup *d, int64_t now_ns);
+
+uint32_t eng_dedup_count(const struct eng_dedup *d);
+uint64_t eng_dedup_evicted_early(const struct eng_dedup *d);
+
+#endif

@@ -1,0 +1,534 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * engine.c — opening and closing the engine, producers, the synchronous
+ * helpers, configuration defaults, logging and stats.
+ *
+ * eng_open() creates the data directory, then for each shard creates its
+ * directory, recovers it (manifest, then WAL replay; see wal.c) and starts
+ * its thread. Recovery of all shards happens before any thread starts, so
+ * a failed start leaves nothing running.
+ */
+#include "engine/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void eng_config_default(struct eng_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->data_dir = "./hodei-data";
+	c->shards = 0;
+	c->io = ENG_IO_AUTO;
+	c->io_entries = 256;
+	c->producers_max = 64;
+	c->queue_depth = 1024;
+	c->tenants_max = 100000;
+	c->seal_rows = 500000;
+	c->seal_bytes = 64ull << 20;
+	c->seal_age_ns = 60ll * 1000000000;
+	c->memtable_budget_bytes = 512ull << 20;
+	c->wal_buffer_bytes = 16ull << 20;
+	c->wal_file_bytes = 128ull << 20;
+	c->dedup_window_ns = 15ll * 60 * 1000000000;
+	c->dedup_entries_max = 1u << 20;
+	c->block_rows = FMT_SEG_BLOCK_ROWS_DEFAULT;
+	c->zstd_level = 3;
+	c->search_scan_rows_max = 50u << 20;
+	fmt_limits_default(&c->limits);
+}
+
+int64_t eng_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t eng_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void log_default(void *ctx, enum eng_log_level lvl, const char *msg)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+	char when[64];
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	/* msg is produced by the engine itself and holds no quotes or
+	 * control characters except through file names, which we escape. */
+	fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"", when,
+		ts.tv_nsec / 1000000, names[lvl]);
+	for (const char *p = msg; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(stderr, "\\%c", *p);
+		else if ((unsigned char)*p < 0x20)
+			fprintf(stderr, "\\u%04x", *p);
+		else
+			fputc(*p, stderr);
+	}
+	fputs("\"}\n", stderr);
+}
+
+void eng_log(const struct eng_engine *eng, enum eng_log_level lvl, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (eng && eng->cfg.log)
+		eng->cfg.log(eng->cfg.log_ctx, lvl, msg);
+	else
+		log_default(NULL, lvl, msg);
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[4096];
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof(buf))
+		return FMT_E_INVALID;
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != 0)
+			continue;
+		char c = buf[i];
+		buf[i] = 0;
+		if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+			return -errno;
+		buf[i] = c;
+	}
+	return 0;
+}
+
+static int config_check(const struct eng_config *c)
+{
+	if (!c->data_dir || !c->data_dir[0] || strlen(c->data_dir) > 3000)
+		return FMT_E_INVALID;
+	if (c->queue_depth < 2 || (c->queue_depth & (c->queue_depth - 1)))
+		return FMT_E_INVALID;
+	if (c->producers_max < 1 || c->producers_max > 4096 || c->shards > 1024)
+		return FMT_E_INVALID;
+	if (c->limits.events_per_batch_max < 1 || c->limits.events_per_batch_max > 65535)
+		return FMT_E_INVALID;
+	if (c->limits.attrs_max > FMT_ATTRS_HARD_MAX || c->wal_buffer_bytes < (1u << 16))
+		return FMT_E_INVALID;
+	if (c->seal_rows < 1 || c->seal_rows > FMT_SEG_ROWS_MAX || c->dedup_entries_max < 1)
+		return FMT_E_INVALID;
+	if (c->block_rows < 1 || c->tenants_max < 1 || c->io_entries < 8)
+		return FMT_E_INVALID;
+	return 0;
+}
+
+static int shard_init(struct eng_engine *eng, uint32_t i)
+{
+	struct eng_shard *s = &eng->shards[i];
+	s->eng = eng;
+	s->id = i;
+	s->manifest_fd = -1;
+	s->wal.fd = -1;
+	s->wake_fd = -1;
+	pthread_mutex_init(&s->stats_lock, NULL);
+	snprintf(s->dir, sizeof(s->dir), "%s/shard-%03u", eng->data_dir, i);
+	int rc = mkdir_p(s->dir);
+	if (rc)
+		return rc;
+	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->wake_fd < 0)
+		return -errno;
+	s->inbox = calloc(eng->cfg.producers_max, sizeof(*s->inbox));
+	if (!s->inbox)
+		return FMT_E_NOMEM;
+	for (uint32_t p = 0; p < eng->cfg.producers_max; p++)
+		if ((rc = eng_spsc_init(&s->inbox[p], eng->cfg.queue_depth)) != 0)
+			return rc;
+	s->tenant_slot_count = 64;
+	s->tenant_slots = calloc(s->tenant_slot_count, sizeof(*s->tenant_slots));
+	s->dedup = eng_dedup_create(eng->cfg.dedup_entries_max, eng->cfg.dedup_window_ns);
+	if (!s->tenant_slots || !s->dedup)
+		return FMT_E_NOMEM;
+	const char *why = NULL;
+	rc = eng_io_create(eng->cfg.io, eng->cfg.io_entries, s->wake_fd, &eng->cfg.fault, &s->io, &why);
+	if (rc) {
+		eng_log(eng, ENG_LOG_ERROR, "shard %u: I/O backend %s failed: %s", i,
+			eng_io_backend_name(eng->cfg.io), fmt_strerror(rc));
+		return rc;
+	}
+	if (why && i == 0)
+		eng_log(eng, ENG_LOG_WARN, "io_uring unavailable, using plain syscalls: %s", why);
+	s->stats.io_backend = (int)eng_io_backend_of(s->io);
+	if ((rc = eng_manifest_load(s)) != 0)
+		return rc;
+	if ((rc = eng_dedup_from_segments(s)) != 0) {
+		eng_log(eng, ENG_LOG_ERROR, "shard %u: cannot rebuild dedup memory from segments: %s", i,
+			fmt_strerror(rc));
+		return rc;
+	}
+	return eng_wal_replay(s);
+}
+
+static void shard_free(struct eng_shard *s)
+{
+	struct eng_engine *eng = s->eng;
+	if (!eng)
+		return;
+	for (uint32_t i = 0; s->tenant_slots && i < s->tenant_slot_count; i++) {
+		struct eng_tenant *t = s->tenant_slots[i];
+		if (!t)
+			continue;
+		eng_memtable_free(&t->active);
+		for (uint32_t k = 0; k < t->segment_count; k++)
+			eng_segment_free(t->segments[k]);
+		free(t->segments);
+		free(t);
+	}
+	free(s->tenant_slots);
+	eng_wal_close(&s->wal);
+	if (s->manifest_fd >= 0)
+		close(s->manifest_fd);
+	if (s->io)
+		eng_io_destroy(s->io);
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
+	for (uint32_t p = 0; s->inbox && p < eng->cfg.producers_max; p++)
+		eng_spsc_free(&s->inbox[p]);
+	free(s->inbox);
+	if (s->dedup)
+		eng_dedup_destroy(s->dedup);
+	free(s->woken);
+	free(s->woken_mark);
+	pthread_mutex_destroy(&s->stats_lock);
+}
+
+int eng_open(const struct eng_config *cfg, struct eng_engine **out)
+{
+	int rc = config_check(cfg);
+	if (rc) {
+		eng_log(NULL, ENG_LOG_ERROR, "invalid engine configuration");
+		return rc;
+	}
+	struct eng_engine *eng = calloc(1, sizeof(*eng));
+	if (!eng)
+		return FMT_E_NOMEM;
+	eng->cfg = *cfg;
+	snprintf(eng->data_dir, sizeof(eng->data_dir), "%s", cfg->data_dir);
+	eng->cfg.data_dir = eng->data_dir;
+	eng->shard_count = cfg->shards ? cfg->shards : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (eng->shard_count < 1)
+		eng->shard_count = 1;
+	pthread_mutex_init(&eng->producers_lock, NULL);
+	eng->shards = calloc(eng->shard_count, sizeof(*eng->shards));
+	eng->producers = calloc(cfg->producers_max, sizeof(*eng->producers));
+	if (!eng->shards || !eng->producers) {
+		rc = FMT_E_NOMEM;
+		goto fail;
+	}
+	if ((rc = mkdir_p(eng->data_dir)) != 0) {
+		eng_log(eng, ENG_LOG_ERROR, "cannot create data directory %s: %s", eng->data_dir,
+			fmt_strerror(rc));
+		goto fail;
+	}
+	for (uint32_t i = 0; i < eng->shard_count; i++)
+		if ((rc = shard_init(eng, i)) != 0)
+			goto fail;
+	for (uint32_t i = 0; i < eng->shard_count; i++)
+		if ((rc = eng_shard_start(&eng->shards[i])) != 0)
+			goto fail;
+	*out = eng;
+	return 0;
+fail:
+	eng_close(eng);
+	return rc;
+}
+
+int eng_power_cut(struct eng_engine *eng)
+{
+	atomic_store(&eng->power_cut, true);
+	atomic_store(&eng->stopping, true);
+	int rc = 0;
+	for (uint32_t i = 0; i < eng->shard_count; i++) {
+		struct eng_shard *s = &eng->shards[i];
+		if (s->thread_started) {
+			eng_shard_wake(s);
+			pthread_join(s->thread, NULL);
+			s->thread_started = false;
+		}
+		int err = eng_io_fault_crash(s->io);
+		if (err && !rc)
+			rc = err;
+	}
+	return rc;
+}
+
+void eng_close(struct eng_engine *eng)
+{
+	if (!eng)
+		return;
+	atomic_store(&eng->stopping, true);
+	for (uint32_t i = 0; eng->shards && i < eng->shard_count; i++) {
+		struct eng_shard *s = &eng->shards[i];
+		if (s->thread_started) {
+			eng_shard_wake(s);
+			pthread_join(s->thread, NULL);
+		}
+	}
+	for (uint32_t i = 0; eng->shards && i < eng->shard_count; i++)
+		shard_free(&eng->shards[i]);
+	for (uint32_t p = 0; eng->producers && p < eng->cfg.producers_max; p++) {
+		struct eng_producer *pr = &eng->producers[p];
+		if (!pr->outbox)
+			continue;
+		for (uint32_t i = 0; i < eng->shard_count; i++)
+			eng_spsc_free(&pr->outbox[i]);
+		free(pr->outbox);
+		free(pr->pending_shard);
+		if (pr->event_fd >= 0)
+			close(pr->event_fd);
+	}
+	free(eng->shards);
+	free(eng->producers);
+	pthread_mutex_destroy(&eng->producers_lock);
+	free(eng);
+}
+
+uint32_t eng_shard_count(const struct eng_engine *eng)
+{
+	return eng->shard_count;
+}
+
+uint64_t eng_tenant_key(struct fmt_str name)
+{
+	return fmt_xxh3(name.ptr, name.len);
+}
+
+uint32_t eng_shard_of(const struct eng_engine *eng, struct fmt_str tenant)
+{
+	return (uint32_t)(eng_tenant_key(tenant) % eng->shard_count);
+}
+
+/* ---- producers ----------------------------------------------------------- */
+
+static int producer_setup(struct eng_engine *eng, struct eng_producer *p, uint32_t index)
+{
+	p->eng = eng;
+	p->index = index;
+	p->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (p->event_fd < 0)
+		return -errno;
+	p->outbox = calloc(eng->shard_count, sizeof(*p->outbox));
+	p->pending_shard = calloc(eng->shard_count, sizeof(*p->pending_shard));
+	if (!p->outbox || !p->pending_shard)
+		return FMT_E_NOMEM;
+	for (uint32_t i = 0; i < eng->shard_count; i++) {
+		int rc = eng_spsc_init(&p->outbox[i], eng->cfg.queue_depth);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int eng_producer_open(struct eng_engine *eng, struct eng_producer **out)
+{
+	int rc = FMT_E_FULL;
+	pthread_mutex_lock(&eng->producers_lock);
+	for (uint32_t i = 0; i < eng->cfg.producers_max; i++) {
+		struct eng_producer *p = &eng->producers[i];
+		if (p->in_use)
+			continue;
+		if (!p->outbox && (rc = producer_setup(eng, p, i)) != 0)
+			break;
+		p->in_use = true;
+		p->pending = 0;
+		*out = p;
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&eng->producers_lock);
+	return rc;
+}
+
+void eng_producer_close(struct eng_producer *p)
+{
+	while (p->pending && !atomic_load(&p->eng->power_cut))
+		eng_producer_wait(p, 100 * 1000000);
+	pthread_mutex_lock(&p->eng->producers_lock);
+	p->in_use = false;
+	pthread_mutex_unlock(&p->eng->producers_lock);
+}
+
+int eng_producer_fd(const struct eng_producer *p)
+{
+	return p->event_fd;
+}
+
+uint32_t eng_producer_pending(const struct eng_producer *p)
+{
+	return p->pending;
+}
+
+static void run_callback(struct eng_req_hdr *hdr)
+{
+	switch (hdr->kind) {
+	case ENG_REQ_APPEND: {
+		struct eng_append *r = (struct eng_append *)hdr;
+		if (r->done)
+			r->done(r);
+		break;
+	}
+	case ENG_REQ_SEARCH: {
+		struct eng_search *r = (struct eng_search *)hdr;
+		if (r->done)
+			r->done(r);
+		break;
+	}
+	case ENG_REQ_VERIFY: {
+		struct eng_verify *r = (struct eng_verify *)hdr;
+		if (r->done)
+			r->done(r);
+		break;
+	}
+	default:
+		ASSERT(0);
+	}
+}
+
+int eng_producer_poll(struct eng_producer *p, uint32_t max)
+{
+	uint64_t drained;
+	(void)!read(p->event_fd, &drained, sizeof(drained));
+	int ran = 0;
+	for (uint32_t i = 0; i < p->eng->shard_count && (uint32_t)ran < max; i++) {
+		struct eng_req_hdr *hdr;
+		while ((uint32_t)ran < max && (hdr = eng_spsc_pop(&p->outbox[i])) != NULL) {
+			ASSERT(p->pending > 0 && p->pending_shard[i] > 0);
+			p->pending--;
+			p->pending_shard[i]--;
+			run_callback(hdr);
+			ran++;
+		}
+	}
+	return ran;
+}
+
+int eng_producer_wait(struct eng_producer *p, int64_t timeout_ns)
+{
+	int ran = eng_producer_poll(p, UINT32_MAX);
+	if (ran || p->pending == 0)
+		return ran;
+	struct pollfd pfd = { .fd = p->event_fd, .events = POLLIN };
+	int ms = timeout_ns < 0 ? -1 : (int)(timeout_ns / 1000000);
+	if (poll(&pfd, 1, ms) < 0 && errno != EINTR)
+		return -errno;
+	return eng_producer_poll(p, UINT32_MAX);
+}
+
+static int submit(struct eng_producer *p, struct eng_req_hdr *hdr, int kind, struct fmt_str tenant)
+{
+	struct eng_engine *eng = p->eng;
+	if (atomic_load_explicit(&eng->stopping, memory_order_relaxed))
+		return FMT_E_SHUTDOWN;
+	hdr->kind = kind;
+	hdr->producer = p;
+	hdr->submitted_ns = eng_mono_ns();
+	uint32_t shard = eng_shard_of(eng, tenant);
+	struct eng_shard *s = &eng->shards[shard];
+	/* Bounding a producer's requests per shard by the queue depth bounds
+	 * the completions the shard can owe it, so its outbox never fills. */
+	if (p->pending_shard[shard] >= eng->cfg.queue_depth)
+		return FMT_E_FULL;
+	if (!eng_spsc_push(&s->inbox[p->index], hdr))
+		return FMT_E_FULL;
+	p->pending++;
+	p->pending_shard[shard]++;
+	eng_shard_wake(s);
+	return 0;
+}
+
+int eng_append_submit(struct eng_producer *p, struct eng_append *req)
+{
+	return submit(p, &req->hdr, ENG_REQ_APPEND, req->tenant);
+}
+
+int eng_search_submit(struct eng_producer *p, struct eng_search *req)
+{
+	req->result_mem = NULL;
+	req->hits = NULL;
+	req->hit_count = 0;
+	return submit(p, &req->hdr, ENG_REQ_SEARCH, req->tenant);
+}
+
+int eng_verify_submit(struct eng_producer *p, struct eng_verify *req)
+{
+	return submit(p, &req->hdr, ENG_REQ_VERIFY, req->tenant);
+}
+
+void eng_search_release(struct eng_search *req)
+{
+	free(req->result_mem);
+	req->result_mem = NULL;
+	req->hits = NULL;
+	req->hit_count = 0;
+}
+
+struct wait_ctx {
+	bool done;
+};
+
+static void append_waited(struct eng_append *r) { ((struct wait_ctx *)r->ctx)->done = true; }
+static void search_waited(struct eng_search *r) { ((struct wait_ctx *)r->ctx)->done = true; }
+static void verify_waited(struct eng_verify *r) { ((struct wait_ctx *)r->ctx)->done = true; }
+
+/* Submits through `submit_fn`, retrying while the queue is full, and waits
+ * for the request's own callback. */
+#define WAIT_FOR(p, req, waited_fn, submit_fn)                              \
+	do {                                                                 \
+		struct wait_ctx w = { false };                               \
+		(req)->done = (waited_fn);                                   \
+		(req)->ctx = &w;                                             \
+		int rc;                                                      \
+		while ((rc = submit_fn((p), (req))) == FMT_E_FULL)          \
+			eng_producer_wait((p), 1000000);                     \
+		if (rc)                                                      \
+			return rc;                                           \
+		while (!w.done)                                              \
+			eng_producer_wait((p), 100 * 1000000);               \
+		return (req)->status;                                        \
+	} while (0)
+
+int eng_append_wait(struct eng_producer *p, struct eng_append *req)
+{
+	WAIT_FOR(p, req, append_waited, eng_append_submit);
+}
+
+int eng_search_wait(struct eng_producer *p, struct eng_search *req)
+{
+	WAIT_FOR(p, req, search_waited, eng_search_submit);
+}
+
+int eng_verify_wait(struct eng_producer *p, struct eng_verify *req)
+{
+	WAIT_FOR(p, req, verify_waited, eng_verify_submit);
+}
+
+void eng_shard_stats(const struct eng_engine *eng, uint32_t shard, struct eng_shard_stats *out)
+{
+	ASSERT(shard < eng->shard_count);
+	struct eng_shard *s = &eng->shards[shard];
+	pthread_mutex_lock(&s->stats_lock);
+	*out = s->published;
+	pthread_mutex_unlock(&s->stats_lock);
+}

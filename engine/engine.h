@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * engine.h — the storage engine's public interface, the one the network
+ * layer, the tools and the benchmarks call.
+ *
+ * Threads. eng_open() starts one shard thread per configured shard; a
+ * tenant belongs to exactly one shard (hash of its id). Callers talk to the
+ * shards only through a *producer*: a handle owned by one caller thread,
+ * holding one bounded SPSC queue to every shard and one back. A request
+ * (append, search, verify) is queued to the owning shard; the shard runs
+ * it and queues it back; the caller's eng_producer_poll() then runs the
+ * request's callback on the caller's thread. So callbacks never run on a
+ * shard thread and no lock is taken on the data path.
+ *
+ * Durability. An append's callback runs only after every event of the
+ * request is in the WAL and covered by a completed fsync (group commit:
+ * one fsync covers every request of the shard's tick). A request is
+ * atomic: its events are one WAL record.
+ *
+ * Ownership. A request struct and everything it points to (tenant,
+ * events, filter strings) are borrowed by the engine from submit until its
+ * callback; the caller must not touch them in between. Results are owned
+ * by the request and freed with eng_search_release().
+ */
+#ifndef HODEI_ENGINE_ENGINE_H
+#define HODEI_ENGINE_ENGINE_H
+
+#include "engine/io.h"
+#include "format/event.h"
+
+#include <stdbool.h>
+
+struct eng_engine;
+struct eng_producer;
+
+enum eng_log_level { ENG_LOG_ERROR = 0, ENG_LOG_WARN = 1, ENG_LOG_INFO = 2, ENG_LOG_DEBUG = 3 };
+typedef void (*eng_log_fn)(void *ctx, enum eng_log_level level, const char *msg);
+
+struct eng_config {
+	const char *data_dir;
+	uint32_t shards;                 /* 0: one per online CPU */
+	enum eng_io_backend io;          /* ENG_IO_AUTO by default */
+	struct eng_io_fault_plan fault;  /* used when io == ENG_IO_FAULT */
+	uint32_t io_entries;             /* ring size per shard */
+	uint32_t producers_max;          /* producer handles at once */
+	uint32_t queue_depth;            /* requests per SPSC queue */
+	uint32_t tenants_max;            /* tenants per shard */
+	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
+	uint64_t seal_bytes;             /* ... or this many bytes */
+	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
+	uint64_t memtable_budget_bytes;  /* per shard: over 3/4 seals early, over 1 refuses */
+	uint64_t wal_buffer_bytes;       /* per shard, per buffer (two) */
+	uint64_t wal_file_bytes;         /* rotate the WAL file past this size */
+	int64_t dedup_window_ns;         /* DESIGN.md §2.3, default 15 min */
+	uint32_t dedup_entries_max;      /* per shard */
+	uint32_t block_rows;             /* rows per segment block */
+	int zstd_level;
+	uint32_t search_scan_rows_max;   /* rows a search may examine before it stops */
+	bool repair;                     /* cut a WAL at mid-file corruption instead of refusing */
+	struct fmt_limits limits;
+	eng_log_fn log;                  /* NULL: JSON lines on stderr */
+	void *log_ctx;
+};
+
+/* Fills every field with the documented defaults (docs/ARCHITECTURE.md). */
+void eng_config_default(struct eng_config *cfg);
+
+/* Opens the data directory (creating it), recovers every shard (WAL replay,
+ * manifest, dedup state) and starts the shard threads. Returns 0, or a
+ * negative code with a message logged (a corrupt WAL record in the middle
+ * of a file stops the start unless cfg->repair). */
+int eng_open(const struct eng_config *cfg, struct eng_engine **out);
+
+/* Stops accepting requests, finishes in-flight commits, seals nothing,
+ * joins the threads and frees everything. Producers must be closed first. */
+void eng_close(struct eng_engine *eng);
+
+/* Tests only, with io == ENG_IO_FAULT: simulates a power cut. Stops every
+ * shard thread where it is (requests in flight are never completed), then
+ * drops every write not covered by a completed fsync (eng_io_fault_crash).
+ * Completions pushed before the cut stay pollable: they were durable.
+ * Afterwards, stop using the producers and call eng_close(), which frees
+ * everything without waiting for them. Returns 0, or the first error of
+ * eng_io_fault_crash (FMT_E_STATE: not the fault backend). */
+int eng_power_cut(struct eng_engine *eng);
+
+uint32_t eng_shard_count(const struct eng_engine *eng);
+uint32_t eng_shard_of(const struct eng_engine *eng, struct fmt_str tenant);
+
+/* ---- producers ---------------------------------------------------------- */
+
+/* A producer is used by one thread at a time. Returns 0 or FMT_E_FULL
+ * (producers_max reached). */
+int eng_producer_open(struct eng_engine *eng, struct eng_producer **out);
+void eng_producer_close(struct eng_producer *p);
+
+/* An eventfd that becomes readable when completions wait; for event loops. */
+int eng_producer_fd(const struct eng_producer *p);
+
+/* Runs the callbacks of up to max completed requests on this thread.
+ * Returns how many ran. */
+int eng_producer_poll(struct eng_producer *p, uint32_t max);
+
+/* Blocks up to timeout_ns (<0: forever) until a completion waits, then polls. */
+int eng_producer_wait(struct eng_producer *p, int64_t timeout_ns);
+
+/* Requests submitted through p whose callbacks have not run yet. */
+uint32_t eng_producer_pending(const struct eng_producer *p);
+
+/* ---- append ------------------------------------------------------------- */
+
+struct eng_append;
+typedef void (*eng_append_done_fn)(struct eng_append *req);
+
+struct eng_req_hdr {              /* engine-private bookkeeping */
+	int kind;
+	struct eng_producer *producer;
+	void *next;
+	int64_t submitted_ns;
+	void *tenant;
+};
+
+struct eng_append {
+	struct eng_req_hdr hdr;
+	/* In: borrowed until the callback. An all-zero event_id asks the engine
+	 * for a UUIDv7; occurred_at_ns 0 means "received now". */
+	struct fmt_str tenant;
+	const struct fmt_event *events;
+	uint32_t count;
+	eng_append_done_fn done;
+	void *ctx;
+	/* Out, valid in the callback. status: 0, FMT_E_INVALID (see invalid,
+	 * invalid_index), FMT_E_TOO_BIG (too many events or too many bytes),
+	 * FMT_E_NOMEM (memory budget), FMT_E_FULL (tenants_max), -EIO (the
+	 * WAL could not be made durable: nothing of the request is acked) or
+	 * FMT_E_SHUTDOWN. */
+	int status;
+	struct fmt_invalid invalid;
+	uint32_t invalid_index;
+	uint32_t accepted;
+	uint32_t duplicates;
+	uint64_t first_seq, last_seq;   /* of the accepted events; 0 if none */
+	uint8_t chain[FMT_HASH_BYTES];  /* tenant's chain value after the request */
+	int64_t received_at_ns;
+};
+
+/* Queues req to the tenant's shard. Returns 0 (the callback will run from
+ * eng_producer_poll) or FMT_E_FULL (queue full: retry after polling) or
+ * FMT_E_SHUTDOWN; on a non-zero return the callback will not run. */
+int eng_append_submit(struct eng_producer *p, struct eng_append *req);
+
+/* ---- search ------------------------------------------------------------- */
+
+#define ENG_SEARCH_LIMIT_DEFAULT 100
+#define ENG_SEARCH_LIMIT_MAX 1000
+#define ENG_PAGE_TOKEN_BYTES 48
+
+struct eng_filter {
+	int64_t from_ns;            /* inclusive; 0: beginning */
+	int64_t to_ns;              /* exclusive; 0: now */
+	struct fmt_str actor_id, action, resource_type, resource_id;
+	uint32_t outcome;           /* 0: any */
+	bool has_event_id;
+	uint8_t event_id[FMT_EVENT_ID_BYTES];
+};
+
+/* One result: the event view points into the request's result memory. */
+struct eng_hit {
+	struct fmt_event ev;
+	uint8_t chain[FMT_HASH_BYTES];
+};
+
+struct eng_search;
+typedef void (*eng_search_done_fn)(struct eng_search *req);
+
+struct eng_search {
+	struct eng_req_hdr hdr;
+	struct fmt_str tenant;
+	struct eng_filter filter;
+	uint32_t limit;             /* 0: default; capped at ENG_SEARCH_LIMIT_MAX */
+	bool oldest_first;
+	const uint8_t *page_token;  /* NULL or page_token_len bytes from a previous answer */
+	uint32_t page_token_len;
+	eng_search_done_fn done;
+	void *ctx;
+	/* Out. status 0, FMT_E_INVALID (bad page token or filter), -errno or
+	 * FMT_E_CORRUPT (a segment failed its checks: nothing is returned). */
+	int status;
+	struct eng_hit *hits;
+	uint32_t hit_count;
+	uint8_t next_page_token[ENG_PAGE_TOKEN_BYTES];
+	uint32_t next_page_token_len;  /* 0: no more results */
+	uint64_t rows_scanned;
+	uint32_t segments_read, segments_pruned;
+	void *result_mem;           /* engine-private */
+};
+
+int eng_search_submit(struct eng_producer *p, struct eng_search *req);
+/* Frees the results of a completed search (safe to call twice). */
+void eng_search_release(struct eng_search *req);
+
+/* ---- count (aggregates for dashboards) ---------------------------------- */
+/* Not in this issue: Count is specified in DESIGN.md §5 and lands with the
+ * gRPC service. */
+
+/* ---- verify ------------------------------------------------------------- */
+
+struct eng_verify;
+typedef void (*eng_verify_done_fn)(struct eng_verify *req);
+
+struct eng_verify {
+	struct eng_req_hdr hdr;
+	struct fmt_str tenant;
+	uint64_t from_seq, to_seq;  /* 0, 0: everything */
+	eng_verify_done_fn done;
+	void *ctx;
+	/* Out. status 0 when the check ran (see ok); ok says whether the
+	 * tenant's history is intact. */
+	int status;
+	bool ok;
+	uint64_t events_checked;
+	uint64_t segments_checked;
+	uint8_t chain[FMT_HASH_BYTES];  /* chain value after the last checked event */
+	uint64_t first_bad_seq;
+	char problem[256];
+};
+
+int eng_verify_submit(struct eng_producer *p, struct eng_verify *req);
+
+/* ---- synchronous helpers (tools, tests) --------------------------------- */
+
+/* Submit and wait for the callback on this thread (req->done may be NULL).
+ * Returns the request's status, or the submit error. */
+int eng_append_wait(struct eng_producer *p, struct eng_append *req);
+int eng_search_wait(struct eng_producer *p, struct eng_search *req);
+int eng_verify_wait(struct eng_producer *p, struct eng_verify *req);
+
+/* ---- stats (for metrics) ------------------------------------------------ */
+
+struct eng_shard_stats {
+	uint64_t events_appended, events_duplicate, batches_committed;
+	uint64_t requests_rejected_invalid, requests_rejected_budget;
+	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
+	uint64_t fsync_ns_total, fsync_ns_max;
+	uint64_t segments_sealed, segments_local, segment_bytes_local;
+	uint64_t memtable_bytes, memtable_rows;
+	uint64_t dedup_entries, dedup_evicted_early;
+	uint64_t tenants;
+	uint64_t searches, verifies;
+	uint64_t queue_full;
+	int io_backend;                 /* enum eng_io_backend */
+	bool failed;                    /* write path stopped after an I/O error */
+};
+
+/* Copies shard i's counters; they are updated by the shard thread with
+ * relaxed atomics, so a snapshot is consistent per field, not across. */
+void eng_shard_stats(const struct eng_engine *eng, uint32_t shard, struct eng_shard_stats *out);
+
+#endif

@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * internal.h — the engine's private structures, shared by its files.
+ *
+ * A shard owns: its thread, its eng_io instance, its WAL files, its
+ * manifest, its tenants (a hash map of struct eng_tenant), each tenant's
+ * memtables and list of sealed segments, and its dedup memory. Nothing in a
+ * shard is touched by another thread except the SPSC queues, the wake-up
+ * eventfd and the relaxed-atomic stats.
+ *
+ * On disk, per shard (DESIGN.md §7):
+ *   <data>/shard-NNN/wal/wal-<gen:016x>.log    WAL files (record.h framing)
+ *   <data>/shard-NNN/segments/<id:016x>.hseg  sealed segments
+ *   <data>/shard-NNN/manifest.log             manifest (record.h framing)
+ *
+ * Invariants (checked by ASSERT where cheap):
+ *  I1 A tenant's events have seq 1, 2, ... with no gap, across its
+ *     segments (in manifest order), its sealing memtable and its active
+ *     memtable, in that order.
+ *  I2 tenant->next_seq - 1 == the last seq encoded into the WAL buffer;
+ *     tenant->chain is the chain value after it.
+ *  I3 Rows of a memtable with seq <= tenant->durable_seq are durable in the
+ *     WAL; searches and seals see only those rows.
+ *  I4 A WAL file is deleted only when every event in it is in a segment
+ *     whose manifest record is durable (its generation is below every
+ *     memtable's wal_gen_min and below the active file's).
+ *  I5 A segment file exists under its final name only after its bytes were
+ *     fsync'd; it counts as stored only once its manifest record is
+ *     durable. Recovery deletes segment files the manifest does not name.
+ */
+#ifndef HODEI_ENGINE_INTERNAL_H
+#define HODEI_ENGINE_INTERNAL_H
+
+#include "engine/dedup.h"
+#include "engine/engine.h"
+#include "engine/spsc.h"
+#include "format/hash.h"
+#include "format/record.h"
+#include "format/segment.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+enum eng_req_kind { ENG_REQ_APPEND = 1, ENG_REQ_SEARCH = 2, ENG_REQ_VERIFY = 3 };
+
+int64_t eng_now_ns(void);      /* CLOCK_REALTIME in ns */
+int64_t eng_mono_ns(void);     /* CLOCK_MONOTONIC in ns */
+void eng_log(const struct eng_engine *eng, enum eng_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- memtable ----------------------------------------------------------- */
+
+/* A tenant's unsealed rows: an arena of canonical event encodings that
+ * never moves (a list of chunks) and growable arrays of row views into it.
+ * Row i's view, chain value and event hash stay valid until the memtable
+ * is freed. Used by the owning shard thread only. */
+struct eng_memtable {
+	struct eng_arena_chunk *chunks;   /* newest first */
+	uint64_t arena_bytes;
+	struct fmt_event *rows;
+	uint8_t (*chains)[FMT_HASH_BYTES];
+	const uint8_t **canon;            /* row's canonical bytes in the arena */
+	uint32_t *canon_len;
+	uint64_t *gen;                    /* WAL generation holding the row */
+	uint32_t row_count;
+	uint32_t row_cap;
+	uint64_t first_seq;               /* seq of row 0 (0 when empty) */
+	uint8_t chain_before[FMT_HASH_BYTES];
+	int64_t oldest_received_ns;       /* for the age threshold */
+	int64_t min_occurred_ns, max_occurred_ns;
+	uint64_t wal_gen_min;             /* oldest WAL generation holding its rows */
+};
+
+void eng_memtable_init(struct eng_memtable *m, uint64_t first_seq,
+		       const uint8_t chain_before[FMT_HASH_BYTES]);
+void eng_memtable_free(struct eng_memtable *m);
+/* Bytes the memtable holds (arena + arrays), for the shard budget. */
+uint64_t eng_memtable_bytes(const struct eng_memtable *m);
+/* Most bytes that adding `rows` rows of `bytes` canonical bytes may add to
+ * eng_memtable_bytes(m): the budget check uses it before anything changes. */
+uint64_t eng_memtable_growth(const struct eng_memtable *m, uint32_t rows, uint64_t bytes);
+/* Rows with seq <= durable_seq (I3). */
+uint32_t eng_memtable_visible(const struct eng_memtable *m, uint64_t durable_seq);
+/* Drops rows [0, n): rebuilds the memtable from the remaining rows, whose
+ * chain_before becomes chains[n - 1]. Returns 0 or FMT_E_NOMEM (then m is
+ * unchanged). */
+int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n);
+/* Copies a canonical encoding into the arena and appends its decoded view
+ * with its chain value. Returns 0 or FMT_E_NOMEM; FMT_E_CORRUPT if canon
+ * does not decode (a programmer error for the append path, real for
+ * recovery). */
+int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+		     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen);
+
+/* ---- segments ----------------------------------------------------------- */
+
+/* A sealed segment as the manifest names it. The footer (fmt_segment) is
+ * opened lazily on first read and kept while the segment is local. */
+struct eng_segment {
+	uint64_t segment_id;
+	uint64_t first_seq, last_seq;
+	uint32_t row_count;
+	uint64_t file_size;
+	uint64_t file_checksum;            /* XXH3-64 of the whole file */
+	int64_t min_occurred_ns, max_occurred_ns;
+	int64_t min_received_ns, max_received_ns;
+	uint8_t chain_before[FMT_HASH_BYTES];
+	uint8_t chain_after[FMT_HASH_BYTES];
+	uint8_t merkle_root[FMT_HASH_BYTES];
+	struct fmt_segment *footer;        /* NULL until opened */
+	int fd;                            /* -1 until opened */
+};
+
+/* Manifest record payload for FMT_REC_SEGMENT (docs/FORMAT.md §6). */
+#define ENG_MANIFEST_SEGMENT_BYTES (1 + FMT_TENANT_MAX + 8 * 11 + 4 + 3 * FMT_HASH_BYTES)
+
+/* ---- tenants ------------------------------------------------------------ */
+
+struct eng_tenant {
+	char name[FMT_TENANT_MAX + 1];
+	uint8_t name_len;
+	uint64_t key;                      /* hash of the name: dedup key, map key */
+	uint64_t next_seq;                 /* I2 */
+	uint64_t durable_seq;              /* I3 */
+	uint8_t chain[FMT_HASH_BYTES];     /* I2 */
+	uint64_t sealed_seq;               /* last seq in a segment (0: none) */
+	uint8_t sealed_chain[FMT_HASH_BYTES];
+	struct eng_memtable active;
+	uint32_t sealing_rows;             /* rows [0, n) being sealed; 0: none */
+	struct eng_segment **segments;     /* manifest order == seq order */
+	uint32_t segment_count, segment_cap;
+};
+
+/* ---- WAL ---------------------------------------------------------------- */
+
+/* One write buffer of the double-buffered WAL: requests encoded into it are
+ * committed together (one write + one fsync). */
+struct eng_wal_buf {
+	uint8_t *data;
+	uint64_t len, cap;
+	struct eng_append **reqs;          /* requests whose records it holds */
+	uint32_t req_count, req_cap;
+};
+
+struct eng_wal {
+	char dir[4096];
+	int fd;
+	uint64_t gen;                      /* active file's generation */
+	uint64_t size;                     /* bytes written to the active file */
+	uint64_t *old_gens;                /* generations still on disk, oldest first */
+	uint32_t old_count, old_cap;
+	struct eng_wal_buf buf[2];
+	int filling;                       /* index of the buffer being filled */
+	bool in_flight;                    /* the other buffer is being written */
+	struct eng_io_op write_op, fsync_op;
+	int64_t commit_started_ns;
+	int write_result;
+};
+
+/* ---- shard -------------------------------------------------------------- */
+
+struct eng_shard {
+	struct eng_engine *eng;
+	uint32_t id;
+	char dir[4096];
+	pthread_t thread;
+	bool thread_started;
+	struct eng_io *io;
+	int wake_fd;
+	_Atomic bool sleeping;             /* set before a blocking wait */
+	uint32_t *woken;                   /* producers to wake at the end of the tick */
+	uint32_t woken_count;
+	uint8_t *woken_mark;               /* [producers_max] */
+	struct eng_spsc *inbox;            /* [producers_max], producer -> shard */
+
+	struct eng_tenant **tenant_slots;  /* open addressing by key */
+	uint32_t tenant_slot_count;        /* power of two */
+	uint32_t tenant_count;
+
+	struct eng_wal wal;
+	int manifest_fd;
+	uint64_t manifest_size;
+	uint64_t next_segment_no;
+	struct eng_dedup *dedup;
+	uint64_t memtable_bytes;
+	bool failed;                       /* write path stopped after an I/O error */
+
+	/* The seal in progress (one at a time per shard). */
+	struct eng_seal *seal;
+	bool seal_wanted;                  /* a tenant crossed seal_rows/seal_bytes */
+	int64_t seal_scan_ns;              /* last scan for aged memtables */
+	int64_t seal_retry_ns;             /* after a failed seal, not before */
+
+	struct eng_shard_stats stats;      /* written by the shard thread only */
+	struct eng_shard_stats published;  /* copied from stats once per tick */
+	pthread_mutex_t stats_lock;        /* guards published */
+};
+
+struct eng_producer {
+	struct eng_engine *eng;
+	uint32_t index;
+	int event_fd;
+	struct eng_spsc *outbox;           /* [shards], shard -> producer */
+	uint32_t *pending_shard;           /* [shards]: bounded by queue_depth */
+	uint32_t pending;
+	bool in_use;
+};
+
+struct eng_engine {
+	struct eng_config cfg;
+	char data_dir[4096];
+	uint32_t shard_count;
+	struct eng_shard *shards;
+	struct eng_producer *producers;    /* [producers_max] */
+	pthread_mutex_t producers_lock;    /* open/close only, never the data path */
+	_Atomic bool stopping;
+	_Atomic bool power_cut;            /* eng_power_cut(): stop where you are */
+};
+
+/* shard.c */
+int eng_shard_start(struct eng_shard *s);
+void eng_shard_wake(struct eng_shard *s);
+void eng_complete(struct eng_shard *s, struct eng_req_hdr *req);
+struct eng_tenant *eng_tenant_find(struct eng_shard *s, struct fmt_str name);
+struct eng_tenant *eng_tenant_get(struct eng_shard *s, struct fmt_str name, int *err);
+uint64_t eng_tenant_key(struct fmt_str name);
+
+/* wal.c */
+int eng_wal_open(struct eng_shard *s);
+int eng_wal_rotate(struct eng_shard *s);
+int eng_fsync_dir(const char *dir);
+void eng_wal_close(struct eng_wal *w);
+int eng_wal_replay(struct eng_shard *s);
+void eng_wal_reclaim(struct eng_shard *s);
+
+/* manifest.c */
+int eng_manifest_load(struct eng_shard *s);
+int eng_manifest_encode_segment(const struct eng_tenant *t, const struct eng_segment *seg,
+				uint8_t out[ENG_MANIFEST_SEGMENT_BYTES]);
+int eng_manifest_decode_segment(const uint8_t *p, uint32_t len, char tenant[FMT_TENANT_MAX + 1],
+				struct eng_segment *seg);
+/* Appends a segment to the tenant's list and advances sealed_seq and
+ * sealed_chain; next_seq, chain and durable_seq are not touched. */
+void eng_tenant_add_segment(struct eng_tenant *t, struct eng_segment *seg);
+
+/* seal.c */
+void eng_seal_maybe(struct eng_shard *s, bool force_all);
+bool eng_seal_busy(const struct eng_shard *s);
+void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);
+int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg);
+void eng_segment_free(struct eng_segment *seg);
+/* Reads and decodes the columns in col_mask of block b (pread). */
+int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_t b,
+			   uint32_t col_mask, struct fmt_block **out);
+int eng_dedup_from_segments(struct eng_shard *s);
+
+/* search.c, verify.c */
+void eng_search_run(struct eng_shard *s, struct eng_search *req);
+void eng_verify_run(struct eng_shard *s, struct eng_verify *req);
+
+#endif

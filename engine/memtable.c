@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * memtable.c — a tenant's unsealed rows, searchable as soon as committed.
+ *
+ * Each row is kept as its canonical encoding (the very bytes the WAL holds
+ * and the event hash covers) in an arena of chunks that never move, plus a
+ * decoded view (struct fmt_event) whose strings and attribute array point
+ * into the arena. Sealing hands the views and chain values straight to
+ * fmt_segment_build(); searching reads the views. Growth is geometric for
+ * the row arrays and by chunks of ENG_ARENA_CHUNK_BYTES for the arena; the
+ * shard charges eng_memtable_bytes() against its budget.
+ */
+#include "engine/internal.h"
+
+#include <stdlib.h>
+
+#define ENG_ARENA_CHUNK_BYTES (1u << 20)
+#define ENG_ROW_OVERHEAD_BYTES \
+	(sizeof(struct fmt_event) + FMT_HASH_BYTES + sizeof(void *) + sizeof(uint32_t) + sizeof(uint64_t))
+
+struct eng_arena_chunk {
+	struct eng_arena_chunk *next;
+	uint64_t used, cap;
+	alignas(16) uint8_t data[];
+};
+
+void eng_memtable_init(struct eng_memtable *m, uint64_t first_seq,
+		       const uint8_t chain_before[FMT_HASH_BYTES])
+{
+	memset(m, 0, sizeof(*m));
+	m->first_seq = first_seq;
+	memcpy(m->chain_before, chain_before, FMT_HASH_BYTES);
+	m->min_occurred_ns = INT64_MAX;
+	m->max_occurred_ns = INT64_MIN;
+}
+
+void eng_memtable_free(struct eng_memtable *m)
+{
+	struct eng_arena_chunk *c = m->chunks;
+	while (c) {
+		struct eng_arena_chunk *next = c->next;
+		free(c);
+		c = next;
+	}
+	free(m->rows);
+	free(m->chains);
+	free(m->canon);
+	free(m->canon_len);
+	free(m->gen);
+	m->chunks = NULL;
+	m->rows = NULL;
+	m->chains = NULL;
+	m->canon = NULL;
+	m->canon_len = NULL;
+	m->gen = NULL;
+	m->row_count = m->row_cap = 0;
+	m->arena_bytes = 0;
+}
+
+uint64_t eng_memtable_bytes(const struct eng_memtable *m)
+{
+	return m->arena_bytes + (uint64_t)m->row_cap * ENG_ROW_OVERHEAD_BYTES;
+}
+
+uint64_t eng_memtable_growth(const struct eng_memtable *m, uint32_t rows, uint64_t bytes)
+{
+	uint64_t grow = 0;
+	if (m->row_count + (uint64_t)rows > m->row_cap) {
+		uint64_t cap = m->row_cap ? m->row_cap : 1024;
+		while (cap < m->row_count + (uint64_t)rows)
+			cap *= 2;
+		grow += (cap - m->row_cap) * ENG_ROW_OVERHEAD_BYTES;
+	}
+	/* Canonical bytes and attribute arrays, plus the chunk that may have
+	 * to be started for them. */
+	uint64_t arena = bytes + (uint64_t)rows * (16 + FMT_ATTRS_HARD_MAX / 8);
+	return grow + arena + ENG_ARENA_CHUNK_BYTES + sizeof(struct eng_arena_chunk);
+}
+
+uint32_t eng_memtable_visible(const struct eng_memtable *m, uint64_t durable_seq)
+{
+	if (m->row_count == 0 || durable_seq < m->first_seq)
+		return 0;
+	return (uint32_t)FMT_MIN((uint64_t)m->row_count, durable_seq - m->first_seq + 1);
+}
+
+static void *arena_alloc(struct eng_memtable *m, uint64_t n)
+{
+	n = (n + 15) & ~(uint64_t)15;
+	struct eng_arena_chunk *c = m->chunks;
+	if (!c || c->cap - c->used < n) {
+		uint64_t cap = n > ENG_ARENA_CHUNK_BYTES ? n : ENG_ARENA_CHUNK_BYTES;
+		c = malloc(sizeof(*c) + cap);
+		if (!c)
+			return NULL;
+		c->used = 0;
+		c->cap = cap;
+		c->next = m->chunks;
+		m->chunks = c;
+		m->arena_bytes += sizeof(*c) + cap;
+	}
+	void *p = c->data + c->used;
+	c->used += n;
+	return p;
+}
+
+static int grow_rows(struct eng_memtable *m)
+{
+	uint32_t cap = m->row_cap ? m->row_cap * 2 : 1024;
+	if (cap > FMT_SEG_ROWS_MAX)
+		return FMT_E_TOO_BIG;
+	/* Each array is replaced only once its realloc succeeded, so a failure
+	 * leaves the memtable consistent at its old capacity. */
+	struct fmt_event *rows = realloc(m->rows, (size_t)cap * sizeof(*rows));
+	if (!rows)
+		return FMT_E_NOMEM;
+	m->rows = rows;
+	uint8_t(*chains)[FMT_HASH_BYTES] = realloc(m->chains, (size_t)cap * FMT_HASH_BYTES);
+	if (!chains)
+		return FMT_E_NOMEM;
+	m->chains = chains;
+	const uint8_t **canon = realloc(m->canon, (size_t)cap * sizeof(*canon));
+	if (!canon)
+		return FMT_E_NOMEM;
+	m->canon = canon;
+	uint32_t *canon_len = realloc(m->canon_len, (size_t)cap * sizeof(*canon_len));
+	if (!canon_len)
+		return FMT_E_NOMEM;
+	m->canon_len = canon_len;
+	uint64_t *gen = realloc(m->gen, (size_t)cap * sizeof(*gen));
+	if (!gen)
+		return FMT_E_NOMEM;
+	m->gen = gen;
+	m->row_cap = cap;
+	return 0;
+}
+
+int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+		     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
+{
+	int rc;
+	if (m->row_count == m->row_cap && (rc = grow_rows(m)) != 0)
+		return rc;
+	uint8_t *copy = arena_alloc(m, canon_len);
+	if (!copy)
+		return FMT_E_NOMEM;
+	memcpy(copy, canon, canon_len);
+	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
+	struct fmt_event *ev = &m->rows[m->row_count];
+	rc = fmt_event_canon_decode(copy, canon_len, ev, attrs, FMT_ATTRS_HARD_MAX);
+	if (rc)
+		return rc;
+	if (ev->attr_count) {
+		struct fmt_attr *kept = arena_alloc(m, sizeof(*kept) * ev->attr_count);
+		if (!kept)
+			return FMT_E_NOMEM;
+		memcpy(kept, attrs, sizeof(*kept) * ev->attr_count);
+		ev->attrs = kept;
+	}
+	if (m->row_count == 0) {
+		if (m->first_seq == 0)
+			m->first_seq = ev->seq;
+		m->oldest_received_ns = ev->received_at_ns;
+		m->wal_gen_min = wal_gen;
+	}
+	ASSERT(ev->seq == m->first_seq + m->row_count); /* I1 */
+	memcpy(m->chains[m->row_count], chain, FMT_HASH_BYTES);
+	m->canon[m->row_count] = copy;
+	m->canon_len[m->row_count] = canon_len;
+	m->gen[m->row_count] = wal_gen;
+	m->min_occurred_ns = FMT_MIN(m->min_occurred_ns, ev->occurred_at_ns);
+	m->max_occurred_ns = FMT_MAX(m->max_occurred_ns, ev->occurred_at_ns);
+	m->row_count++;
+	return 0;
+}
+
+int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n)
+{
+	ASSERT(n >= 1 && n <= m->row_count);
+	struct eng_memtable next;
+	eng_memtable_init(&next, m->first_seq + n, m->chains[n - 1]);
+	for (uint32_t i = n; i < m->row_count; i++) {
+		int rc = eng_memtable_add(&next, m->canon[i], m->canon_len[i], m->chains[i], m->gen[i]);
+		if (rc) {
+			eng_memtable_free(&next);
+			return rc;
+		}
+		/* The age threshold counts from the oldest row still unsealed. */
+		if (i == n)
+			next.oldest_received_ns = m->rows[i].received_at_ns;
+	}
+	eng_memtable_free(m);
+	*m = next;
+	return 0;
+}

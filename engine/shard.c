@@ -1,0 +1,526 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * shard.c — a shard's thread: its loop, the append path and group commit.
+ *
+ * One tick of the loop:
+ *
+ *   drain inboxes ──▶ append: validate, dedup, seq, hash, encode into the
+ *        │                    filling WAL buffer and the tenant's memtable
+ *        │            search / verify: run now, complete
+ *        ▼
+ *   commit_start: if nothing is in flight and the filling buffer holds
+ *        │        requests, write it and fsync it (one fsync covers them
+ *        │        all), and swap buffers so the next tick fills the other
+ *        ▼
+ *   seal check ──▶ eng_io_run(deadline) ──▶ completions:
+ *        fsync done: durable_seq advances, the buffer's requests complete
+ *        ▼
+ *   wake the producers that got completions (one eventfd write each)
+ *
+ * Group commit comes from the double buffer: while one buffer's fsync is
+ * in flight, every request that arrives is encoded into the other, and all
+ * of them share the next fsync.
+ *
+ * An I/O error on the WAL stops the shard's write path for good (state
+ * `failed`): after a failed fsync the kernel may have dropped the dirty
+ * pages, so nothing written since the last good fsync can be trusted, and
+ * the only safe recovery is a restart that replays what is really on disk.
+ * Every request of the failed and of the filling buffer completes with
+ * -EIO, so none of them is acknowledged; later appends get -EIO at once.
+ */
+#include "engine/internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define TICK_REQUESTS_MAX 4096   /* requests drained per tick */
+#define IDLE_WAIT_NS (100 * 1000000ll)
+
+void eng_shard_wake(struct eng_shard *s)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&s->sleeping, memory_order_relaxed)) {
+		uint64_t one = 1;
+		(void)!write(s->wake_fd, &one, sizeof(one));
+	}
+}
+
+void eng_complete(struct eng_shard *s, struct eng_req_hdr *req)
+{
+	struct eng_producer *p = req->producer;
+	bool ok = eng_spsc_push(&p->outbox[s->id], req);
+	ASSERT(ok); /* bounded by the producer's per-shard pending limit */
+	if (!s->woken_mark[p->index]) {
+		s->woken_mark[p->index] = 1;
+		s->woken[s->woken_count++] = p->index;
+	}
+}
+
+static void wake_producers(struct eng_shard *s)
+{
+	for (uint32_t i = 0; i < s->woken_count; i++) {
+		uint32_t p = s->woken[i];
+		uint64_t one = 1;
+		(void)!write(s->eng->producers[p].event_fd, &one, sizeof(one));
+		s->woken_mark[p] = 0;
+	}
+	s->woken_count = 0;
+}
+
+/* ---- tenants ------------------------------------------------------------- */
+
+struct eng_tenant *eng_tenant_find(struct eng_shard *s, struct fmt_str name)
+{
+	uint64_t key = eng_tenant_key(name);
+	uint32_t mask = s->tenant_slot_count - 1;
+	for (uint32_t i = (uint32_t)key & mask;; i = (i + 1) & mask) {
+		struct eng_tenant *t = s->tenant_slots[i];
+		if (!t)
+			return NULL;
+		if (t->key == key && t->name_len == name.len && memcmp(t->name, name.ptr, name.len) == 0)
+			return t;
+	}
+}
+
+static int tenant_table_grow(struct eng_shard *s)
+{
+	uint32_t count = s->tenant_slot_count * 2;
+	struct eng_tenant **slots = calloc(count, sizeof(*slots));
+	if (!slots)
+		return FMT_E_NOMEM;
+	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
+		struct eng_tenant *t = s->tenant_slots[i];
+		if (!t)
+			continue;
+		uint32_t j = (uint32_t)t->key & (count - 1);
+		while (slots[j])
+			j = (j + 1) & (count - 1);
+		slots[j] = t;
+	}
+	free(s->tenant_slots);
+	s->tenant_slots = slots;
+	s->tenant_slot_count = count;
+	return 0;
+}
+
+struct eng_tenant *eng_tenant_get(struct eng_shard *s, struct fmt_str name, int *err)
+{
+	struct eng_tenant *t = eng_tenant_find(s, name);
+	if (t)
+		return t;
+	if (s->tenant_count >= s->eng->cfg.tenants_max) {
+		*err = FMT_E_FULL;
+		return NULL;
+	}
+	if ((s->tenant_count + 1) * 2 > s->tenant_slot_count && tenant_table_grow(s) != 0) {
+		*err = FMT_E_NOMEM;
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		*err = FMT_E_NOMEM;
+		return NULL;
+	}
+	ASSERT(name.len >= 1 && name.len <= FMT_TENANT_MAX);
+	memcpy(t->name, name.ptr, name.len);
+	t->name_len = (uint8_t)name.len;
+	t->key = eng_tenant_key(name);
+	t->next_seq = 1;
+	eng_memtable_init(&t->active, 1, t->chain);
+	uint32_t mask = s->tenant_slot_count - 1;
+	uint32_t i = (uint32_t)t->key & mask;
+	while (s->tenant_slots[i])
+		i = (i + 1) & mask;
+	s->tenant_slots[i] = t;
+	s->tenant_count++;
+	s->stats.tenants = s->tenant_count;
+	return t;
+}
+
+/* ---- append -------------------------------------------------------------- */
+
+static void fail_append(struct eng_shard *s, struct eng_append *req, int status)
+{
+	req->status = status;
+	req->accepted = 0;
+	if (status == FMT_E_INVALID)
+		s->stats.requests_rejected_invalid++;
+	else
+		s->stats.requests_rejected_budget++;
+	eng_complete(s, &req->hdr);
+}
+
+/* Checks everything that can refuse a request before any state changes,
+ * so a refused request leaves no trace (DESIGN.md §2.2). Returns 0 and the
+ * WAL bytes the request needs, or a status. */
+static int append_check(struct eng_shard *s, struct eng_append *req, uint64_t *bytes)
+{
+	const struct eng_config *cfg = &s->eng->cfg;
+	if (!fmt_tenant_valid(req->tenant)) {
+		req->invalid = (struct fmt_invalid){ "tenant_id", "not 1-64 chars of [A-Za-z0-9._-]", 64 };
+		return FMT_E_INVALID;
+	}
+	if (req->count == 0) {
+		req->invalid = (struct fmt_invalid){ "events", "empty", 0 };
+		return FMT_E_INVALID;
+	}
+	if (req->count > cfg->limits.events_per_batch_max)
+		return FMT_E_TOO_BIG;
+	uint64_t need = FMT_REC_HEADER_BYTES;
+	for (uint32_t i = 0; i < req->count; i++) {
+		struct fmt_event ev = req->events[i];
+		int rc = fmt_event_validate(&ev, &cfg->limits, &req->invalid);
+		if (rc) {
+			req->invalid_index = i;
+			return rc;
+		}
+		ev.tenant = req->tenant;
+		need += 4 + fmt_event_canon_size(&ev);
+	}
+	if (need > s->wal.buf[0].cap || need > UINT32_MAX)
+		return FMT_E_TOO_BIG;
+	struct eng_tenant *t = eng_tenant_find(s, req->tenant);
+	static const struct eng_memtable empty;
+	uint64_t grow = eng_memtable_growth(t ? &t->active : &empty, req->count, need);
+	if (s->memtable_bytes + grow > cfg->memtable_budget_bytes) {
+		s->seal_wanted = true;
+		return FMT_E_NOMEM;
+	}
+	*bytes = need;
+	return 0;
+}
+
+static bool id_is_zero(const uint8_t id[FMT_EVENT_ID_BYTES])
+{
+	for (int i = 0; i < FMT_EVENT_ID_BYTES; i++)
+		if (id[i])
+			return false;
+	return true;
+}
+
+/* Encodes one accepted event at buf->data + buf->len (after its u32
+ * length), chains it and adds it to the memtable. */
+static void append_one(struct eng_shard *s, struct eng_tenant *t, struct eng_wal_buf *buf,
+		       struct fmt_event *ev)
+{
+	uint8_t *at = buf->data + buf->len;
+	int64_t n = fmt_event_canon_encode(ev, at + 4, buf->cap - buf->len - 4);
+	ASSERT(n > 0); /* append_check reserved the room */
+	fmt_put_u32(at, (uint32_t)n);
+	uint8_t hash[FMT_HASH_BYTES];
+	fmt_sha256(at + 4, (size_t)n, hash);
+	fmt_chain_next(t->chain, hash, t->chain);
+	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, t->chain, s->wal.gen);
+	ASSERT(rc == 0); /* TODO(budget): an allocation failure here is fatal */
+	eng_dedup_insert(s->dedup, t->key, ev->event_id, ev->received_at_ns);
+	t->next_seq++;
+	buf->len += 4 + (uint64_t)n;
+}
+
+/* Makes room for one more request in the buffer's list. */
+static int buf_reserve_req(struct eng_wal_buf *buf)
+{
+	if (buf->req_count < buf->req_cap)
+		return 0;
+	uint32_t cap = buf->req_cap ? buf->req_cap * 2 : 256;
+	struct eng_append **reqs = realloc(buf->reqs, cap * sizeof(*reqs));
+	if (!reqs)
+		return FMT_E_NOMEM;
+	buf->reqs = reqs;
+	buf->req_cap = cap;
+	return 0;
+}
+
+/* Returns false when the request must wait for room in the WAL buffer. */
+static bool append_run(struct eng_shard *s, struct eng_append *req)
+{
+	if (s->failed) {
+		fail_append(s, req, -EIO);
+		return true;
+	}
+	uint64_t need = 0;
+	int rc = append_check(s, req, &need);
+	if (rc) {
+		fail_append(s, req, rc);
+		return true;
+	}
+	struct eng_wal_buf *buf = &s->wal.buf[s->wal.filling];
+	if (buf->cap - buf->len < need || buf_reserve_req(buf) != 0)
+		return false; /* wait for the commit in flight to free the other buffer */
+	struct eng_tenant *t = eng_tenant_get(s, req->tenant, &rc);
+	if (!t) {
+		fail_append(s, req, rc);
+		return true;
+	}
+	int64_t now = eng_now_ns();
+	uint64_t mem_before = eng_memtable_bytes(&t->active);
+	uint64_t rec_at = buf->len;
+	buf->len += FMT_REC_HEADER_BYTES;
+	req->received_at_ns = now;
+	req->accepted = req->duplicates = 0;
+	req->first_seq = req->last_seq = 0;
+	eng_dedup_expire(s->dedup, now);
+	for (uint32_t i = 0; i < req->count; i++) {
+		struct fmt_event ev = req->events[i];
+		if (id_is_zero(ev.event_id)) {
+			uint8_t rnd[10];
+			(void)!getrandom(rnd, sizeof(rnd), 0);
+			fmt_uuid_v7(ev.event_id, now, rnd);
+		} else if (eng_dedup_contains(s->dedup, t->key, ev.event_id, now)) {
+			req->duplicates++;
+			continue;
+		}
+		ev.tenant = req->tenant;
+		ev.seq = t->next_seq;
+		ev.received_at_ns = now;
+		if (ev.occurred_at_ns == 0)
+			ev.occurred_at_ns = now;
+		if (req->accepted++ == 0)
+			req->first_seq = ev.seq;
+		req->last_seq = ev.seq;
+		append_one(s, t, buf, &ev);
+	}
+	if (req->accepted) {
+		uint8_t *hdr = buf->data + rec_at;
+		uint8_t *payload = hdr + FMT_REC_HEADER_BYTES;
+		fmt_rec_header_encode(hdr, FMT_REC_BATCH, (uint16_t)req->accepted, req->first_seq,
+				      payload, (uint32_t)(buf->len - rec_at - FMT_REC_HEADER_BYTES));
+	} else {
+		buf->len = rec_at;
+	}
+	memcpy(req->chain, t->chain, FMT_HASH_BYTES);
+	req->hdr.tenant = t;
+	s->memtable_bytes += eng_memtable_bytes(&t->active) - mem_before;
+	if (t->active.row_count >= s->eng->cfg.seal_rows ||
+	    eng_memtable_bytes(&t->active) >= s->eng->cfg.seal_bytes)
+		s->seal_wanted = true;
+	buf->reqs[buf->req_count++] = req; /* room reserved above */
+	s->stats.events_appended += req->accepted;
+	s->stats.events_duplicate += req->duplicates;
+	return true;
+}
+
+/* ---- group commit -------------------------------------------------------- */
+
+static void commit_finish(struct eng_shard *s, struct eng_wal_buf *buf, int status)
+{
+	for (uint32_t i = 0; i < buf->req_count; i++) {
+		struct eng_append *req = buf->reqs[i];
+		struct eng_tenant *t = req->hdr.tenant;
+		req->status = status;
+		if (status == 0 && req->accepted && t->durable_seq < req->last_seq)
+			t->durable_seq = req->last_seq;
+		if (status)
+			req->accepted = 0;
+		eng_complete(s, &req->hdr);
+	}
+	buf->req_count = 0;
+	buf->len = 0;
+}
+
+static void wal_fail(struct eng_shard *s, int err)
+{
+	if (!s->failed)
+		eng_log(s->eng, ENG_LOG_ERROR,
+			"shard %u: WAL write failed (%s); refusing appends until restart", s->id,
+			fmt_strerror(err));
+	s->failed = true;
+	s->stats.failed = true;
+}
+
+static void wal_write_done(struct eng_io_op *op)
+{
+	struct eng_shard *s = op->ctx;
+	s->wal.write_result = op->result;
+}
+
+static void wal_fsync_done(struct eng_io_op *op)
+{
+	struct eng_shard *s = op->ctx;
+	struct eng_wal *w = &s->wal;
+	struct eng_wal_buf *buf = &w->buf[1 - w->filling];
+	int err = w->write_result < 0 ? w->write_result : op->result;
+	int64_t took = eng_mono_ns() - w->commit_started_ns;
+	w->in_flight = false;
+	s->stats.wal_fsyncs++;
+	s->stats.fsync_ns_total += (uint64_t)took;
+	if ((uint64_t)took > s->stats.fsync_ns_max)
+		s->stats.fsync_ns_max = (uint64_t)took;
+	if (err < 0 || s->failed) {
+		wal_fail(s, err < 0 ? err : -EIO);
+		commit_finish(s, buf, -EIO);
+		return;
+	}
+	w->size += buf->len;
+	s->stats.wal_bytes_written += buf->len;
+	s->stats.batches_committed++;
+	commit_finish(s, buf, 0);
+}
+
+static void commit_start(struct eng_shard *s)
+{
+	struct eng_wal *w = &s->wal;
+	struct eng_wal_buf *buf = &w->buf[w->filling];
+	if (w->in_flight || buf->req_count == 0)
+		return;
+	if (s->failed) {
+		commit_finish(s, buf, -EIO);
+		return;
+	}
+	if (buf->len == 0) {
+		/* Only duplicates: their originals are durable, since nothing
+		 * is in flight. */
+		commit_finish(s, buf, 0);
+		return;
+	}
+	if (w->size + buf->len > s->eng->cfg.wal_file_bytes && w->size > FMT_FILE_HEADER_BYTES) {
+		int rc = eng_wal_rotate(s);
+		if (rc) {
+			wal_fail(s, rc);
+			commit_finish(s, buf, -EIO);
+			return;
+		}
+	}
+	w->write_op = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = w->fd, .buf = buf->data,
+					  .len = (uint32_t)buf->len, .offset = w->size,
+					  .done = wal_write_done, .ctx = s };
+	w->fsync_op = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = w->fd,
+					  .done = wal_fsync_done, .ctx = s };
+	w->write_result = 0;
+	int rc = eng_io_submit(s->io, &w->write_op);
+	if (rc == 0)
+		rc = eng_io_submit(s->io, &w->fsync_op);
+	ASSERT(rc == 0); /* the ring is sized for the WAL's two ops plus a seal's */
+	w->commit_started_ns = eng_mono_ns();
+	w->in_flight = true;
+	w->filling = 1 - w->filling;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
+{
+	*keep = false;
+	switch (hdr->kind) {
+	case ENG_REQ_APPEND:
+		*keep = !append_run(s, (struct eng_append *)hdr);
+		break;
+	case ENG_REQ_SEARCH:
+		s->stats.searches++;
+		eng_search_run(s, (struct eng_search *)hdr);
+		eng_complete(s, hdr);
+		break;
+	case ENG_REQ_VERIFY:
+		s->stats.verifies++;
+		eng_verify_run(s, (struct eng_verify *)hdr);
+		eng_complete(s, hdr);
+		break;
+	default:
+		ASSERT(0);
+	}
+}
+
+enum drain_result { DRAINED, LEFT_NO_ROOM, LEFT_BUDGET };
+
+/* Runs queued requests, at most TICK_REQUESTS_MAX per tick. An append
+ * that does not fit the filling WAL buffer stays first in its queue. */
+static enum drain_result drain_inboxes(struct eng_shard *s)
+{
+	uint32_t budget = TICK_REQUESTS_MAX;
+	enum drain_result res = DRAINED;
+	for (uint32_t p = 0; p < s->eng->cfg.producers_max; p++) {
+		struct eng_req_hdr *hdr;
+		while ((hdr = eng_spsc_peek(&s->inbox[p])) != NULL) {
+			if (budget == 0)
+				return LEFT_BUDGET;
+			bool keep;
+			dispatch(s, hdr, &keep);
+			if (keep) {
+				res = LEFT_NO_ROOM;
+				break;
+			}
+			eng_spsc_pop(&s->inbox[p]);
+			budget--;
+		}
+	}
+	return res;
+}
+
+static bool inboxes_empty(struct eng_shard *s)
+{
+	for (uint32_t p = 0; p < s->eng->cfg.producers_max; p++)
+		if (eng_spsc_peek(&s->inbox[p]))
+			return false;
+	return true;
+}
+
+static void publish_stats(struct eng_shard *s)
+{
+	s->stats.dedup_entries = eng_dedup_count(s->dedup);
+	s->stats.dedup_evicted_early = eng_dedup_evicted_early(s->dedup);
+	s->stats.memtable_bytes = s->memtable_bytes;
+	s->stats.failed = s->failed;
+	pthread_mutex_lock(&s->stats_lock);
+	s->published = s->stats;
+	pthread_mutex_unlock(&s->stats_lock);
+}
+
+static bool quiescent(struct eng_shard *s)
+{
+	return !s->wal.in_flight && s->wal.buf[s->wal.filling].req_count == 0 &&
+	       !eng_seal_busy(s) && eng_io_in_flight(s->io) == 0;
+}
+
+static void *shard_main(void *arg)
+{
+	struct eng_shard *s = arg;
+	for (;;) {
+		if (atomic_load(&s->eng->power_cut))
+			return NULL; /* leave everything in flight, as a power cut does */
+		bool stopping = atomic_load(&s->eng->stopping);
+		enum drain_result left = drain_inboxes(s);
+		commit_start(s);
+		if (!stopping)
+			eng_seal_maybe(s, false);
+		publish_stats(s);
+		wake_producers(s);
+		if (stopping && quiescent(s) && inboxes_empty(s))
+			break;
+		/* Sleep only when nothing can progress without an event: new
+		 * requests (the producer writes wake_fd when it sees `sleeping`)
+		 * or an I/O completion. */
+		int64_t wait = IDLE_WAIT_NS;
+		if (left == LEFT_BUDGET || (left == LEFT_NO_ROOM && !s->wal.in_flight))
+			wait = 0;
+		atomic_store(&s->sleeping, true);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (left == DRAINED && !inboxes_empty(s))
+			wait = 0;
+		int rc = eng_io_run(s->io, wait);
+		atomic_store(&s->sleeping, false);
+		ASSERT(rc >= 0 || rc == -EINTR);
+	}
+	publish_stats(s);
+	wake_producers(s);
+	return NULL;
+}
+
+int eng_shard_start(struct eng_shard *s)
+{
+	uint32_t n = s->eng->cfg.producers_max;
+	s->woken = calloc(n, sizeof(*s->woken));
+	s->woken_mark = calloc(n, 1);
+	if (!s->woken || !s->woken_mark)
+		return FMT_E_NOMEM;
+	int rc = pthread_create(&s->thread, NULL, shard_main, s);
+	if (rc)
+		return -rc;
+	s->thread_started = true;
+	char name[16];
+	snprintf(name, sizeof(name), "hodei-shard%u", s->id);
+	pthread_setname_np(s->thread, name);
+	return 0;
+}

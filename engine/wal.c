@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * wal.c — WAL files: creation, rotation, reclaim and replay at start.
+ *
+ * Files are <shard>/wal/wal-<gen:016x>.log, each a file header followed by
+ * batch records (format/record.h). A file is only ever appended to by the
+ * run that created it: after a restart, replay reads every file and the
+ * engine starts a new generation, so a torn tail is never written over.
+ *
+ * Replay, per file in generation order:
+ *   - a batch whose events are already in a segment (seq <= sealed_seq) is
+ *     skipped; the rest rebuild the tenants' memtables, chains, next seq
+ *     and dedup memory exactly as they were;
+ *   - a torn tail (a bad record with nothing valid after it) in the newest
+ *     file is cut off: it was never acknowledged, since its fsync did not
+ *     complete;
+ *   - a bad record with valid records after it, or a torn tail in an older
+ *     file, is damage: the start stops naming file and offset, unless the
+ *     operator passed repair, which cuts the log there and drops the rest
+ *     (loudly: what is dropped was acknowledged).
+ *   - an event whose seq does not continue its tenant (a gap) is damage too.
+ */
+#include "engine/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char wal_magic[8] = { 'H', 'O', 'D', 'E', 'I', 'W', 'A', 'L' };
+
+int eng_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+static void wal_path(const struct eng_shard *s, uint64_t gen, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/wal-%016llx.log", s->wal.dir, (unsigned long long)gen);
+}
+
+/* Creates generation `gen` with its header durable, and makes it active. */
+static int wal_create(struct eng_shard *s, uint64_t gen)
+{
+	char path[4200];
+	wal_path(s, gen, path, sizeof(path));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	struct fmt_file_header h = { .version = FMT_FILE_VERSION, .shard = s->id,
+				     .generation = gen, .created_ns = eng_now_ns() };
+	memcpy(h.magic, wal_magic, 8);
+	uint8_t hdr[FMT_FILE_HEADER_BYTES];
+	fmt_file_header_encode(&h, hdr);
+	int rc = 0;
+	if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fdatasync(fd) != 0)
+		rc = errno ? -errno : -EIO;
+	if (rc == 0)
+		rc = eng_fsync_dir(s->wal.dir);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	s->wal.fd = fd;
+	s->wal.gen = gen;
+	s->wal.size = FMT_FILE_HEADER_BYTES;
+	s->stats.wal_files = s->wal.old_count + 1;
+	return 0;
+}
+
+static int old_gens_push(struct eng_wal *w, uint64_t gen)
+{
+	if (w->old_count == w->old_cap) {
+		uint32_t cap = w->old_cap ? w->old_cap * 2 : 16;
+		uint64_t *g = realloc(w->old_gens, cap * sizeof(*g));
+		if (!g)
+			return FMT_E_NOMEM;
+		w->old_gens = g;
+		w->old_cap = cap;
+	}
+	w->old_gens[w->old_count++] = gen;
+	return 0;
+}
+
+int eng_wal_rotate(struct eng_shard *s)
+{
+	struct eng_wal *w = &s->wal;
+	ASSERT(!w->in_flight);
+	int rc = old_gens_push(w, w->gen);
+	if (rc)
+		return rc;
+	close(w->fd);
+	w->fd = -1;
+	return wal_create(s, w->gen + 1);
+}
+
+int eng_wal_open(struct eng_shard *s)
+{
+	struct eng_wal *w = &s->wal;
+	uint64_t cap = s->eng->cfg.wal_buffer_bytes;
+	for (int i = 0; i < 2; i++) {
+		w->buf[i].data = malloc(cap);
+		w->buf[i].cap = cap;
+		if (!w->buf[i].data)
+			return FMT_E_NOMEM;
+	}
+	uint64_t next = w->old_count ? w->old_gens[w->old_count - 1] + 1 : 1;
+	return wal_create(s, next);
+}
+
+void eng_wal_close(struct eng_wal *w)
+{
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	for (int i = 0; i < 2; i++) {
+		free(w->buf[i].data);
+		free(w->buf[i].reqs);
+		w->buf[i].data = NULL;
+		w->buf[i].reqs = NULL;
+	}
+	free(w->old_gens);
+	w->old_gens = NULL;
+}
+
+/* Deletes WAL files whose every event is sealed (I4). */
+void eng_wal_reclaim(struct eng_shard *s)
+{
+	struct eng_wal *w = &s->wal;
+	uint64_t keep_from = w->gen;
+	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
+		struct eng_tenant *t = s->tenant_slots[i];
+		if (t && t->active.row_count && t->active.gen[0] < keep_from)
+			keep_from = t->active.gen[0];
+	}
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < w->old_count; i++) {
+		if (w->old_gens[i] >= keep_from) {
+			w->old_gens[kept++] = w->old_gens[i];
+			continue;
+		}
+		char path[4200];
+		wal_path(s, w->old_gens[i], path, sizeof(path));
+		if (unlink(path) != 0 && errno != ENOENT) {
+			eng_log(s->eng, ENG_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+			w->old_gens[kept++] = w->old_gens[i];
+		}
+	}
+	w->old_count = kept;
+	s->stats.wal_files = kept + 1;
+}
+
+/* ---- replay ---------------------------------------------------------------- */
+
+struct replay {
+	struct eng_shard *s;
+	const char *path;
+	uint64_t gen;
+	uint64_t events, skipped;
+};
+
+static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
+{
+	struct eng_shard *s = r->s;
+	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
+	struct fmt_event ev;
+	int rc = fmt_event_canon_decode(canon, len, &ev, attrs, FMT_ATTRS_HARD_MAX);
+	if (rc || !fmt_tenant_valid(ev.tenant))
+		return FMT_E_CORRUPT;
+	struct eng_tenant *t = eng_tenant_get(s, ev.tenant, &rc);
+	if (!t)
+		return rc;
+	if (ev.seq <= t->sealed_seq) {
+		r->skipped++;
+		return 0;
+	}
+	if (ev.seq != t->next_seq) {
+		eng_log(s->eng, ENG_LOG_ERROR, "%s: tenant %s jumps from seq %llu to %llu", r->path,
+			t->name, (unsigned long long)(t->next_seq - 1), (unsigned long long)ev.seq);
+		return FMT_E_CORRUPT;
+	}
+	uint8_t hash[FMT_HASH_BYTES];
+	fmt_sha256(canon, len, hash);
+	fmt_chain_next(t->chain, hash, t->chain);
+	uint64_t before = eng_memtable_bytes(&t->active);
+	if ((rc = eng_memtable_add(&t->active, canon, len, t->chain, r->gen)) != 0)
+		return rc;
+	s->memtable_bytes += eng_memtable_bytes(&t->active) - before;
+	eng_dedup_insert(s->dedup, t->key, ev.event_id, ev.received_at_ns);
+	t->next_seq++;
+	t->durable_seq = ev.seq;
+	r->events++;
+	return 0;
+}
+
+static int replay_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
+{
+	struct replay *r = ctx;
+	if (rec->kind != FMT_REC_BATCH) {
+		eng_log(r->s->eng, ENG_LOG_ERROR, "%s: unexpected record kind %u at offset %llu",
+			r->path, rec->kind, (unsigned long long)offset);
+		return FMT_E_CORRUPT;
+	}
+	uint32_t off = 0, n = 0, len;
+	const uint8_t *ev;
+	int rc;
+	while ((rc = fmt_batch_next(rec, &off, &ev, &len)) == 1) {
+		if ((rc = replay_event(r, ev, len)) != 0)
+			break;
+		n++;
+	}
+	if (rc == 0 && n != rec->count)
+		rc = FMT_E_CORRUPT;
+	if (rc)
+		eng_log(r->s->eng, ENG_LOG_ERROR, "%s: bad batch at offset %llu: %s", r->path,
+			(unsigned long long)offset, fmt_strerror(rc));
+	return rc;
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int rc = 0;
+	uint8_t *buf = NULL;
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto out;
+	}
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	if (!buf) {
+		rc = FMT_E_NOMEM;
+		goto out;
+	}
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+		if (n <= 0) {
+			rc = n < 0 ? -errno : FMT_E_TRUNCATED;
+			free(buf);
+			buf = NULL;
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	*out = buf;
+	*len = got;
+out:
+	close(fd);
+	return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Collects the generations present in the WAL directory, sorted. */
+static int list_gens(struct eng_shard *s)
+{
+	DIR *d = opendir(s->wal.dir);
+	if (!d)
+		return -errno;
+	struct dirent *e;
+	int rc = 0;
+	while ((e = readdir(d)) != NULL) {
+		unsigned long long gen;
+		char tail[8];
+		if (sscanf(e->d_name, "wal-%16llx.%4s", &gen, tail) != 2 || strcmp(tail, "log"))
+			continue;
+		if ((rc = old_gens_push(&s->wal, gen)) != 0)
+			break;
+	}
+	closedir(d);
+	if (s->wal.old_count > 1)
+		qsort(s->wal.old_gens, s->wal.old_count, sizeof(uint64_t), cmp_u64);
+	return rc;
+}
+
+/* Handles the end of one file's scan: cut a torn tail, refuse damage. */
+static int replay_stop(struct eng_shard *s, const char *path, const struct fmt_log_scan *sc,
+		       bool newest, bool *drop_rest)
+{
+	if (sc->stop == 0)
+		return 0;
+	bool torn = sc->stop == FMT_E_TRUNCATED && newest;
+	if (!torn && !s->eng->cfg.repair) {
+		eng_log(s->eng, ENG_LOG_ERROR,
+			"%s: corrupt record at offset %llu (%s); refusing to start. "
+			"Inspect it with `hodei-audit inspect %s`; start with --repair to cut the log there",
+			path, (unsigned long long)sc->bad_offset, fmt_strerror(sc->stop), path);
+		return FMT_E_CORRUPT;
+	}
+	if (!torn) {
+		eng_log(s->eng, ENG_LOG_WARN, "%s: repair: cutting the log at offset %llu, dropping "
+			"everything after it", path, (unsigned long long)sc->bad_offset);
+		*drop_rest = true;
+	} else {
+		eng_log(s->eng, ENG_LOG_INFO, "%s: cutting torn tail at offset %llu (never acknowledged)",
+			path, (unsigned long long)sc->valid_end);
+	}
+	if (truncate(path, (off_t)sc->valid_end) != 0)
+		return -errno;
+	return 0;
+}
+
+int eng_wal_replay(struct eng_shard *s)
+{
+	snprintf(s->wal.dir, sizeof(s->wal.dir), "%s/wal", s->dir);
+	if (mkdir(s->wal.dir, 0750) != 0 && errno != EEXIST)
+		return -errno;
+	int rc = list_gens(s);
+	bool drop_rest = false;
+	struct replay r = { .s = s };
+	for (uint32_t i = 0; rc == 0 && i < s->wal.old_count; i++) {
+		char path[4200];
+		wal_path(s, s->wal.old_gens[i], path, sizeof(path));
+		if (drop_rest) {
+			eng_log(s->eng, ENG_LOG_WARN, "repair: removing %s", path);
+			unlink(path);
+			continue;
+		}
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		if ((rc = read_file(path, &buf, &len)) != 0)
+			break;
+		struct fmt_log_scan sc;
+		r.path = path;
+		r.gen = s->wal.old_gens[i];
+		rc = fmt_log_scan(buf, len, wal_magic, (uint32_t)s->eng->cfg.wal_buffer_bytes,
+				  replay_visit, &r, &sc);
+		free(buf);
+		bool newest = i + 1 == s->wal.old_count;
+		if (rc == FMT_E_TRUNCATED && newest) {
+			/* Created but its header never became durable: empty. */
+			eng_log(s->eng, ENG_LOG_INFO, "%s: removing WAL file with a torn header", path);
+			rc = unlink(path) ? -errno : 0;
+		} else if (rc == 0)
+			rc = replay_stop(s, path, &sc, newest, &drop_rest);
+		else
+			eng_log(s->eng, ENG_LOG_ERROR, "%s: cannot replay: %s", path, fmt_strerror(rc));
+	}
+	if (rc)
+		return rc;
+	if (r.events || r.skipped)
+		eng_log(s->eng, ENG_LOG_INFO, "shard %u: replayed %llu events from %u WAL files (%llu already sealed)",
+			s->id, (unsigned long long)r.events, s->wal.old_count,
+			(unsigned long long)r.skipped);
+	return eng_wal_open(s);
+}
