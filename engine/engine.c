@@ -197,11 +197,13 @@ static void shard_free(struct eng_shard *s)
 		free(t);
 	}
 	free(s->tenant_slots);
+	if (s->io)
+		eng_io_destroy(s->io); /* before the buffers its ops point into */
+	s->io = NULL;
+	eng_seal_abandon(s);
 	eng_wal_close(&s->wal);
 	if (s->manifest_fd >= 0)
 		close(s->manifest_fd);
-	if (s->io)
-		eng_io_destroy(s->io);
 	if (s->wake_fd >= 0)
 		close(s->wake_fd);
 	for (uint32_t p = 0; s->inbox && p < eng->cfg.producers_max; p++)

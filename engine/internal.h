@@ -246,6 +246,8 @@ void eng_tenant_add_segment(struct eng_tenant *t, struct eng_segment *seg);
 /* seal.c */
 void eng_seal_maybe(struct eng_shard *s, bool force_all);
 bool eng_seal_busy(const struct eng_shard *s);
+/* Frees a seal left in flight by a power cut (its I/O never completes). */
+void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);
 int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg);
 void eng_segment_free(struct eng_segment *seg);

@@ -95,6 +95,7 @@ struct off_run {
 	uint32_t slot_count, tenant_count;
 	uint64_t *ids;                     /* segment ids the manifest names */
 	uint32_t id_count, id_cap;
+	uint64_t untenanted;               /* problems of the shard tied to no tenant */
 	uint64_t max_no;                   /* highest segment number named */
 	bool have_no;
 	const char *path;                  /* the log file being scanned */
@@ -129,9 +130,11 @@ static void note(struct off_run *r, enum eng_offline_severity sev, const char *p
 		struct off_tenant *t = tenant && *tenant ? tenant_find(r, fmt_str_c(tenant)) : NULL;
 		if (t)
 			t->problems++;
-	}
-	else if (sev == ENG_OFFLINE_WARNING)
+		else
+			r->untenanted++;
+	} else if (sev == ENG_OFFLINE_WARNING) {
 		r->sum->warnings++;
+	}
 	if (!r->report)
 		return;
 	struct eng_offline_problem p = { .severity = sev, .path = path, .tenant = tenant ? tenant : "",
@@ -297,7 +300,10 @@ static void shard_finish(struct off_run *r)
 		char msg[256];
 		snprintf(msg, sizeof(msg),
 			 "%s: %llu events (%u segments through seq %llu, %llu unsealed in the WAL)%s",
-			 t->problems ? "NOT INTACT" : "intact", (unsigned long long)t->seq, t->segments,
+			 t->problems     ? "NOT INTACT"
+			 : r->untenanted ? "not proven intact (the shard has damage tied to no tenant)"
+					 : "intact",
+			 (unsigned long long)t->seq, t->segments,
 			 (unsigned long long)t->sealed_seq, (unsigned long long)t->wal_events,
 			 t->chain_known ? "" : "; chain head unknown");
 		p.message = msg;
@@ -320,6 +326,7 @@ static void shard_finish(struct off_run *r)
 	r->slot_count = r->tenant_count = r->id_count = r->id_cap = 0;
 	r->max_no = 0;
 	r->have_no = false;
+	r->untenanted = 0;
 }
 
 /* ---- segments -------------------------------------------------------------- */

@@ -394,3 +394,16 @@ int eng_dedup_from_segments(struct eng_shard *s)
 	}
 	return 0;
 }
+
+void eng_seal_abandon(struct eng_shard *s)
+{
+	struct eng_seal *z = s->seal;
+	if (!z)
+		return;
+	free(z->seg);
+	if (z->fd >= 0)
+		close(z->fd);
+	free(z->image);
+	free(z);
+	s->seal = NULL;
+}

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SLOTS 32u
+#define SLOTS 16u
 #define ACK_FD 3
 #define RUN_LIMIT_NS (60ll * 1000000000)
 #define POLL_WAIT_NS (10 * 1000000ll)

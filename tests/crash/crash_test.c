@@ -727,7 +727,7 @@ static bool check_round(bool full, size_t round_first)
 		total += n[t];
 	}
 	int64_t t_sample = mono_ms();
-	sample(p, round_first, full ? C.sample : C.sample / 4);
+	sample(p, round_first, full ? C.sample : C.sample / 8);
 	int64_t t_walk = mono_ms();
 	for (uint32_t t = 0; full && C.search_ok && t < CRASH_TENANTS; t++) {
 		char name[32];

@@ -180,10 +180,11 @@ static void build(struct data *d)
 /* The index in d->segs of the tenant's k-th segment. */
 static uint32_t seg_of(const struct data *d, const char *tenant, uint32_t k)
 {
+	uint32_t seen = 0;
 	for (uint32_t i = 0; i < d->seg_count; i++)
-		if (!strcmp(d->segs[i].tenant, tenant) && k-- == 0)
+		if (!strcmp(d->segs[i].tenant, tenant) && seen++ == k)
 			return i;
-	cr_assert_fail("tenant %s has fewer than %u segments", tenant, k + 1);
+	cr_assert_fail("tenant %s has %u segments, not %u", tenant, seen, k + 1);
 	return 0;
 }
 
