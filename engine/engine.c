@@ -142,6 +142,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->manifest_fd = -1;
 	s->wal.fd = -1;
 	s->wake_fd = -1;
+	s->rand_used = sizeof(s->rand_buf);
 	pthread_mutex_init(&s->stats_lock, NULL);
 	snprintf(s->dir, sizeof(s->dir), "%s/shard-%03u", eng->data_dir, i);
 	int rc = mkdir_p(s->dir);

@@ -191,6 +191,9 @@ struct eng_shard {
 	int64_t seal_scan_ns;              /* last scan for aged memtables */
 	int64_t seal_retry_ns;             /* after a failed seal, not before */
 
+	uint8_t rand_buf[4096];            /* randomness for server-assigned ids */
+	uint32_t rand_used;                /* starts full: sizeof(rand_buf) */
+
 	struct eng_shard_stats stats;      /* written by the shard thread only */
 	struct eng_shard_stats published;  /* copied from stats once per tick */
 	pthread_mutex_t stats_lock;        /* guards published */

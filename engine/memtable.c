@@ -14,7 +14,11 @@
 
 #include <stdlib.h>
 
+/* Arena chunks start small and double up to the maximum, so that a shard
+ * with thousands of small tenants does not spend a megabyte on each. */
+#define ENG_ARENA_CHUNK_MIN_BYTES (16u << 10)
 #define ENG_ARENA_CHUNK_BYTES (1u << 20)
+#define ENG_ROWS_MIN 64
 #define ENG_ROW_OVERHEAD_BYTES \
 	(sizeof(struct fmt_event) + FMT_HASH_BYTES + sizeof(void *) + sizeof(uint32_t) + sizeof(uint64_t))
 
@@ -66,7 +70,7 @@ uint64_t eng_memtable_growth(const struct eng_memtable *m, uint32_t rows, uint64
 {
 	uint64_t grow = 0;
 	if (m->row_count + (uint64_t)rows > m->row_cap) {
-		uint64_t cap = m->row_cap ? m->row_cap : 1024;
+		uint64_t cap = m->row_cap ? m->row_cap : ENG_ROWS_MIN;
 		while (cap < m->row_count + (uint64_t)rows)
 			cap *= 2;
 		grow += (cap - m->row_cap) * ENG_ROW_OVERHEAD_BYTES;
@@ -74,7 +78,9 @@ uint64_t eng_memtable_growth(const struct eng_memtable *m, uint32_t rows, uint64
 	/* Canonical bytes and attribute arrays, plus the chunk that may have
 	 * to be started for them. */
 	uint64_t arena = bytes + (uint64_t)rows * (16 + FMT_ATTRS_HARD_MAX / 8);
-	return grow + arena + ENG_ARENA_CHUNK_BYTES + sizeof(struct eng_arena_chunk);
+	uint64_t chunk = m->chunks ? FMT_MIN(m->chunks->cap * 2, (uint64_t)ENG_ARENA_CHUNK_BYTES)
+				   : ENG_ARENA_CHUNK_MIN_BYTES;
+	return grow + arena + chunk + sizeof(struct eng_arena_chunk);
 }
 
 uint32_t eng_memtable_visible(const struct eng_memtable *m, uint64_t durable_seq)
@@ -89,7 +95,9 @@ static void *arena_alloc(struct eng_memtable *m, uint64_t n)
 	n = (n + 15) & ~(uint64_t)15;
 	struct eng_arena_chunk *c = m->chunks;
 	if (!c || c->cap - c->used < n) {
-		uint64_t cap = n > ENG_ARENA_CHUNK_BYTES ? n : ENG_ARENA_CHUNK_BYTES;
+		uint64_t cap = c ? FMT_MIN(c->cap * 2, (uint64_t)ENG_ARENA_CHUNK_BYTES)
+				 : ENG_ARENA_CHUNK_MIN_BYTES;
+		cap = FMT_MAX(cap, n);
 		c = malloc(sizeof(*c) + cap);
 		if (!c)
 			return NULL;
@@ -106,7 +114,7 @@ static void *arena_alloc(struct eng_memtable *m, uint64_t n)
 
 static int grow_rows(struct eng_memtable *m)
 {
-	uint32_t cap = m->row_cap ? m->row_cap * 2 : 1024;
+	uint32_t cap = m->row_cap ? m->row_cap * 2 : ENG_ROWS_MIN;
 	if (cap > FMT_SEG_ROWS_MAX)
 		return FMT_E_TOO_BIG;
 	/* Each array is replaced only once its realloc succeeded, so a failure

@@ -154,6 +154,7 @@ static void seal_committed(struct eng_shard *s)
 	ASSERT(t->next_seq == t->active.first_seq + t->active.row_count); /* I2 */
 	z->seg = NULL;
 	s->stats.segments_sealed++;
+	s->stats.memtable_rows -= z->rows;
 	s->stats.segments_local++;
 	s->stats.segment_bytes_local += z->image_len;
 	seal_end(s, 0);

@@ -193,6 +193,20 @@ static int append_check(struct eng_shard *s, struct eng_append *req, uint64_t *b
 	return 0;
 }
 
+/* Ten bytes of kernel randomness for a UUIDv7, drawn from a per-shard
+ * buffer refilled 4 KiB at a time: one getrandom() per ~400 ids. */
+static const uint8_t *shard_random10(struct eng_shard *s)
+{
+	if (s->rand_used + 10 > sizeof(s->rand_buf)) {
+		ssize_t n = getrandom(s->rand_buf, sizeof(s->rand_buf), 0);
+		ASSERT(n == (ssize_t)sizeof(s->rand_buf));
+		s->rand_used = 0;
+	}
+	const uint8_t *r = s->rand_buf + s->rand_used;
+	s->rand_used += 10;
+	return r;
+}
+
 static bool id_is_zero(const uint8_t id[FMT_EVENT_ID_BYTES])
 {
 	for (int i = 0; i < FMT_EVENT_ID_BYTES; i++)
@@ -266,9 +280,7 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 	for (uint32_t i = 0; i < req->count; i++) {
 		struct fmt_event ev = req->events[i];
 		if (id_is_zero(ev.event_id)) {
-			uint8_t rnd[10];
-			(void)!getrandom(rnd, sizeof(rnd), 0);
-			fmt_uuid_v7(ev.event_id, now, rnd);
+			fmt_uuid_v7(ev.event_id, now, shard_random10(s));
 		} else if (eng_dedup_contains(s->dedup, t->key, ev.event_id, now)) {
 			req->duplicates++;
 			continue;
@@ -299,6 +311,7 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 		s->seal_wanted = true;
 	buf->reqs[buf->req_count++] = req; /* room reserved above */
 	s->stats.events_appended += req->accepted;
+	s->stats.memtable_rows += req->accepted;
 	s->stats.events_duplicate += req->duplicates;
 	return true;
 }

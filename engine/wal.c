@@ -197,6 +197,7 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 	eng_dedup_insert(s->dedup, t->key, ev.event_id, ev.received_at_ns);
 	t->next_seq++;
 	t->durable_seq = ev.seq;
+	s->stats.memtable_rows++;
 	r->events++;
 	return 0;
 }

@@ -141,3 +141,41 @@ Test(shard, seals_segments_and_recovers)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+Test(shard, server_assigns_uuid_v7_and_receive_time)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	enum { N = 500 };
+	struct fmt_event *evs = calloc(N, sizeof(*evs));
+	char(*store)[256] = calloc(N, 256);
+	for (uint32_t i = 0; i < N; i++) {
+		tu_event(&evs[i], store[i], i);
+		memset(evs[i].event_id, 0, 16);
+		evs[i].occurred_at_ns = 0;
+	}
+	struct eng_append req = { .tenant = fmt_str_c("acme"), .events = evs, .count = N };
+	cr_assert_eq(eng_append_wait(p, &req), 0);
+	cr_assert_eq(req.accepted, N, "zero ids are assigned, never duplicates of each other");
+	struct eng_search q = { .tenant = fmt_str_c("acme"), .limit = 1000, .oldest_first = true };
+	cr_assert_eq(eng_search_wait(p, &q), 0);
+	cr_assert_eq(q.hit_count, N);
+	for (uint32_t i = 0; i < N; i++) {
+		const struct fmt_event *e = &q.hits[i].ev;
+		cr_assert_eq(e->event_id[6] >> 4, 7, "UUID version 7");
+		cr_assert_eq(e->event_id[8] >> 6, 2, "RFC 4122 variant");
+		cr_assert_eq(e->occurred_at_ns, req.received_at_ns, "occurred_at 0 means received now");
+		for (uint32_t k = 0; k < i; k++)
+			cr_assert(memcmp(e->event_id, q.hits[k].ev.event_id, 16) != 0);
+	}
+	eng_search_release(&q);
+	free(evs);
+	free(store);
+	eng_producer_close(p);
+	eng_close(eng);
+}
