@@ -26,7 +26,8 @@
  * The run is: warm-up (not measured), then the measured window of
  * --seconds or until --events events were acked. Figures are differences
  * of counters taken at the two ends of the window (ours, the engine's
- * eng_shard_stats and the kernel's per-thread CPU times). Latency counts
+ * eng_shard_stats, and the kernel's per-thread CPU and run-queue wait, so
+ * a reader can tell a busy engine from a busy machine). Latency counts
  * batches submitted and acked inside the window, in a log-linear
  * histogram of 1/64 precision (bounded memory, like HdrHistogram).
  *

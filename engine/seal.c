@@ -1,26 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * seal.c — turning a tenant's durable memtable rows into a segment.
+ * seal.c — turning tenants' durable memtable rows into segments, and
+ * reading segments back (footers, blocks, dedup memory after a restart).
  *
- * One seal at a time per shard, as a state machine driven by I/O
- * completions:
+ * Seals run in rounds, one round at a time per shard, as a state machine
+ * driven by I/O completions. A round seals up to SEAL_BATCH_MAX tenants at
+ * once, so that a shard with thousands of small tenants pays three fsync
+ * latencies per round, not per tenant:
  *
- *   IDLE ──pick tenant, build image──▶ WRITING (write + fsync <id>.hseg.tmp)
- *   WRITING ──done──▶ rename to <id>.hseg, fsync the directory
- *           ──▶ MANIFEST (write + fsync the segment record)
- *   MANIFEST ──done──▶ add the segment to the tenant, drop the sealed rows
- *           from the memtable, reclaim WAL files ──▶ IDLE
+ *   IDLE ──pick tenants, build their images──▶ WRITING
+ *        (write + fsync <id>.hseg.tmp for every tenant, all in flight)
+ *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
+ *        ──▶ MANIFEST (write + fsync one record per segment, in one write)
+ *   MANIFEST ──done──▶ add each segment to its tenant, drop the sealed rows
+ *        from the memtables, reclaim WAL files ──▶ IDLE
  *
- * The sealed rows are the memtable's first n durable rows at pick time; the
- * memtable keeps growing meanwhile, and searches keep reading those rows
+ * The sealed rows are each memtable's first n durable rows at pick time;
+ * the memtable keeps growing meanwhile, and searches keep reading those rows
  * from the memtable until the segment replaces them in one step, so no row
  * is ever seen twice or missed.
  *
- * A tenant is sealed when its memtable reaches seal_rows or seal_bytes,
- * when its oldest row is older than seal_age, or — biggest first — when the
- * shard's memtables pass 3/4 of the memory budget. A failed segment write
- * is retried a second later (the rows are still in the WAL); a failed
- * manifest write stops the write path like a WAL failure does.
+ * A tenant is due when its durable rows reach seal_rows, its memtable
+ * seal_bytes, or its oldest row seal_age. Under memory pressure (the shard's
+ * memtables past 3/4 of the budget) every tenant is a candidate, biggest
+ * first. A failed segment write abandons the round and retries it a second
+ * later (the rows are still in the WAL); a failed manifest write stops the
+ * write path like a WAL failure does (docs/adr/0002).
  */
 #include "engine/internal.h"
 
@@ -33,18 +38,32 @@
 
 enum seal_state { SEAL_WRITING = 1, SEAL_MANIFEST = 2 };
 
-struct eng_seal {
-	enum seal_state state;
+#define SEAL_BATCH_MAX 32
+#define SEAL_BATCH_ROWS_MAX (1u << 20)
+#define SEAL_RECORD_BYTES (FMT_REC_HEADER_BYTES + ENG_MANIFEST_SEGMENT_BYTES)
+_Static_assert(2 * SEAL_BATCH_MAX + 4 <= 256, "a round's ops fit the default ring");
+
+struct seal_item {
+	struct eng_seal *z;
 	struct eng_tenant *t;
 	uint32_t rows;
 	uint8_t *image;
 	size_t image_len;
 	int fd;
-	int write_result;
+	int result;
 	struct eng_segment *seg;
 	char tmp_path[4200], final_path[4200];
 	struct eng_io_op op_write, op_fsync;
-	uint8_t record[FMT_REC_HEADER_BYTES + ENG_MANIFEST_SEGMENT_BYTES];
+};
+
+struct eng_seal {
+	struct eng_shard *s;
+	enum seal_state state;
+	uint32_t count, pending;
+	struct seal_item item[SEAL_BATCH_MAX];
+	uint8_t records[SEAL_BATCH_MAX * SEAL_RECORD_BYTES];
+	int write_result;
+	struct eng_io_op op_write, op_fsync;
 };
 
 #define SEAL_SCAN_INTERVAL_NS (250 * 1000000ll)
@@ -123,48 +142,61 @@ bool eng_seal_busy(const struct eng_shard *s)
 	return s->seal != NULL;
 }
 
+/* Ends a round: on error, removes its temporary files; frees it. */
 static void seal_end(struct eng_shard *s, int err)
 {
 	struct eng_seal *z = s->seal;
-	if (err) {
-		eng_log(s->eng, ENG_LOG_ERROR, "shard %u: sealing tenant %s failed: %s", s->id,
-			z->t->name, fmt_strerror(err));
-		if (z->state == SEAL_WRITING)
-			unlink(z->tmp_path);
-		s->seal_retry_ns = eng_mono_ns() + SEAL_RETRY_NS;
-		free(z->seg);
+	for (uint32_t i = 0; i < z->count; i++) {
+		struct seal_item *it = &z->item[i];
+		if (err && z->state == SEAL_WRITING)
+			unlink(it->tmp_path);
+		if (it->fd >= 0)
+			close(it->fd);
+		free(it->image);
+		eng_segment_free(it->seg); /* NULL once handed to the tenant */
 	}
-	if (z->fd >= 0)
-		close(z->fd);
-	free(z->image);
+	if (err) {
+		eng_log(s->eng, ENG_LOG_ERROR, "shard %u: sealing tenant %s (and %u more) failed: %s",
+			s->id, z->item[0].t->name, z->count - 1, fmt_strerror(err));
+		s->seal_retry_ns = eng_mono_ns() + SEAL_RETRY_NS;
+	}
 	free(z);
 	s->seal = NULL;
+}
+
+void eng_seal_abandon(struct eng_shard *s)
+{
+	if (s->seal)
+		seal_end(s, 0);
 }
 
 static void seal_committed(struct eng_shard *s)
 {
 	struct eng_seal *z = s->seal;
-	struct eng_tenant *t = z->t;
-	uint64_t before = eng_memtable_bytes(&t->active);
-	int rc = eng_memtable_drop_prefix(&t->active, z->rows);
-	ASSERT(rc == 0); /* TODO(budget): retry the drop instead of failing hard */
-	s->memtable_bytes -= before - eng_memtable_bytes(&t->active);
-	eng_tenant_add_segment(t, z->seg);
-	ASSERT(t->active.first_seq == t->sealed_seq + 1); /* I1 */
-	ASSERT(t->next_seq == t->active.first_seq + t->active.row_count); /* I2 */
-	z->seg = NULL;
-	s->stats.segments_sealed++;
-	s->stats.memtable_rows -= z->rows;
-	s->stats.segments_local++;
-	s->stats.segment_bytes_local += z->image_len;
+	for (uint32_t i = 0; i < z->count; i++) {
+		struct seal_item *it = &z->item[i];
+		struct eng_tenant *t = it->t;
+		uint64_t before = eng_memtable_bytes(&t->active);
+		int rc = eng_memtable_drop_prefix(&t->active, it->rows);
+		ASSERT(rc == 0); /* TODO(budget): retry the drop instead of failing hard */
+		s->memtable_bytes -= before - eng_memtable_bytes(&t->active);
+		eng_tenant_add_segment(t, it->seg);
+		ASSERT(t->active.first_seq == t->sealed_seq + 1); /* I1 */
+		ASSERT(t->next_seq == t->active.first_seq + t->active.row_count); /* I2 */
+		it->seg = NULL;
+		s->stats.segments_sealed++;
+		s->stats.memtable_rows -= it->rows;
+		s->stats.segments_local++;
+		s->stats.segment_bytes_local += it->image_len;
+	}
 	seal_end(s, 0);
 	eng_wal_reclaim(s);
 }
 
 static void seal_manifest_done(struct eng_io_op *op)
 {
-	struct eng_shard *s = op->ctx;
-	struct eng_seal *z = s->seal;
+	struct eng_seal *z = op->ctx;
+	struct eng_shard *s = z->s;
 	int err = z->write_result < 0 ? z->write_result : op->result;
 	if (err < 0) {
 		eng_log(s->eng, ENG_LOG_ERROR, "shard %u: manifest write failed: %s; refusing appends "
@@ -173,61 +205,83 @@ static void seal_manifest_done(struct eng_io_op *op)
 		seal_end(s, err);
 		return;
 	}
-	s->manifest_size += sizeof(z->record);
+	s->manifest_size += (uint64_t)z->count * SEAL_RECORD_BYTES;
 	seal_committed(s);
 }
 
-static void seal_write_done(struct eng_io_op *op)
+static void manifest_write_done(struct eng_io_op *op)
 {
-	struct eng_shard *s = op->ctx;
-	s->seal->write_result = op->result < 0 ? op->result : 0;
+	struct eng_seal *z = op->ctx;
+	z->write_result = op->result < 0 ? op->result : 0;
 }
 
-static void submit_pair(struct eng_shard *s, int fd, void *buf, uint32_t len, uint64_t off,
-			eng_io_done_fn fsync_done)
+static void item_write_done(struct eng_io_op *op)
 {
-	struct eng_seal *z = s->seal;
-	z->write_result = 0;
-	z->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = fd, .buf = buf, .len = len,
-					  .offset = off, .done = seal_write_done, .ctx = s };
-	z->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = fd, .done = fsync_done,
-					  .ctx = s };
-	int rc = eng_io_submit(s->io, &z->op_write);
-	if (rc == 0)
-		rc = eng_io_submit(s->io, &z->op_fsync);
-	ASSERT(rc == 0); /* the ring holds the WAL's two ops and these two */
+	struct seal_item *it = op->ctx;
+	it->result = op->result < 0 ? op->result : 0;
 }
 
-static void seal_file_done(struct eng_io_op *op)
+static void submit_op(struct eng_shard *s, struct eng_io_op *op)
 {
-	struct eng_shard *s = op->ctx;
+	int rc = eng_io_submit(s->io, op);
+	ASSERT(rc == 0); /* the ring holds the WAL's two ops and a whole round */
+}
+
+/* Every segment file is durable: give them their names, then record them. */
+static void seal_files_durable(struct eng_shard *s)
+{
 	struct eng_seal *z = s->seal;
-	int err = z->write_result < 0 ? z->write_result : op->result;
-	if (err < 0) {
+	int err = 0;
+	for (uint32_t i = 0; i < z->count && !err; i++)
+		err = z->item[i].result;
+	for (uint32_t i = 0; i < z->count && !err; i++) {
+		struct seal_item *it = &z->item[i];
+		close(it->fd);
+		it->fd = -1;
+		if (rename(it->tmp_path, it->final_path) != 0)
+			err = -errno;
+	}
+	char dir[4200];
+	snprintf(dir, sizeof(dir), "%s/segments", s->dir);
+	if (!err)
+		err = eng_fsync_dir(dir);
+	if (err) {
 		seal_end(s, err);
 		return;
 	}
-	close(z->fd);
-	z->fd = -1;
-	char dir[4200];
-	snprintf(dir, sizeof(dir), "%s/segments", s->dir);
-	if (rename(z->tmp_path, z->final_path) != 0 || (err = eng_fsync_dir(dir)) != 0) {
-		seal_end(s, err ? err : -errno);
-		return;
-	}
 	z->state = SEAL_MANIFEST;
-	uint8_t *payload = z->record + FMT_REC_HEADER_BYTES;
-	eng_manifest_encode_segment(z->t, z->seg, payload);
-	fmt_rec_header_encode(z->record, FMT_REC_SEGMENT, 0, 0, payload, ENG_MANIFEST_SEGMENT_BYTES);
-	submit_pair(s, s->manifest_fd, z->record, sizeof(z->record), s->manifest_size,
-		    seal_manifest_done);
+	for (uint32_t i = 0; i < z->count; i++) {
+		uint8_t *rec = z->records + (size_t)i * SEAL_RECORD_BYTES;
+		uint8_t *payload = rec + FMT_REC_HEADER_BYTES;
+		eng_manifest_encode_segment(z->item[i].t, z->item[i].seg, payload);
+		fmt_rec_header_encode(rec, FMT_REC_SEGMENT, 0, 0, payload, ENG_MANIFEST_SEGMENT_BYTES);
+	}
+	z->write_result = 0;
+	z->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = s->manifest_fd,
+					  .buf = z->records, .len = z->count * SEAL_RECORD_BYTES,
+					  .offset = s->manifest_size, .done = manifest_write_done, .ctx = z };
+	z->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = s->manifest_fd,
+					  .done = seal_manifest_done, .ctx = z };
+	submit_op(s, &z->op_write);
+	submit_op(s, &z->op_fsync);
+}
+
+static void item_fsync_done(struct eng_io_op *op)
+{
+	struct seal_item *it = op->ctx;
+	if (op->result < 0 && it->result == 0)
+		it->result = op->result;
+	struct eng_seal *z = it->z;
+	ASSERT(z->pending > 0);
+	if (--z->pending == 0)
+		seal_files_durable(z->s);
 }
 
 /* Describes the image just built, for the manifest and the tenant. */
-static struct eng_segment *seal_describe(struct eng_shard *s, struct eng_seal *z, uint64_t id)
+static struct eng_segment *seal_describe(const struct seal_item *it, uint64_t id)
 {
 	struct fmt_segment *f = NULL;
-	if (fmt_segment_open_buf(z->image, z->image_len, &f) != 0)
+	if (fmt_segment_open_buf(it->image, it->image_len, &f) != 0)
 		return NULL;
 	struct eng_segment *g = calloc(1, sizeof(*g));
 	if (g) {
@@ -236,8 +290,8 @@ static struct eng_segment *seal_describe(struct eng_shard *s, struct eng_seal *z
 		g->first_seq = m->first_seq;
 		g->last_seq = m->last_seq;
 		g->row_count = m->row_count;
-		g->file_size = z->image_len;
-		g->file_checksum = fmt_xxh3(z->image, z->image_len);
+		g->file_size = it->image_len;
+		g->file_checksum = fmt_xxh3(it->image, it->image_len);
 		g->min_occurred_ns = m->min_occurred_ns;
 		g->max_occurred_ns = m->max_occurred_ns;
 		g->min_received_ns = m->min_received_ns;
@@ -251,42 +305,61 @@ static struct eng_segment *seal_describe(struct eng_shard *s, struct eng_seal *z
 	return g;
 }
 
-static int seal_start(struct eng_shard *s, struct eng_tenant *t, uint32_t rows)
+/* Builds one tenant's segment image and opens its temporary file. */
+static int item_prepare(struct eng_shard *s, struct seal_item *it)
 {
 	const struct eng_config *cfg = &s->eng->cfg;
-	struct eng_seal *z = calloc(1, sizeof(*z));
-	if (!z)
-		return FMT_E_NOMEM;
-	z->t = t;
-	z->rows = rows;
-	z->fd = -1;
-	z->state = SEAL_WRITING;
-	s->seal = z;
-	uint64_t id = ((uint64_t)s->id << 40) | s->next_segment_no;
+	struct eng_tenant *t = it->t;
+	uint64_t id = ((uint64_t)s->id << 40) | s->next_segment_no++;
 	struct fmt_segment_build_args args = { .segment_id = id, .shard = s->id,
 					       .block_rows = cfg->block_rows,
 					       .zstd_level = cfg->zstd_level,
 					       .created_ns = eng_now_ns(),
-					       .chain_before = t->active.chain_before };
-	int rc = fmt_segment_build(&args, t->active.rows, (const uint8_t(*)[FMT_HASH_BYTES])t->active.chains,
-				   rows, &z->image, &z->image_len);
-	if (rc == 0 && !(z->seg = seal_describe(s, z, id)))
-		rc = FMT_E_NOMEM;
-	if (rc == 0) {
-		eng_segment_path(s, id, z->final_path, sizeof(z->final_path));
-		snprintf(z->tmp_path, sizeof(z->tmp_path), "%s.tmp", z->final_path);
-		z->fd = open(z->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-		if (z->fd < 0)
-			rc = -errno;
-	}
-	if (rc) {
-		seal_end(s, rc);
+					       .chain_before = t->active.chain_before,
+					       .tenant = { t->name, t->name_len } };
+	int rc = fmt_segment_build(&args, t->active.rows,
+				   (const uint8_t(*)[FMT_HASH_BYTES])t->active.chains, it->rows,
+				   &it->image, &it->image_len);
+	if (rc)
 		return rc;
-	}
-	s->next_segment_no++;
-	ASSERT(z->image_len <= UINT32_MAX);
-	submit_pair(s, z->fd, z->image, (uint32_t)z->image_len, 0, seal_file_done);
+	if (!(it->seg = seal_describe(it, id)))
+		return FMT_E_NOMEM;
+	eng_segment_path(s, id, it->final_path, sizeof(it->final_path));
+	snprintf(it->tmp_path, sizeof(it->tmp_path), "%s.tmp", it->final_path);
+	it->fd = open(it->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (it->fd < 0)
+		return -errno;
+	ASSERT(it->image_len <= UINT32_MAX);
 	return 0;
+}
+
+static void seal_start(struct eng_shard *s, struct eng_seal *z)
+{
+	s->seal = z;
+	z->s = s;
+	z->state = SEAL_WRITING;
+	for (uint32_t i = 0; i < z->count; i++) {
+		z->item[i].fd = -1;
+		z->item[i].z = z;
+	}
+	for (uint32_t i = 0; i < z->count; i++) {
+		int rc = item_prepare(s, &z->item[i]);
+		if (rc) {
+			seal_end(s, rc);
+			return;
+		}
+	}
+	z->pending = z->count;
+	for (uint32_t i = 0; i < z->count; i++) {
+		struct seal_item *it = &z->item[i];
+		it->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = it->fd, .buf = it->image,
+						   .len = (uint32_t)it->image_len,
+						   .done = item_write_done, .ctx = it };
+		it->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = it->fd,
+						   .done = item_fsync_done, .ctx = it };
+		submit_op(s, &it->op_write);
+		submit_op(s, &it->op_fsync);
+	}
 }
 
 static bool seal_due(const struct eng_shard *s, const struct eng_tenant *t, int64_t now)
@@ -300,36 +373,61 @@ static bool seal_due(const struct eng_shard *s, const struct eng_tenant *t, int6
 	       now - m->oldest_received_ns >= cfg->seal_age_ns;
 }
 
+/* Keeps the SEAL_BATCH_MAX biggest candidates, biggest first. */
+static void pick_insert(struct eng_seal *z, uint64_t *bytes, struct eng_tenant *t, uint32_t rows,
+			uint64_t b)
+{
+	uint32_t i = z->count < SEAL_BATCH_MAX ? z->count++ : SEAL_BATCH_MAX;
+	if (i == SEAL_BATCH_MAX && b <= bytes[SEAL_BATCH_MAX - 1])
+		return;
+	if (i == SEAL_BATCH_MAX)
+		i = SEAL_BATCH_MAX - 1;
+	while (i > 0 && bytes[i - 1] < b) {
+		z->item[i].t = z->item[i - 1].t;
+		z->item[i].rows = z->item[i - 1].rows;
+		bytes[i] = bytes[i - 1];
+		i--;
+	}
+	z->item[i].t = t;
+	z->item[i].rows = rows;
+	bytes[i] = b;
+}
+
 void eng_seal_maybe(struct eng_shard *s, bool force_all)
 {
 	int64_t mono = eng_mono_ns();
 	if (s->seal || s->failed || mono < s->seal_retry_ns)
 		return;
-	bool pressure = s->memtable_bytes > s->eng->cfg.memtable_budget_bytes / 4 * 3;
+	const struct eng_config *cfg = &s->eng->cfg;
+	bool pressure = s->memtable_bytes > cfg->memtable_budget_bytes / 4 * 3;
 	if (!force_all && !pressure && !s->seal_wanted && mono - s->seal_scan_ns < SEAL_SCAN_INTERVAL_NS)
 		return;
 	s->seal_scan_ns = mono;
+	s->seal_wanted = false;
+	struct eng_seal *z = calloc(1, sizeof(*z));
+	if (!z)
+		return;
+	uint64_t bytes[SEAL_BATCH_MAX];
 	int64_t now = eng_now_ns();
-	struct eng_tenant *pick = NULL;
-	uint32_t pick_rows = 0;
-	uint64_t pick_bytes = 0;
 	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
 		struct eng_tenant *t = s->tenant_slots[i];
-		if (!t)
-			continue;
-		uint32_t rows = eng_memtable_visible(&t->active, t->durable_seq);
+		uint32_t rows = t ? eng_memtable_visible(&t->active, t->durable_seq) : 0;
 		if (rows == 0 || !(force_all || pressure || seal_due(s, t, now)))
 			continue;
-		uint64_t bytes = eng_memtable_bytes(&t->active);
-		if (!pick || bytes > pick_bytes) {
-			pick = t;
-			pick_rows = FMT_MIN(rows, s->eng->cfg.seal_rows);
-			pick_bytes = bytes;
-		}
+		pick_insert(z, bytes, t, FMT_MIN(rows, cfg->seal_rows), eng_memtable_bytes(&t->active));
 	}
-	s->seal_wanted = pick != NULL;
-	if (pick)
-		seal_start(s, pick, pick_rows);
+	/* Bound the round's CPU time on the shard thread. */
+	uint64_t rows = 0;
+	uint32_t n = 0;
+	while (n < z->count && (n == 0 || rows + z->item[n].rows <= SEAL_BATCH_ROWS_MAX))
+		rows += z->item[n++].rows;
+	z->count = n;
+	s->seal_wanted = n > 0;
+	if (n == 0) {
+		free(z);
+		return;
+	}
+	seal_start(s, z);
 }
 
 int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_t b,
@@ -396,15 +494,3 @@ int eng_dedup_from_segments(struct eng_shard *s)
 	return 0;
 }
 
-void eng_seal_abandon(struct eng_shard *s)
-{
-	struct eng_seal *z = s->seal;
-	if (!z)
-		return;
-	free(z->seg);
-	if (z->fd >= 0)
-		close(z->fd);
-	free(z->image);
-	free(z);
-	s->seal = NULL;
-}

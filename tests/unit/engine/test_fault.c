@@ -389,3 +389,102 @@ Test(fault, other_shard_keeps_working)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+#define GROUP_BATCHES 16u
+#define GROUP_WAVE 4u /* so there are at least GROUP_BATCHES / GROUP_WAVE commits */
+
+struct async_batch {
+	struct sent sent;
+	struct eng_append req;
+	struct fmt_event events[BATCH_EVENTS];
+	char store[BATCH_EVENTS][256];
+	bool done;
+};
+
+static void async_done(struct eng_append *req)
+{
+	struct async_batch *a = req->ctx;
+	a->sent.status = req->status;
+	a->sent.first_seq = req->first_seq;
+	a->sent.last_seq = req->last_seq;
+	memcpy(a->sent.chain, req->chain, FMT_HASH_BYTES);
+	a->done = true;
+}
+
+/* Submits the batches in waves of GROUP_WAVE, all of a wave at once so
+ * that commits hold several, and waits for each wave: at least one commit
+ * per wave. */
+static void send_all_async(struct eng_producer *p, struct async_batch *a, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		a[i].sent = (struct sent){ .first = i * BATCH_EVENTS, .count = BATCH_EVENTS };
+		for (uint32_t j = 0; j < BATCH_EVENTS; j++)
+			tu_event(&a[i].events[j], a[i].store[j], a[i].sent.first + j);
+		a[i].req = (struct eng_append){ .tenant = fmt_str_c("acme"), .events = a[i].events,
+						.count = BATCH_EVENTS, .done = async_done,
+						.ctx = &a[i] };
+		cr_assert_eq(eng_append_submit(p, &a[i].req), 0);
+		if ((i + 1) % GROUP_WAVE != 0 && i + 1 < n)
+			continue;
+		for (int spins = 0; spins < 1000 && eng_producer_pending(p) > 0; spins++)
+			eng_producer_wait(p, 10 * 1000000);
+		cr_assert_eq(eng_producer_pending(p), 0, "appends never completed");
+	}
+}
+
+/* The k-th write or fsync fails while several batches share commits: the
+ * acked batches are a prefix of the submitted ones (in order, all with
+ * status 0), every later one gets -EIO, and the restart keeps the prefix. */
+static void group_case(enum fault_kind kind, uint32_t k)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct log_seen seen = { 0 };
+	struct eng_config cfg;
+	cfg_fault(&cfg, kind, k, &seen);
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	static struct async_batch a[GROUP_BATCHES];
+	send_all_async(p, a, GROUP_BATCHES);
+	struct sent b[GROUP_BATCHES];
+	uint32_t acked = 0;
+	for (uint32_t i = 0; i < GROUP_BATCHES; i++) {
+		b[i] = a[i].sent;
+		cr_assert(b[i].status == 0 || b[i].status == -EIO, "status %s",
+			  fmt_strerror(b[i].status));
+		cr_assert(!(b[i].status == 0 && i > acked), "k=%u: batch %u acked after a failed one",
+			  k, i + 1);
+		if (b[i].status == 0) {
+			cr_assert_eq(b[i].first_seq, (uint64_t)acked * BATCH_EVENTS + 1);
+			acked++;
+		}
+	}
+	cr_assert(acked < GROUP_BATCHES, "k=%u: no commit failed", k);
+	cr_assert_eq(verify_all(p, "acme"), (uint64_t)acked * BATCH_EVENTS);
+	eng_producer_close(p);
+	eng_close(eng);
+
+	eng = reopen_sync(dir, &cfg);
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	uint64_t stored = verify_all(p, "acme");
+	cr_assert(stored >= (uint64_t)acked * BATCH_EVENTS, "k=%u: acked events lost", k);
+	if (kind == FAIL_WRITE)
+		cr_assert_eq(stored, (uint64_t)acked * BATCH_EVENTS, "k=%u: a failed write was kept", k);
+	check_after_restart(p, b, GROUP_BATCHES, stored, true);
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
+Test(fault, group_commit_write_fails)
+{
+	for (uint32_t k = 1; k <= GROUP_BATCHES / GROUP_WAVE; k++)
+		group_case(FAIL_WRITE, k);
+}
+
+Test(fault, group_commit_fsync_fails)
+{
+	for (uint32_t k = 1; k <= GROUP_BATCHES / GROUP_WAVE; k++)
+		group_case(FAIL_FSYNC, k);
+}
