@@ -160,7 +160,8 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->tenant_slot_count = 64;
 	s->tenant_slots = calloc(s->tenant_slot_count, sizeof(*s->tenant_slots));
 	s->dedup = eng_dedup_create(eng->cfg.dedup_entries_max, eng->cfg.dedup_window_ns);
-	if (!s->tenant_slots || !s->dedup)
+	s->sha = fmt_sha256_ctx_new();
+	if (!s->tenant_slots || !s->dedup || !s->sha)
 		return FMT_E_NOMEM;
 	const char *why = NULL;
 	rc = eng_io_create(eng->cfg.io, eng->cfg.io_entries, s->wake_fd, &eng->cfg.fault, &s->io, &why);
@@ -214,6 +215,7 @@ static void shard_free(struct eng_shard *s)
 		eng_dedup_destroy(s->dedup);
 	free(s->woken);
 	free(s->woken_mark);
+	fmt_sha256_ctx_free(s->sha);
 	pthread_mutex_destroy(&s->stats_lock);
 }
 

@@ -191,6 +191,7 @@ struct eng_shard {
 	int64_t seal_scan_ns;              /* last scan for aged memtables */
 	int64_t seal_retry_ns;             /* after a failed seal, not before */
 
+	struct fmt_sha256_ctx *sha;        /* the append path's hashing context */
 	uint8_t rand_buf[4096];            /* randomness for server-assigned ids */
 	uint32_t rand_used;                /* starts full: sizeof(rand_buf) */
 

@@ -188,8 +188,8 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 		return FMT_E_CORRUPT;
 	}
 	uint8_t hash[FMT_HASH_BYTES];
-	fmt_sha256(canon, len, hash);
-	fmt_chain_next(t->chain, hash, t->chain);
+	fmt_sha256_with(s->sha, canon, len, hash);
+	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
 	uint64_t before = eng_memtable_bytes(&t->active);
 	if ((rc = eng_memtable_add(&t->active, canon, len, t->chain, r->gen)) != 0)
 		return rc;

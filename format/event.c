@@ -72,6 +72,17 @@ bool fmt_utf8_valid(const char *str, size_t len)
 	const uint8_t *s = (const uint8_t *)str;
 	size_t i = 0;
 	while (i < len) {
+		/* Audit fields are mostly ASCII: skip 8 bytes at a time while no
+		 * byte has its high bit set. */
+		while (len - i >= 8) {
+			uint64_t w;
+			memcpy(&w, s + i, 8);
+			if (w & 0x8080808080808080ull)
+				break;
+			i += 8;
+		}
+		if (i >= len)
+			break;
 		uint8_t c = s[i];
 		if (c < 0x80) {
 			i++;

@@ -38,6 +38,35 @@ void fmt_sha256(const void *data, size_t len, uint8_t out[FMT_HASH_BYTES])
 	ASSERT(ok == 1 && n == FMT_HASH_BYTES);
 }
 
+struct fmt_sha256_ctx *fmt_sha256_ctx_new(void)
+{
+	return (struct fmt_sha256_ctx *)EVP_MD_CTX_new();
+}
+
+void fmt_sha256_ctx_free(struct fmt_sha256_ctx *c)
+{
+	EVP_MD_CTX_free((EVP_MD_CTX *)c);
+}
+
+void fmt_sha256_with(struct fmt_sha256_ctx *c, const void *data, size_t len,
+		     uint8_t out[FMT_HASH_BYTES])
+{
+	EVP_MD_CTX *ctx = (EVP_MD_CTX *)c;
+	unsigned int n = 0;
+	int ok = EVP_DigestInit_ex2(ctx, sha256_md(), NULL) == 1 &&
+		 EVP_DigestUpdate(ctx, data, len) == 1 && EVP_DigestFinal_ex(ctx, out, &n) == 1;
+	ASSERT(ok && n == FMT_HASH_BYTES);
+}
+
+void fmt_chain_next_with(struct fmt_sha256_ctx *c, const uint8_t prev[FMT_HASH_BYTES],
+			 const uint8_t event_hash[FMT_HASH_BYTES], uint8_t next[FMT_HASH_BYTES])
+{
+	uint8_t buf[2 * FMT_HASH_BYTES];
+	memcpy(buf, prev, FMT_HASH_BYTES);
+	memcpy(buf + FMT_HASH_BYTES, event_hash, FMT_HASH_BYTES);
+	fmt_sha256_with(c, buf, sizeof(buf), next);
+}
+
 int fmt_event_hash(const struct fmt_event *ev, uint8_t *scratch, size_t cap,
 		   uint8_t out[FMT_HASH_BYTES])
 {
