@@ -453,10 +453,11 @@ static int submit(struct eng_producer *p, struct eng_req_hdr *hdr, int kind, str
 	struct eng_shard *s = &eng->shards[shard];
 	/* Bounding a producer's requests per shard by the queue depth bounds
 	 * the completions the shard can owe it, so its outbox never fills. */
-	if (p->pending_shard[shard] >= eng->cfg.queue_depth)
+	if (p->pending_shard[shard] >= eng->cfg.queue_depth ||
+	    !eng_spsc_push(&s->inbox[p->index], hdr)) {
+		atomic_fetch_add_explicit(&s->queue_full, 1, memory_order_relaxed);
 		return FMT_E_FULL;
-	if (!eng_spsc_push(&s->inbox[p->index], hdr))
-		return FMT_E_FULL;
+	}
 	p->pending++;
 	p->pending_shard[shard]++;
 	eng_shard_wake(s);

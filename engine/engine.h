@@ -238,16 +238,20 @@ int eng_verify_wait(struct eng_producer *p, struct eng_verify *req);
 /* ---- stats (for metrics) ------------------------------------------------ */
 
 struct eng_shard_stats {
-	uint64_t events_appended, events_duplicate, batches_committed;
+	uint64_t events_appended, events_duplicate;
+	uint64_t batches_committed;     /* append requests acknowledged */
 	uint64_t requests_rejected_invalid, requests_rejected_budget;
 	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
+	/* Group commits: wal_fsyncs counts them; fsync_ns_* measure each from
+	 * the write's submission to the shard seeing the fsync complete, so
+	 * they include the write and any wait for the shard thread. */
 	uint64_t fsync_ns_total, fsync_ns_max;
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
 	uint64_t memtable_bytes, memtable_rows;
 	uint64_t dedup_entries, dedup_evicted_early;
 	uint64_t tenants;
 	uint64_t searches, verifies;
-	uint64_t queue_full;
+	uint64_t queue_full;            /* submits refused because a queue was full */
 	int io_backend;                 /* enum eng_io_backend */
 	bool failed;                    /* write path stopped after an I/O error */
 };

@@ -168,6 +168,7 @@ struct eng_shard {
 	struct eng_io *io;
 	int wake_fd;
 	_Atomic bool sleeping;             /* set before a blocking wait */
+	_Atomic uint64_t queue_full;       /* producers' refused submits (relaxed) */
 	uint32_t *woken;                   /* producers to wake at the end of the tick */
 	uint32_t woken_count;
 	uint8_t *woken_mark;               /* [producers_max] */

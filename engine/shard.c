@@ -369,7 +369,7 @@ static void wal_fsync_done(struct eng_io_op *op)
 	}
 	w->size += buf->len;
 	s->stats.wal_bytes_written += buf->len;
-	s->stats.batches_committed++;
+	s->stats.batches_committed += buf->req_count;
 	commit_finish(s, buf, 0);
 }
 
@@ -476,6 +476,7 @@ static void publish_stats(struct eng_shard *s)
 	s->stats.dedup_evicted_early = eng_dedup_evicted_early(s->dedup);
 	s->stats.memtable_bytes = s->memtable_bytes;
 	s->stats.failed = s->failed;
+	s->stats.queue_full = atomic_load_explicit(&s->queue_full, memory_order_relaxed);
 	pthread_mutex_lock(&s->stats_lock);
 	s->published = s->stats;
 	pthread_mutex_unlock(&s->stats_lock);
