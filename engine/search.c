@@ -55,9 +55,10 @@
  * that overlap everywhere, a page can scan everything). F is always some
  * block's or unit's bound, so a full walk takes at most one page per block.
  *
- * Time range: from_ns inclusive (0: no lower bound), to_ns exclusive (0: no
- * upper bound — "now" would move between pages and hide events a client
- * clock put slightly in the future). from_ns > to_ns, an outcome outside
+ * Time range: from_ns inclusive (0: no lower bound), to_ns exclusive (0:
+ * now, read once per request, as DESIGN.md §5 says; an event whose client
+ * clock put it in the future shows up once its time has come). An explicit
+ * from_ns > to_ns, an outcome outside
  * enum fmt_outcome or a malformed tenant id is FMT_E_INVALID; a well-formed
  * tenant this shard does not know simply has no events (status 0).
  *
@@ -219,10 +220,10 @@ static int filter_check(struct search *c)
 	if (f->outcome > FMT_OUTCOME_DENIED)
 		return FMT_E_INVALID;
 	c->lo_ns = f->from_ns ? f->from_ns : INT64_MIN;
-	c->has_hi = f->to_ns != 0;
-	c->hi_ns = f->to_ns;
-	if (c->has_hi && c->lo_ns > c->hi_ns)
+	if (f->to_ns && c->lo_ns > f->to_ns)
 		return FMT_E_INVALID;
+	c->has_hi = true;
+	c->hi_ns = f->to_ns ? f->to_ns : eng_now_ns();
 	return 0;
 }
 

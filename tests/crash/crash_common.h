@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CRASH_TENANTS 8u
@@ -57,9 +58,19 @@ struct crash_rec {
 
 _Static_assert(sizeof(struct crash_rec) == 88, "fixed-size pipe record");
 
+/* A number from the environment (inherited by the driver, so both sides
+ * agree), or dflt. */
+static inline uint64_t crash_env(const char *name, uint64_t dflt)
+{
+	const char *v = getenv(name);
+	return v && *v ? strtoull(v, NULL, 0) : dflt;
+}
+
 /* The configuration both sides open the data directory with: small seals
  * and blocks so that seals happen during every round, small WAL files so
- * rotation and reclaim happen too, and modest fixed memory. */
+ * rotation and reclaim happen too, and modest fixed memory.
+ * HODEI_CRASH_SEAL_ROWS and HODEI_CRASH_WAL_FILE_BYTES make them smaller
+ * still, for hunting. */
 static inline void crash_config(struct eng_config *cfg, const char *dir, enum eng_io_backend io)
 {
 	eng_config_default(cfg);
@@ -69,11 +80,11 @@ static inline void crash_config(struct eng_config *cfg, const char *dir, enum en
 	cfg->producers_max = 2;
 	cfg->queue_depth = 256;
 	cfg->tenants_max = 64;
-	cfg->seal_rows = 2000;
+	cfg->seal_rows = (uint32_t)crash_env("HODEI_CRASH_SEAL_ROWS", 2000);
 	cfg->block_rows = 256;
 	cfg->memtable_budget_bytes = 64ull << 20;
 	cfg->wal_buffer_bytes = 1ull << 20;
-	cfg->wal_file_bytes = 2ull << 20;
+	cfg->wal_file_bytes = crash_env("HODEI_CRASH_WAL_FILE_BYTES", 2ull << 20);
 	cfg->dedup_entries_max = 1u << 18;
 }
 

@@ -6,7 +6,8 @@
  *   crash_test <path-to-crash_driver>
  *   env: HODEI_CRASH_ROUNDS (default 50), HODEI_CRASH_SEED (default fixed),
  *        HODEI_CRASH_FULL_EVERY (default 5), HODEI_CRASH_SAMPLE (default 200),
- *        HODEI_CRASH_KEEP=1 keeps the data directory, HODEI_TEST_TMP.
+ *        HODEI_CRASH_KEEP=1 keeps the data directory, HODEI_TEST_TMP;
+ *        HODEI_CRASH_SEAL_ROWS, HODEI_CRASH_WAL_FILE_BYTES (crash_common.h).
  *
  * One data directory lives across all rounds. A round forks the driver
  * (crash_driver.c) with the pipe's write end as fd 3, reads the acks it
@@ -142,12 +143,6 @@ static void quiet_log(void *ctx, enum eng_log_level level, const char *msg)
 {
 	if (level <= ENG_LOG_WARN)
 		fprintf(stderr, "crash: engine (parent): %s\n", msg);
-}
-
-static uint64_t env_u64(const char *name, uint64_t dflt)
-{
-	const char *v = getenv(name);
-	return v && *v ? strtoull(v, NULL, 0) : dflt;
 }
 
 /* ---- acks ------------------------------------------------------------------ */
@@ -791,11 +786,13 @@ static void setup(int argc, char **argv)
 		exit(2);
 	}
 	C.driver = argv[1];
-	C.seed = env_u64("HODEI_CRASH_SEED", SEED_DEFAULT);
-	C.rounds = (uint32_t)FMT_MIN(env_u64("HODEI_CRASH_ROUNDS", ROUNDS_DEFAULT), CRASH_ROUNDS_MAX);
-	C.full_every = (uint32_t)FMT_MAX(env_u64("HODEI_CRASH_FULL_EVERY", FULL_EVERY_DEFAULT), 1);
-	C.sample = (uint32_t)env_u64("HODEI_CRASH_SAMPLE", SAMPLE_DEFAULT);
-	C.keep = env_u64("HODEI_CRASH_KEEP", 0) != 0;
+	C.seed = crash_env("HODEI_CRASH_SEED", SEED_DEFAULT);
+	C.rounds = (uint32_t)FMT_MIN(crash_env("HODEI_CRASH_ROUNDS", ROUNDS_DEFAULT),
+				     CRASH_ROUNDS_MAX);
+	C.full_every = (uint32_t)FMT_MAX(crash_env("HODEI_CRASH_FULL_EVERY", FULL_EVERY_DEFAULT),
+					 1);
+	C.sample = (uint32_t)crash_env("HODEI_CRASH_SAMPLE", SAMPLE_DEFAULT);
+	C.keep = crash_env("HODEI_CRASH_KEEP", 0) != 0;
 	C.rng = crash_mix(C.seed ^ 0x7E57u);
 	C.search_ok = true;
 	C.scratch_cap = 1u << 16;

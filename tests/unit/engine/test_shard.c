@@ -179,3 +179,33 @@ Test(shard, server_assigns_uuid_v7_and_receive_time)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+Test(shard, to_ns_zero_means_now)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct fmt_event evs[2];
+	char store[2][256];
+	tu_event(&evs[0], store[0], 1);
+	tu_event(&evs[1], store[1], 2);
+	int64_t hour = 3600ll * 1000000000;
+	evs[1].occurred_at_ns = eng_now_ns_for_tests() + hour; /* a clock running ahead */
+	struct eng_append req = { .tenant = fmt_str_c("acme"), .events = evs, .count = 2 };
+	cr_assert_eq(eng_append_wait(p, &req), 0);
+	struct eng_search q = { .tenant = fmt_str_c("acme") };
+	cr_assert_eq(eng_search_wait(p, &q), 0);
+	cr_assert_eq(q.hit_count, 1, "to_ns 0 is now: the future event is not in yet");
+	eng_search_release(&q);
+	q = (struct eng_search){ .tenant = fmt_str_c("acme") };
+	q.filter.to_ns = evs[1].occurred_at_ns + 1;
+	cr_assert_eq(eng_search_wait(p, &q), 0);
+	cr_assert_eq(q.hit_count, 2);
+	eng_search_release(&q);
+	eng_producer_close(p);
+	eng_close(eng);
+}
