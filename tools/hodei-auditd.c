@@ -201,9 +201,11 @@ static int explore(struct eng_engine *eng)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: hodei-auditd [--data-dir DIR] [--events N] [--io auto|uring|sync]\n"
+	fprintf(f, "usage: hodei-auditd [--data-dir DIR] [--events N] [--io auto|uring|sync] [--repair]\n"
 		   "Runs the storage engine on its embedded defaults: appends, searches,\n"
-		   "verifies, restarts and checks recovery. The gRPC server comes next.\n");
+		   "verifies, restarts and checks recovery. The gRPC server comes next.\n"
+		   "--repair cuts a WAL at a corrupt record instead of refusing to start\n"
+		   "(what follows the damage is dropped, loudly).\n");
 }
 
 int main(int argc, char **argv)
@@ -211,6 +213,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = { { "data-dir", required_argument, 0, 'd' },
 					       { "events", required_argument, 0, 'n' },
 					       { "io", required_argument, 0, 'i' },
+					       { "repair", no_argument, 0, 'r' },
 					       { "help", no_argument, 0, 'h' },
 					       { 0, 0, 0, 0 } };
 	const char *dir = getenv("HODEI_DATA_DIR");
@@ -223,6 +226,8 @@ int main(int argc, char **argv)
 			dir = optarg;
 		else if (c == 'n')
 			events = strtoull(optarg, NULL, 10);
+		else if (c == 'r')
+			cfg.repair = true;
 		else if (c == 'i' && !strcmp(optarg, "sync"))
 			cfg.io = ENG_IO_SYNC;
 		else if (c == 'i' && !strcmp(optarg, "uring"))
