@@ -59,6 +59,7 @@ struct eng_memtable {
 	uint64_t arena_bytes;
 	struct fmt_event *rows;
 	uint8_t (*chains)[FMT_HASH_BYTES];
+	uint8_t (*hashes)[FMT_HASH_BYTES];  /* event hash: SHA-256 of canon */
 	const uint8_t **canon;            /* row's canonical bytes in the arena */
 	uint32_t *canon_len;
 	uint64_t *gen;                    /* WAL generation holding the row */
@@ -90,7 +91,8 @@ int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n);
  * does not decode (a programmer error for the append path, real for
  * recovery). */
 int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-		     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen);
+		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
+		     uint64_t wal_gen);
 
 /* ---- segments ----------------------------------------------------------- */
 

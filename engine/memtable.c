@@ -20,7 +20,8 @@
 #define ENG_ARENA_CHUNK_BYTES (1u << 20)
 #define ENG_ROWS_MIN 64
 #define ENG_ROW_OVERHEAD_BYTES \
-	(sizeof(struct fmt_event) + FMT_HASH_BYTES + sizeof(void *) + sizeof(uint32_t) + sizeof(uint64_t))
+	(sizeof(struct fmt_event) + 2 * FMT_HASH_BYTES + sizeof(void *) + sizeof(uint32_t) + \
+	 sizeof(uint64_t))
 
 struct eng_arena_chunk {
 	struct eng_arena_chunk *next;
@@ -48,12 +49,14 @@ void eng_memtable_free(struct eng_memtable *m)
 	}
 	free(m->rows);
 	free(m->chains);
+	free(m->hashes);
 	free(m->canon);
 	free(m->canon_len);
 	free(m->gen);
 	m->chunks = NULL;
 	m->rows = NULL;
 	m->chains = NULL;
+	m->hashes = NULL;
 	m->canon = NULL;
 	m->canon_len = NULL;
 	m->gen = NULL;
@@ -127,6 +130,10 @@ static int grow_rows(struct eng_memtable *m)
 	if (!chains)
 		return FMT_E_NOMEM;
 	m->chains = chains;
+	uint8_t(*hashes)[FMT_HASH_BYTES] = realloc(m->hashes, (size_t)cap * FMT_HASH_BYTES);
+	if (!hashes)
+		return FMT_E_NOMEM;
+	m->hashes = hashes;
 	const uint8_t **canon = realloc(m->canon, (size_t)cap * sizeof(*canon));
 	if (!canon)
 		return FMT_E_NOMEM;
@@ -144,7 +151,8 @@ static int grow_rows(struct eng_memtable *m)
 }
 
 int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-		     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
+		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
+		     uint64_t wal_gen)
 {
 	int rc;
 	if (m->row_count == m->row_cap && (rc = grow_rows(m)) != 0)
@@ -173,6 +181,7 @@ int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t cano
 	}
 	ASSERT(ev->seq == m->first_seq + m->row_count); /* I1 */
 	memcpy(m->chains[m->row_count], chain, FMT_HASH_BYTES);
+	memcpy(m->hashes[m->row_count], hash, FMT_HASH_BYTES);
 	m->canon[m->row_count] = copy;
 	m->canon_len[m->row_count] = canon_len;
 	m->gen[m->row_count] = wal_gen;
@@ -188,7 +197,8 @@ int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n)
 	struct eng_memtable next;
 	eng_memtable_init(&next, m->first_seq + n, m->chains[n - 1]);
 	for (uint32_t i = n; i < m->row_count; i++) {
-		int rc = eng_memtable_add(&next, m->canon[i], m->canon_len[i], m->chains[i], m->gen[i]);
+		int rc = eng_memtable_add(&next, m->canon[i], m->canon_len[i], m->hashes[i],
+					  m->chains[i], m->gen[i]);
 		if (rc) {
 			eng_memtable_free(&next);
 			return rc;

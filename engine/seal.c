@@ -316,7 +316,8 @@ static int item_prepare(struct eng_shard *s, struct seal_item *it)
 					       .zstd_level = cfg->zstd_level,
 					       .created_ns = eng_now_ns(),
 					       .chain_before = t->active.chain_before,
-					       .tenant = { t->name, t->name_len } };
+					       .tenant = { t->name, t->name_len },
+					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])t->active.hashes };
 	int rc = fmt_segment_build(&args, t->active.rows,
 				   (const uint8_t(*)[FMT_HASH_BYTES])t->active.chains, it->rows,
 				   &it->image, &it->image_len);

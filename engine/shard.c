@@ -227,7 +227,7 @@ static void append_one(struct eng_shard *s, struct eng_tenant *t, struct eng_wal
 	uint8_t hash[FMT_HASH_BYTES];
 	fmt_sha256_with(s->sha, at + 4, (size_t)n, hash);
 	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
-	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, t->chain, s->wal.gen);
+	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, hash, t->chain, s->wal.gen);
 	ASSERT(rc == 0); /* TODO(budget): an allocation failure here is fatal */
 	eng_dedup_insert(s->dedup, t->key, ev->event_id, ev->received_at_ns);
 	t->next_seq++;

@@ -191,7 +191,7 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 	fmt_sha256_with(s->sha, canon, len, hash);
 	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
 	uint64_t before = eng_memtable_bytes(&t->active);
-	if ((rc = eng_memtable_add(&t->active, canon, len, t->chain, r->gen)) != 0)
+	if ((rc = eng_memtable_add(&t->active, canon, len, hash, t->chain, r->gen)) != 0)
 		return rc;
 	s->memtable_bytes += eng_memtable_bytes(&t->active) - before;
 	eng_dedup_insert(s->dedup, t->key, ev.event_id, ev.received_at_ns);

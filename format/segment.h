@@ -108,6 +108,11 @@ struct fmt_segment_build_args {
 	int64_t created_ns;
 	const uint8_t *chain_before;  /* FMT_HASH_BYTES */
 	struct fmt_str tenant;        /* len 0: rows[0].tenant; required when n == 0 */
+	/* Optional: the rows' event hashes as the caller computed them when it
+	 * accepted the events. Build then checks each against its chain value
+	 * (chains[i] == SHA-256(chains[i-1] || event_hashes[i])) instead of
+	 * re-encoding and re-hashing every row; debug builds still re-hash. */
+	const uint8_t (*event_hashes)[FMT_HASH_BYTES];
 };
 
 /* Builds a complete segment image in memory from n rows of one tenant, in
