@@ -199,6 +199,7 @@ static void shard_free(struct eng_shard *s)
 		free(t);
 	}
 	free(s->tenant_slots);
+	eng_seal_worker_stop(s);
 	if (s->io)
 		eng_io_destroy(s->io); /* before the buffers its ops point into */
 	s->io = NULL;
@@ -272,6 +273,7 @@ int eng_power_cut(struct eng_engine *eng)
 			pthread_join(s->thread, NULL);
 			s->thread_started = false;
 		}
+		eng_seal_worker_stop(s);
 		int err = eng_io_fault_crash(s->io);
 		if (err && !rc)
 			rc = err;

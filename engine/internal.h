@@ -188,8 +188,16 @@ struct eng_shard {
 	uint64_t memtable_bytes;
 	bool failed;                       /* write path stopped after an I/O error */
 
-	/* The seal in progress (one at a time per shard). */
+	/* The seal in progress (one round at a time per shard), and the
+	 * shard's seal worker, which builds segment images off the shard
+	 * thread. seal_lock guards seal_job and seal_worker_stop only. */
 	struct eng_seal *seal;
+	pthread_t seal_worker;
+	bool seal_worker_started;
+	pthread_mutex_t seal_lock;
+	pthread_cond_t seal_cond;
+	struct eng_seal *seal_job;
+	bool seal_worker_stop;
 	bool seal_wanted;                  /* a tenant crossed seal_rows/seal_bytes */
 	int64_t seal_scan_ns;              /* last scan for aged memtables */
 	int64_t seal_retry_ns;             /* after a failed seal, not before */
@@ -251,8 +259,16 @@ int eng_manifest_decode_segment(const uint8_t *p, uint32_t len, char tenant[FMT_
 void eng_tenant_add_segment(struct eng_tenant *t, struct eng_segment *seg);
 
 /* seal.c */
+/* Starts a seal round when one is due (never while stopping). */
 void eng_seal_maybe(struct eng_shard *s, bool force_all);
+/* Moves a round on once its worker built the images (always, even while
+ * stopping, so that the shard can become quiescent). */
+void eng_seal_progress(struct eng_shard *s);
+/* True when the worker finished building the round in progress. */
+bool eng_seal_ready(const struct eng_shard *s);
 bool eng_seal_busy(const struct eng_shard *s);
+int eng_seal_worker_start(struct eng_shard *s);
+void eng_seal_worker_stop(struct eng_shard *s);
 /* Frees a seal left in flight by a power cut (its I/O never completes). */
 void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);

@@ -8,7 +8,10 @@
  * once, so that a shard with thousands of small tenants pays three fsync
  * latencies per round, not per tenant:
  *
- *   IDLE ──pick tenants, build their images──▶ WRITING
+ *   IDLE ──pick tenants, snapshot their row views──▶ BUILDING
+ *        (the shard's seal worker thread encodes and compresses the
+ *         images, so the shard keeps committing appends meanwhile)
+ *   BUILDING ──built──▶ WRITING
  *        (write + fsync <id>.hseg.tmp for every tenant, all in flight)
  *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
  *        ──▶ MANIFEST (write + fsync one record per segment, in one write)
@@ -36,7 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum seal_state { SEAL_WRITING = 1, SEAL_MANIFEST = 2 };
+enum seal_state { SEAL_BUILDING = 1, SEAL_WRITING = 2, SEAL_MANIFEST = 3 };
 
 #define SEAL_BATCH_MAX 32
 #define SEAL_BATCH_ROWS_MAX (1u << 20)
@@ -47,6 +50,15 @@ struct seal_item {
 	struct eng_seal *z;
 	struct eng_tenant *t;
 	uint32_t rows;
+	/* Snapshot of the memtable's first `rows` rows for the worker: the
+	 * memtable's arrays may move as appends grow them, the arena bytes the
+	 * views point into do not (they are freed only when the round ends). */
+	struct fmt_event *snap_rows;
+	uint8_t (*snap_chains)[FMT_HASH_BYTES];
+	uint8_t (*snap_hashes)[FMT_HASH_BYTES];
+	uint8_t chain_before[FMT_HASH_BYTES];
+	uint64_t segment_id;
+	int64_t created_ns;
 	uint8_t *image;
 	size_t image_len;
 	int fd;
@@ -59,6 +71,7 @@ struct seal_item {
 struct eng_seal {
 	struct eng_shard *s;
 	enum seal_state state;
+	_Atomic bool built;           /* set by the worker, read by the shard */
 	uint32_t count, pending;
 	struct seal_item item[SEAL_BATCH_MAX];
 	uint8_t records[SEAL_BATCH_MAX * SEAL_RECORD_BYTES];
@@ -153,6 +166,9 @@ static void seal_end(struct eng_shard *s, int err)
 		if (it->fd >= 0)
 			close(it->fd);
 		free(it->image);
+		free(it->snap_rows);
+		free(it->snap_chains);
+		free(it->snap_hashes);
 		eng_segment_free(it->seg); /* NULL once handed to the tenant */
 	}
 	if (err) {
@@ -166,6 +182,8 @@ static void seal_end(struct eng_shard *s, int err)
 
 void eng_seal_abandon(struct eng_shard *s)
 {
+	/* The worker has been stopped: a round it was building is finished. */
+	ASSERT(!s->seal_worker_started);
 	if (s->seal)
 		seal_end(s, 0);
 }
@@ -305,50 +323,142 @@ static struct eng_segment *seal_describe(const struct seal_item *it, uint64_t id
 	return g;
 }
 
-/* Builds one tenant's segment image and opens its temporary file. */
-static int item_prepare(struct eng_shard *s, struct seal_item *it)
+/* Worker thread: builds one tenant's segment image from its snapshot. */
+static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_item *it)
 {
-	const struct eng_config *cfg = &s->eng->cfg;
 	struct eng_tenant *t = it->t;
-	uint64_t id = ((uint64_t)s->id << 40) | s->next_segment_no++;
-	struct fmt_segment_build_args args = { .segment_id = id, .shard = s->id,
+	struct fmt_segment_build_args args = { .segment_id = it->segment_id, .shard = shard,
 					       .block_rows = cfg->block_rows,
 					       .zstd_level = cfg->zstd_level,
-					       .created_ns = eng_now_ns(),
-					       .chain_before = t->active.chain_before,
+					       .created_ns = it->created_ns,
+					       .chain_before = it->chain_before,
 					       .tenant = { t->name, t->name_len },
-					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])t->active.hashes };
-	int rc = fmt_segment_build(&args, t->active.rows,
-				   (const uint8_t(*)[FMT_HASH_BYTES])t->active.chains, it->rows,
+					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])it->snap_hashes };
+	int rc = fmt_segment_build(&args, it->snap_rows,
+				   (const uint8_t(*)[FMT_HASH_BYTES])it->snap_chains, it->rows,
 				   &it->image, &it->image_len);
 	if (rc)
 		return rc;
-	if (!(it->seg = seal_describe(it, id)))
+	if (!(it->seg = seal_describe(it, it->segment_id)))
 		return FMT_E_NOMEM;
-	eng_segment_path(s, id, it->final_path, sizeof(it->final_path));
-	snprintf(it->tmp_path, sizeof(it->tmp_path), "%s.tmp", it->final_path);
-	it->fd = open(it->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (it->fd < 0)
-		return -errno;
 	ASSERT(it->image_len <= UINT32_MAX);
 	return 0;
+}
+
+/* Shard thread: copies what the worker needs, so that appends can go on
+ * growing (and moving) the memtable's arrays meanwhile. */
+static int item_snapshot(struct eng_shard *s, struct seal_item *it)
+{
+	const struct eng_memtable *m = &it->t->active;
+	size_t n = it->rows;
+	it->snap_rows = malloc(n * sizeof(*it->snap_rows));
+	it->snap_chains = malloc(n * FMT_HASH_BYTES);
+	it->snap_hashes = malloc(n * FMT_HASH_BYTES);
+	if (!it->snap_rows || !it->snap_chains || !it->snap_hashes)
+		return FMT_E_NOMEM;
+	memcpy(it->snap_rows, m->rows, n * sizeof(*it->snap_rows));
+	memcpy(it->snap_chains, m->chains, n * FMT_HASH_BYTES);
+	memcpy(it->snap_hashes, m->hashes, n * FMT_HASH_BYTES);
+	memcpy(it->chain_before, m->chain_before, FMT_HASH_BYTES);
+	it->segment_id = ((uint64_t)s->id << 40) | s->next_segment_no++;
+	it->created_ns = eng_now_ns();
+	return 0;
+}
+
+static void *seal_worker_main(void *arg)
+{
+	struct eng_shard *s = arg;
+	pthread_mutex_lock(&s->seal_lock);
+	for (;;) {
+		while (!s->seal_job && !s->seal_worker_stop)
+			pthread_cond_wait(&s->seal_cond, &s->seal_lock);
+		if (!s->seal_job)
+			break;
+		struct eng_seal *z = s->seal_job;
+		s->seal_job = NULL;
+		pthread_mutex_unlock(&s->seal_lock);
+		for (uint32_t i = 0; i < z->count; i++)
+			z->item[i].result = item_build(&s->eng->cfg, s->id, &z->item[i]);
+		atomic_store_explicit(&z->built, true, memory_order_release);
+		eng_shard_wake(s);
+		pthread_mutex_lock(&s->seal_lock);
+	}
+	pthread_mutex_unlock(&s->seal_lock);
+	return NULL;
+}
+
+int eng_seal_worker_start(struct eng_shard *s)
+{
+	pthread_mutex_init(&s->seal_lock, NULL);
+	pthread_cond_init(&s->seal_cond, NULL);
+	int rc = pthread_create(&s->seal_worker, NULL, seal_worker_main, s);
+	if (rc)
+		return -rc;
+	s->seal_worker_started = true;
+	char name[16];
+	snprintf(name, sizeof(name), "hodei-seal%u", s->id);
+	pthread_setname_np(s->seal_worker, name);
+	return 0;
+}
+
+/* Stops the worker after the round it is building, if any. */
+void eng_seal_worker_stop(struct eng_shard *s)
+{
+	if (!s->seal_worker_started)
+		return;
+	pthread_mutex_lock(&s->seal_lock);
+	s->seal_worker_stop = true;
+	pthread_cond_signal(&s->seal_cond);
+	pthread_mutex_unlock(&s->seal_lock);
+	pthread_join(s->seal_worker, NULL);
+	s->seal_worker_started = false;
+	pthread_mutex_destroy(&s->seal_lock);
+	pthread_cond_destroy(&s->seal_cond);
 }
 
 static void seal_start(struct eng_shard *s, struct eng_seal *z)
 {
 	s->seal = z;
 	z->s = s;
-	z->state = SEAL_WRITING;
+	z->state = SEAL_BUILDING;
 	for (uint32_t i = 0; i < z->count; i++) {
 		z->item[i].fd = -1;
 		z->item[i].z = z;
 	}
 	for (uint32_t i = 0; i < z->count; i++) {
-		int rc = item_prepare(s, &z->item[i]);
+		int rc = item_snapshot(s, &z->item[i]);
 		if (rc) {
 			seal_end(s, rc);
 			return;
 		}
+	}
+	pthread_mutex_lock(&s->seal_lock);
+	ASSERT(s->seal_job == NULL);
+	s->seal_job = z;
+	pthread_cond_signal(&s->seal_cond);
+	pthread_mutex_unlock(&s->seal_lock);
+}
+
+/* Shard thread, once the worker built the images: open the temporary
+ * files and write them. */
+static void seal_write(struct eng_shard *s)
+{
+	struct eng_seal *z = s->seal;
+	z->state = SEAL_WRITING;
+	int err = 0;
+	for (uint32_t i = 0; i < z->count && !err; i++) {
+		struct seal_item *it = &z->item[i];
+		if ((err = it->result) != 0)
+			break;
+		eng_segment_path(s, it->segment_id, it->final_path, sizeof(it->final_path));
+		snprintf(it->tmp_path, sizeof(it->tmp_path), "%s.tmp", it->final_path);
+		it->fd = open(it->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (it->fd < 0)
+			err = -errno;
+	}
+	if (err) {
+		seal_end(s, err);
+		return;
 	}
 	z->pending = z->count;
 	for (uint32_t i = 0; i < z->count; i++) {
@@ -392,6 +502,18 @@ static void pick_insert(struct eng_seal *z, uint64_t *bytes, struct eng_tenant *
 	z->item[i].t = t;
 	z->item[i].rows = rows;
 	bytes[i] = b;
+}
+
+bool eng_seal_ready(const struct eng_shard *s)
+{
+	return s->seal && s->seal->state == SEAL_BUILDING &&
+	       atomic_load_explicit(&s->seal->built, memory_order_acquire);
+}
+
+void eng_seal_progress(struct eng_shard *s)
+{
+	if (eng_seal_ready(s))
+		seal_write(s);
 }
 
 void eng_seal_maybe(struct eng_shard *s, bool force_all)

@@ -497,6 +497,7 @@ static void *shard_main(void *arg)
 		bool stopping = atomic_load(&s->eng->stopping);
 		enum drain_result left = drain_inboxes(s);
 		commit_start(s);
+		eng_seal_progress(s);
 		if (!stopping)
 			eng_seal_maybe(s, false);
 		publish_stats(s);
@@ -511,7 +512,7 @@ static void *shard_main(void *arg)
 			wait = 0;
 		atomic_store(&s->sleeping, true);
 		atomic_thread_fence(memory_order_seq_cst);
-		if (left == DRAINED && !inboxes_empty(s))
+		if ((left == DRAINED && !inboxes_empty(s)) || eng_seal_ready(s))
 			wait = 0;
 		int rc = eng_io_run(s->io, wait);
 		atomic_store(&s->sleeping, false);
@@ -529,7 +530,10 @@ int eng_shard_start(struct eng_shard *s)
 	s->woken_mark = calloc(n, 1);
 	if (!s->woken || !s->woken_mark)
 		return FMT_E_NOMEM;
-	int rc = pthread_create(&s->thread, NULL, shard_main, s);
+	int rc = eng_seal_worker_start(s);
+	if (rc)
+		return rc;
+	rc = pthread_create(&s->thread, NULL, shard_main, s);
 	if (rc)
 		return -rc;
 	s->thread_started = true;
