@@ -8,7 +8,7 @@
 #
 #   scripts/test.sh [all|main|asan|tsan]
 #
-#   all    main, then asan (the default)
+#   all    main, then asan, then tsan (the default)
 #   main   every CTest label in ${BUILD_DIR:-build}/ (honours CC, CMAKE_BUILD_TYPE)
 #   asan   ASan+UBSan, Debug, -Werror, clang if present: labels unit|fuzz-regress
 #   tsan   TSan, Debug, clang if present, in build-tsan/: label tsan
@@ -174,7 +174,7 @@ stage_tsan() {
 }
 
 case "$mode" in
-all) stage_main; stage_asan ;;
+all) stage_main; stage_asan; stage_tsan ;;
 main) stage_main ;;
 asan) stage_asan ;;
 tsan) stage_tsan ;;
