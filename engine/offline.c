@@ -142,8 +142,7 @@ static void note(struct off_run *r, enum eng_offline_severity sev, const char *p
 	r->report(r->ctx, &p);
 }
 
-/* Reads a whole file, read-only. Returns 0, -errno or FMT_E_NOMEM. */
-static int read_whole(const char *path, uint8_t **out, size_t *len)
+int eng_file_read_all(const char *path, uint8_t **out, size_t *len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -156,7 +155,7 @@ static int read_whole(const char *path, uint8_t **out, size_t *len)
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
+		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 		goto fail;
 	}
 	if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
@@ -416,7 +415,7 @@ static void segment_file(struct off_run *r, const char *tenant, const struct eng
 	snprintf(path, sizeof(path), "%s/segments/%016llx.hseg", r->dir, id);
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int rc = read_whole(path, &buf, &len);
+	int rc = eng_file_read_all(path, &buf, &len);
 	if (rc == FMT_E_NOMEM) {
 		r->err = rc;
 		return;
@@ -575,7 +574,7 @@ static void check_manifest(struct off_run *r)
 	snprintf(path, sizeof(path), "%s/manifest.log", r->dir);
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int rc = read_whole(path, &buf, &len);
+	int rc = eng_file_read_all(path, &buf, &len);
 	if (rc) {
 		if (rc == FMT_E_NOMEM)
 			r->err = rc;
@@ -620,7 +619,7 @@ static void unreferenced(struct off_run *r, const char *path, uint64_t id)
 	const char *tenant = "";
 	uint64_t seq = 0;
 	bool crash_left = false;
-	if (read_whole(path, &buf, &len) == 0 && fmt_segment_open_buf(buf, len, &f) == 0) {
+	if (eng_file_read_all(path, &buf, &len) == 0 && fmt_segment_open_buf(buf, len, &f) == 0) {
 		tenant = f->meta.tenant;
 		seq = f->meta.first_seq;
 		const struct off_tenant *t = tenant_find(r, fmt_str_c(tenant));
@@ -828,7 +827,7 @@ static void wal_file(struct off_run *r, const char *path, uint64_t gen, bool new
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int rc = read_whole(path, &buf, &len);
+	int rc = eng_file_read_all(path, &buf, &len);
 	if (rc) {
 		if (rc == FMT_E_NOMEM)
 			r->err = rc;

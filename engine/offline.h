@@ -78,6 +78,12 @@ struct eng_offline_summary {
 int eng_verify_dir(const char *data_dir, eng_offline_report_fn report, void *ctx,
 		   struct eng_offline_summary *out);
 
+/* Reads a whole regular file into a malloc'd buffer (*out, *len; the
+ * caller frees it), without following a final symlink. Returns 0, -errno
+ * (-EISDIR, -EINVAL for other non-regular files), FMT_E_NOMEM or
+ * FMT_E_TRUNCATED if the file shrank while being read. */
+int eng_file_read_all(const char *path, uint8_t **out, size_t *len);
+
 /* A manifest segment record (docs/FORMAT.md §6), for tools that dump it. */
 struct eng_manifest_entry {
 	char tenant[FMT_TENANT_MAX + 1];

@@ -21,6 +21,7 @@
  *   - an event whose seq does not continue its tenant (a gap) is damage too.
  */
 #include "engine/internal.h"
+#include "engine/offline.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -226,41 +227,6 @@ static int replay_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	return rc;
 }
 
-static int read_file(const char *path, uint8_t **out, size_t *len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	int rc = 0;
-	uint8_t *buf = NULL;
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto out;
-	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
-		rc = FMT_E_NOMEM;
-		goto out;
-	}
-	size_t got = 0;
-	while (got < (size_t)st.st_size) {
-		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
-		if (n <= 0) {
-			rc = n < 0 ? -errno : FMT_E_TRUNCATED;
-			free(buf);
-			buf = NULL;
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	*out = buf;
-	*len = got;
-out:
-	close(fd);
-	return rc;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -334,7 +300,7 @@ int eng_wal_replay(struct eng_shard *s)
 		}
 		uint8_t *buf = NULL;
 		size_t len = 0;
-		if ((rc = read_file(path, &buf, &len)) != 0)
+		if ((rc = eng_file_read_all(path, &buf, &len)) != 0)
 			break;
 		struct fmt_log_scan sc;
 		r.path = path;

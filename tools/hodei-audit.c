@@ -78,47 +78,6 @@ static int usage_error(const char *fmt, ...)
 
 /* ---- small helpers ----------------------------------------------------------- */
 
-static int read_file(const char *path, uint8_t **out, size_t *len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	uint8_t *buf = NULL;
-	int rc = 0;
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-		goto fail;
-	}
-	if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	size_t got = 0;
-	while (got < (size_t)st.st_size) {
-		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n < 0 ? -errno : -EIO;
-			goto fail;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	*out = buf;
-	*len = got;
-	return 0;
-fail:
-	free(buf);
-	close(fd);
-	return rc;
-}
-
 /* ISO 8601 UTC with nanoseconds. */
 static void time_iso(int64_t ns, char out[48])
 {
@@ -600,7 +559,7 @@ static int cmd_inspect(int argc, char **argv)
 		return usage_error("inspect: missing FILE");
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	int rc = read_file(path, &buf, &len);
+	int rc = eng_file_read_all(path, &buf, &len);
 	if (rc) {
 		fprintf(stderr, "hodei-audit: cannot read %s: %s\n", path, strerror(-rc));
 		return EXIT_UNREADABLE;
