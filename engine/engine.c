@@ -42,6 +42,7 @@ void eng_config_default(struct eng_config *c)
 	c->block_rows = FMT_SEG_BLOCK_ROWS_DEFAULT;
 	c->zstd_level = 3;
 	c->search_scan_rows_max = 50u << 20;
+	c->open_segments_max = 256;
 	fmt_limits_default(&c->limits);
 }
 
@@ -129,7 +130,7 @@ static int config_check(const struct eng_config *c)
 		return FMT_E_INVALID;
 	if (c->seal_rows < 1 || c->seal_rows > FMT_SEG_ROWS_MAX || c->dedup_entries_max < 1)
 		return FMT_E_INVALID;
-	if (c->block_rows < 1 || c->tenants_max < 1 || c->io_entries < 8)
+	if (c->block_rows < 1 || c->tenants_max < 1 || c->io_entries < 8 || c->open_segments_max < 1)
 		return FMT_E_INVALID;
 	return 0;
 }
@@ -143,6 +144,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->wal.fd = -1;
 	s->wake_fd = -1;
 	s->rand_used = sizeof(s->rand_buf);
+	s->req_gen = 1;
 	pthread_mutex_init(&s->stats_lock, NULL);
 	snprintf(s->dir, sizeof(s->dir), "%s/shard-%03u", eng->data_dir, i);
 	int rc = mkdir_p(s->dir);
@@ -199,6 +201,7 @@ static void shard_free(struct eng_shard *s)
 		free(t);
 	}
 	free(s->tenant_slots);
+	eng_segment_cache_free(s);
 	eng_seal_worker_stop(s);
 	if (s->io)
 		eng_io_destroy(s->io); /* before the buffers its ops point into */

@@ -56,6 +56,7 @@ struct eng_config {
 	uint32_t block_rows;             /* rows per segment block */
 	int zstd_level;
 	uint32_t search_scan_rows_max;   /* rows a search may examine before it stops */
+	uint32_t open_segments_max;      /* per shard: segment files (and footers) kept open */
 	bool repair;                     /* cut a WAL at mid-file corruption instead of refusing */
 	struct fmt_limits limits;
 	eng_log_fn log;                  /* NULL: JSON lines on stderr */
@@ -247,6 +248,7 @@ struct eng_shard_stats {
 	 * they include the write and any wait for the shard thread. */
 	uint64_t fsync_ns_total, fsync_ns_max;
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
+	uint64_t segments_open, segments_evicted;  /* the open-segment cache */
 	uint64_t memtable_bytes, memtable_rows;
 	uint64_t dedup_entries, dedup_evicted_early;
 	uint64_t tenants;

@@ -109,8 +109,15 @@ struct eng_segment {
 	uint8_t chain_before[FMT_HASH_BYTES];
 	uint8_t chain_after[FMT_HASH_BYTES];
 	uint8_t merkle_root[FMT_HASH_BYTES];
-	struct fmt_segment *footer;        /* NULL until opened */
-	int fd;                            /* -1 until opened */
+	struct fmt_segment *footer;        /* NULL unless in the open cache */
+	int fd;                            /* -1 unless in the open cache */
+	uint64_t used_gen;                 /* shard's req_gen when last used */
+};
+
+/* The shard's open segments (file + footer), bounded by open_segments_max. */
+struct eng_segment_cache {
+	struct eng_segment **slots;
+	uint32_t count, cap, hand;
 };
 
 /* Manifest record payload for FMT_REC_SEGMENT (docs/FORMAT.md §6). */
@@ -185,6 +192,8 @@ struct eng_shard {
 	uint64_t manifest_size;
 	uint64_t next_segment_no;
 	struct eng_dedup *dedup;
+	struct eng_segment_cache open_segments;
+	uint64_t req_gen;                  /* bumped per search / verify */
 	uint64_t memtable_bytes;
 	bool failed;                       /* write path stopped after an I/O error */
 
@@ -272,7 +281,12 @@ void eng_seal_worker_stop(struct eng_shard *s);
 /* Frees a seal left in flight by a power cut (its I/O never completes). */
 void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);
+/* Opens a segment's file and footer into the shard's bounded cache (a
+ * no-op when cached) and marks it used by the current request. */
 int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg);
+void eng_segment_cache_free(struct eng_shard *s);
+/* After a request: closes what the cache holds beyond its bound. */
+void eng_segment_cache_release(struct eng_shard *s);
 void eng_segment_free(struct eng_segment *seg);
 /* Reads and decodes the columns in col_mask of block b (pread). */
 int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_t b,

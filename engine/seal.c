@@ -112,8 +112,68 @@ static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Closes a cached segment's file and frees its footer. */
+static void segment_uncache(struct eng_segment *seg)
+{
+	fmt_segment_close(seg->footer);
+	seg->footer = NULL;
+	if (seg->fd >= 0)
+		close(seg->fd);
+	seg->fd = -1;
+}
+
+/* Keeps at most open_segments_max segments open, evicting (clock order)
+ * only segments that the current request has not used: a request's own
+ * segments stay open until it ends, so the cache may briefly hold more. */
+static void segment_cache_trim(struct eng_shard *s, uint32_t max)
+{
+	struct eng_segment_cache *c = &s->open_segments;
+	for (uint32_t tries = 0; c->count > max && tries < 2 * c->count; tries++) {
+		c->hand = c->hand < c->count ? c->hand : 0;
+		struct eng_segment *victim = c->slots[c->hand];
+		if (victim->used_gen == s->req_gen) {
+			c->hand++;
+			continue;
+		}
+		segment_uncache(victim);
+		c->slots[c->hand] = c->slots[--c->count];
+		s->stats.segments_evicted++;
+	}
+	s->stats.segments_open = c->count;
+}
+
+static int segment_cache_add(struct eng_shard *s, struct eng_segment *seg)
+{
+	struct eng_segment_cache *c = &s->open_segments;
+	segment_cache_trim(s, s->eng->cfg.open_segments_max - 1);
+	if (c->count == c->cap) {
+		uint32_t cap = c->cap ? c->cap * 2 : 64;
+		struct eng_segment **slots = realloc(c->slots, cap * sizeof(*slots));
+		if (!slots)
+			return FMT_E_NOMEM;
+		c->slots = slots;
+		c->cap = cap;
+	}
+	c->slots[c->count++] = seg;
+	s->stats.segments_open = c->count;
+	return 0;
+}
+
+void eng_segment_cache_release(struct eng_shard *s)
+{
+	s->req_gen++; /* nothing is in use any more */
+	segment_cache_trim(s, s->eng->cfg.open_segments_max);
+}
+
+void eng_segment_cache_free(struct eng_shard *s)
+{
+	free(s->open_segments.slots);
+	memset(&s->open_segments, 0, sizeof(s->open_segments));
+}
+
 int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 {
+	seg->used_gen = s->req_gen;
 	if (seg->footer)
 		return 0;
 	char path[4200];
@@ -142,6 +202,10 @@ int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 		goto fail;
 	free(footer);
 	seg->fd = fd;
+	if ((rc = segment_cache_add(s, seg)) != 0) {
+		segment_uncache(seg);
+		return rc;
+	}
 	return 0;
 fail:
 	free(footer);
@@ -595,6 +659,7 @@ int eng_dedup_from_segments(struct eng_shard *s)
 			struct eng_segment *seg = t->segments[k];
 			if (seg->max_received_ns < horizon)
 				continue;
+			s->req_gen++;
 			int rc = eng_segment_open_footer(s, seg);
 			for (uint32_t b = 0; rc == 0 && b < seg->footer->meta.block_count; b++) {
 				struct fmt_block *blk = NULL;

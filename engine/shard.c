@@ -422,13 +422,17 @@ static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
 		*keep = !append_run(s, (struct eng_append *)hdr);
 		break;
 	case ENG_REQ_SEARCH:
+		s->req_gen++;
 		s->stats.searches++;
 		eng_search_run(s, (struct eng_search *)hdr);
+		eng_segment_cache_release(s);
 		eng_complete(s, hdr);
 		break;
 	case ENG_REQ_VERIFY:
+		s->req_gen++;
 		s->stats.verifies++;
 		eng_verify_run(s, (struct eng_verify *)hdr);
+		eng_segment_cache_release(s);
 		eng_complete(s, hdr);
 		break;
 	default:

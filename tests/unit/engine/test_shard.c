@@ -209,3 +209,55 @@ Test(shard, to_ns_zero_means_now)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+Test(shard, open_segment_files_are_bounded)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	cfg.shards = 1;
+	cfg.seal_rows = 20;
+	cfg.block_rows = 8;
+	cfg.open_segments_max = 3;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	for (uint32_t b = 0; b < 12; b++)
+		cr_assert_eq(tu_append(p, "acme", b * 20, 20, &req), 0);
+	struct eng_shard_stats st;
+	for (int i = 0; i < 300; i++) {
+		eng_shard_stats(eng, 0, &st);
+		if (st.segments_sealed >= 10)
+			break;
+		usleep(10000);
+	}
+	cr_assert(st.segments_sealed >= 10, "sealed %llu", (unsigned long long)st.segments_sealed);
+	/* A walk over every page reads every segment, three files at most stay open. */
+	uint32_t seen = 0;
+	struct eng_search q = { .tenant = fmt_str_c("acme"), .limit = 7, .oldest_first = true };
+	uint8_t token[ENG_PAGE_TOKEN_BYTES];
+	for (int page = 0; page < 100; page++) {
+		cr_assert_eq(eng_search_wait(p, &q), 0);
+		for (uint32_t i = 0; i < q.hit_count; i++)
+			cr_assert_eq(q.hits[i].ev.seq, ++seen);
+		uint32_t len = q.next_page_token_len;
+		memcpy(token, q.next_page_token, len);
+		eng_search_release(&q);
+		if (!len)
+			break;
+		q = (struct eng_search){ .tenant = fmt_str_c("acme"), .limit = 7, .oldest_first = true,
+					 .page_token = token, .page_token_len = len };
+	}
+	cr_assert_eq(seen, 240);
+	struct eng_verify v = { .tenant = fmt_str_c("acme") };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert(v.ok, "%s", v.problem);
+	usleep(150000); /* stats are published once per tick */
+	eng_shard_stats(eng, 0, &st);
+	cr_assert(st.segments_open <= 3, "open %llu", (unsigned long long)st.segments_open);
+	cr_assert(st.segments_evicted > 0);
+	eng_producer_close(p);
+	eng_close(eng);
+}
