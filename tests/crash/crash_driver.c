@@ -5,16 +5,19 @@
  *
  *   crash_driver <data-dir> <seed> <round> <sync|uring>
  *
- * It keeps SLOTS batches in flight through one producer (async submit,
- * callbacks polled on this thread). Batches go to random tenants, half of
- * them to one hot tenant so that it seals during every round; each
- * tenant's batch sizes and event counters follow crash_common.h, so the
- * parent can recompute every event. Only in a completion callback with
- * status 0 does the driver tell the parent about a batch: one fixed-size
- * record on fd 3 (a pipe), written before anything else happens, so a
- * record the parent reads is an acknowledgement the engine really gave.
- * A batch is submitted only after every earlier batch of its tenant, so
- * each tenant's batches reach the shard in counter order.
+ * It keeps up to SLOTS batches in flight through one producer (async
+ * submit, callbacks polled on this thread) and refills a slot as soon as
+ * its ack is back, within a cap of HODEI_CRASH_RATE events per second
+ * (default 50,000; 0: none), so that the data, and the time the parent
+ * spends checking it, do not grow with the engine's speed. Batches go to
+ * random tenants, half of them to one hot tenant so that it seals during
+ * every round; each tenant's batch sizes and event counters follow
+ * crash_common.h, so the parent can recompute every event. Only in a
+ * completion callback with status 0 does the driver tell the parent about
+ * a batch: one fixed-size record on fd 3 (a pipe), written before anything
+ * else happens, so a record the parent reads is an acknowledgement the
+ * engine really gave. A batch is submitted only after every earlier batch
+ * of its tenant, so each tenant's batches reach the shard in counter order.
  *
  * It never stops by itself within a round; a hard bound (60 s) and the
  * parent-death signal keep a lost driver from running forever. Any
@@ -34,6 +37,9 @@
 #define ACK_FD 3
 #define RUN_LIMIT_NS (60ll * 1000000000)
 #define POLL_WAIT_NS (10 * 1000000ll)
+#define IDLE_WAIT_US 500
+#define RATE_DEFAULT 50000u            /* events per second; 0: no limit */
+#define RATE_BURST_EVENTS (SLOTS * CRASH_BATCH_MAX)
 
 enum slot_state { SLOT_FREE = 0, SLOT_BUILT = 1, SLOT_IN_FLIGHT = 2 };
 
@@ -55,6 +61,9 @@ struct driver {
 	uint64_t counter_next[CRASH_TENANTS];
 	uint64_t size_state[CRASH_TENANTS];
 	uint64_t pick_state;
+	uint64_t rate;                     /* events per second, 0: no limit */
+	uint64_t events_built;
+	int64_t started_ns;
 	/* Built slots not yet accepted by eng_append_submit, in build order. */
 	uint32_t queue[SLOTS];
 	uint32_t queue_head, queue_len;
@@ -129,6 +138,7 @@ static void slot_build(uint32_t index)
 	sl->tenant = t;
 	sl->counter_first = drv.counter_next[t];
 	drv.counter_next[t] += n;
+	drv.events_built += n;
 	for (uint32_t i = 0; i < n; i++)
 		crash_event_fill(&sl->events[i], sl->attrs[i], sl->store[i], drv.seed, drv.round, t,
 				 sl->counter_first + i, now);
@@ -161,14 +171,31 @@ static void submit_queued(struct eng_producer *p)
 	}
 }
 
+/* The rate cap: events built so far stay within rate × time + a burst of
+ * every slot full, so slots refill as fast as acks come back, but the
+ * parent's checks (whose cost grows with the data) do not grow with the
+ * engine's speed. */
+static bool rate_allows(uint32_t n)
+{
+	if (drv.rate == 0)
+		return true;
+	double elapsed_s = (double)(mono_ns() - drv.started_ns) / 1e9;
+	return (double)(drv.events_built + n) <= elapsed_s * (double)drv.rate + RATE_BURST_EVENTS;
+}
+
 static void run(struct eng_producer *p)
 {
-	int64_t deadline = mono_ns() + RUN_LIMIT_NS;
+	drv.started_ns = mono_ns();
+	int64_t deadline = drv.started_ns + RUN_LIMIT_NS;
 	while (mono_ns() < deadline) {
-		for (uint32_t i = 0; i < SLOTS; i++)
+		for (uint32_t i = 0; i < SLOTS && rate_allows(CRASH_BATCH_MAX); i++)
 			if (drv.slots[i].state == SLOT_FREE)
 				slot_build(i);
 		submit_queued(p);
+		if (eng_producer_pending(p) == 0) {
+			usleep(IDLE_WAIT_US); /* held back by the rate cap */
+			continue;
+		}
 		int rc = eng_producer_wait(p, POLL_WAIT_NS);
 		if (rc < 0 && rc != -EINTR)
 			die(3, "eng_producer_wait", rc);
@@ -203,6 +230,7 @@ int main(int argc, char **argv)
 		drv.size_state[t] = crash_size_state(drv.seed, drv.round, t);
 	}
 	drv.pick_state = crash_mix(drv.seed ^ 0x9D1Cu ^ drv.round);
+	drv.rate = crash_env("HODEI_CRASH_RATE", RATE_DEFAULT);
 
 	struct eng_config cfg;
 	crash_config(&cfg, argv[1], io);

@@ -7,7 +7,8 @@
  *   env: HODEI_CRASH_ROUNDS (default 50), HODEI_CRASH_SEED (default fixed),
  *        HODEI_CRASH_FULL_EVERY (default 5), HODEI_CRASH_SAMPLE (default 200),
  *        HODEI_CRASH_KEEP=1 keeps the data directory, HODEI_TEST_TMP;
- *        HODEI_CRASH_SEAL_ROWS, HODEI_CRASH_WAL_FILE_BYTES (crash_common.h).
+ *        HODEI_CRASH_SEAL_ROWS, HODEI_CRASH_WAL_FILE_BYTES (crash_common.h),
+ *        HODEI_CRASH_RATE (events/s the driver may append, crash_driver.c).
  *
  * One data directory lives across all rounds. A round forks the driver
  * (crash_driver.c) with the pipe's write end as fd 3, reads the acks it
@@ -66,6 +67,7 @@
 #define MESSAGES_MAX 20u
 #define PAGE_LIMIT 1000u
 #define WALK_SEQ_MAX (1ull << 26)
+#define ROUND_WATCHDOG_S 300u /* a round stuck this long is an engine hang */
 
 enum source { SRC_ACK, SRC_VERIFY, SRC_SAMPLE, SRC_WALK, SRC_COUNT };
 
@@ -113,6 +115,35 @@ struct crash {
 };
 
 static struct crash C;
+
+/* ---- watchdog ------------------------------------------------------------ */
+
+/* What the test is doing, for the watchdog's message: an engine that
+ * hangs (a shard that never stops, a search that never answers) fails
+ * the round with its phase named instead of idling until CTest's timeout. */
+enum phase { PH_DRIVER, PH_OPEN, PH_VERIFY, PH_SAMPLE, PH_WALK, PH_CLOSE, PH_COUNT };
+static const char *const phase_names[PH_COUNT] = {
+	"running the driver", "eng_open", "verify", "lookups by id", "the full walk", "eng_close",
+};
+static volatile sig_atomic_t current_phase;
+
+static void phase(enum phase ph)
+{
+	current_phase = ph;
+}
+
+static void watchdog_fired(int sig)
+{
+	char msg[160];
+	int ph = current_phase;
+	int n = snprintf(msg, sizeof(msg), "crash: FAIL round %u (seed %#" PRIx64 "): stuck in %s "
+			 "for %u s; data directory kept: ", C.round, C.seed,
+			 phase_names[ph >= 0 && ph < PH_COUNT ? ph : 0], ROUND_WATCHDOG_S);
+	(void)!write(2, msg, (size_t)FMT_MIN(n, (int)sizeof(msg) - 1));
+	(void)!write(2, C.dir, strlen(C.dir));
+	(void)!write(2, "\n", 1);
+	_exit(1);
+}
 
 static int64_t mono_ms(void)
 {
@@ -714,6 +745,7 @@ static bool check_round(bool full, size_t round_first)
 	cfg.log = quiet_log;
 	struct eng_engine *eng = NULL;
 	int64_t t_open = mono_ms();
+	phase(PH_OPEN);
 	int rc = eng_open(&cfg, &eng);
 	if (rc) {
 		fail("eng_open after the kill: %s", fmt_strerror(rc));
@@ -724,6 +756,7 @@ static bool check_round(bool full, size_t round_first)
 	uint64_t n[CRASH_TENANTS] = { 0 }, confirmed = 0, total = 0;
 	bool verified = true;
 	int64_t t_verify = mono_ms();
+	phase(PH_VERIFY);
 	for (uint32_t t = 0; t < CRASH_TENANTS; t++) {
 		char name[32];
 		crash_tenant_name(t, name);
@@ -737,8 +770,10 @@ static bool check_round(bool full, size_t round_first)
 		total += n[t];
 	}
 	int64_t t_sample = mono_ms();
+	phase(PH_SAMPLE);
 	sample(p, round_first, full ? C.sample : C.sample / 8);
 	int64_t t_walk = mono_ms();
+	phase(PH_WALK);
 	for (uint32_t t = 0; full && C.search_ok && t < CRASH_TENANTS; t++) {
 		char name[32];
 		crash_tenant_name(t, name);
@@ -754,6 +789,7 @@ static bool check_round(bool full, size_t round_first)
 	       full ? (C.search_ok ? " in full" : " by counts") : "", total, C.acked_events,
 	       (long long)(t_verify - t_open), (long long)(t_sample - t_verify),
 	       (long long)(t_walk - t_sample), (long long)(t_end - t_walk));
+	phase(PH_CLOSE);
 	eng_producer_close(p);
 	eng_close(eng);
 	return full && C.search_ok;
@@ -809,6 +845,7 @@ static void setup(int argc, char **argv)
 	else
 		printf("crash: io_uring unavailable (%s): every round uses sync\n", why ? why : "?");
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGALRM, watchdog_fired);
 	printf("crash: seed %#" PRIx64 ", %u rounds, full check every %u, data dir %s\n", C.seed,
 	       C.rounds, C.full_every, C.dir);
 }
@@ -820,6 +857,8 @@ int main(int argc, char **argv)
 	for (C.round = 1; C.round <= C.rounds; C.round++) {
 		size_t round_first = C.batch_count;
 		C.round_bad = false;
+		alarm(ROUND_WATCHDOG_S);
+		phase(PH_DRIVER);
 		run_round();
 		round_tally(check_round(C.round % C.full_every == 0 || C.round == C.rounds, round_first));
 		if (C.round_bad) {
@@ -828,6 +867,7 @@ int main(int argc, char **argv)
 		}
 		C.rounds_passed++;
 	}
+	alarm(0);
 	uint32_t ran = C.rounds_passed + C.rounds_failed;
 	printf("crash: %u rounds (%u with acks) in %.1f s, seed %#" PRIx64 ", %" PRIu64
 	       " acked events looked up by id\n", ran, C.rounds_with_acks,

@@ -15,3 +15,10 @@ target_include_directories(crash_test PRIVATE ${PROJECT_SOURCE_DIR})
 add_test(NAME crash COMMAND crash_test $<TARGET_FILE:crash_driver>)
 set_tests_properties(crash PROPERTIES LABELS crash TIMEOUT 1200
   ENVIRONMENT "HODEI_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp")
+
+# The same program, short and with frequent seals, for the TSan pass
+# (scripts/test.sh tsan runs the label tsan: plain programs with their own
+# main(), since Criterion cannot start under TSan).
+add_test(NAME crash_smoke COMMAND crash_test $<TARGET_FILE:crash_driver>)
+set_tests_properties(crash_smoke PROPERTIES LABELS tsan TIMEOUT 600
+  ENVIRONMENT "HODEI_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp;HODEI_CRASH_ROUNDS=10;HODEI_CRASH_SEAL_ROWS=300")
