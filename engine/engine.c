@@ -175,6 +175,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	if (why && i == 0)
 		eng_log(eng, ENG_LOG_WARN, "io_uring unavailable, using plain syscalls: %s", why);
 	s->stats.io_backend = (int)eng_io_backend_of(s->io);
+	s->published.io_backend = s->stats.io_backend;
 	if ((rc = eng_manifest_load(s)) != 0)
 		return rc;
 	if ((rc = eng_dedup_from_segments(s)) != 0) {
