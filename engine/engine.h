@@ -48,7 +48,7 @@ struct eng_config {
 	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
 	uint64_t seal_bytes;             /* ... or this many bytes */
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
-	uint64_t memtable_budget_bytes;  /* per shard: over 3/4 seals early, over 1 refuses */
+	uint64_t memtable_budget_bytes;  /* per shard: over 1/2 seals early, over 1 refuses */
 	uint64_t wal_buffer_bytes;       /* per shard, per buffer (two) */
 	uint64_t wal_file_bytes;         /* rotate the WAL file past this size */
 	int64_t dedup_window_ns;         /* DESIGN.md §2.3, default 15 min */

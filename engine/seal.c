@@ -25,7 +25,7 @@
  *
  * A tenant is due when its durable rows reach seal_rows, its memtable
  * seal_bytes, or its oldest row seal_age. Under memory pressure (the shard's
- * memtables past 3/4 of the budget) every tenant is a candidate, biggest
+ * memtables past half the budget) every tenant is a candidate, biggest
  * first. A failed segment write abandons the round and retries it a second
  * later (the rows are still in the WAL); a failed manifest write stops the
  * write path like a WAL failure does (docs/adr/0002).
@@ -586,7 +586,7 @@ void eng_seal_maybe(struct eng_shard *s, bool force_all)
 	if (s->seal || s->failed || mono < s->seal_retry_ns)
 		return;
 	const struct eng_config *cfg = &s->eng->cfg;
-	bool pressure = s->memtable_bytes > cfg->memtable_budget_bytes / 4 * 3;
+	bool pressure = s->memtable_bytes > cfg->memtable_budget_bytes / 2;
 	if (!force_all && !pressure && !s->seal_wanted && mono - s->seal_scan_ns < SEAL_SCAN_INTERVAL_NS)
 		return;
 	s->seal_scan_ns = mono;
