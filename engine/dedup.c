@@ -230,29 +230,30 @@ void eng_dedup_expire(struct eng_dedup *d, int64_t now_ns)
 	}
 }
 
-void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
-		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
+/* Clamps the time to the newest seen (keeps I5: the head is the oldest
+ * entry) and drops what has aged out, so that an expired id is new again. */
+static int64_t advance(struct eng_dedup *d, int64_t received_ns)
 {
-	/* Clamping keeps I5, so the head stays the oldest entry. */
 	if (received_ns < d->newest_ns)
 		received_ns = d->newest_ns;
 	d->newest_ns = received_ns;
-	/* Expire before the lookup: an id whose entry has aged out is new
-	 * again and must get a fresh entry, not be skipped. */
 	eng_dedup_expire(d, received_ns);
+	return received_ns;
+}
 
-	uint64_t hash = key_hash(tenant_key, id);
+/* Stores an absent key whose probe ended at empty slot `pos`. */
+static void insert_absent(struct eng_dedup *d, uint64_t hash, uint32_t pos, uint64_t tenant_key,
+			  const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
+{
 	bool found;
-	uint32_t pos = probe(d, hash, tenant_key, id, &found);
-	if (found)
-		return;
 	if (d->count == d->entries_max) {
 		pop_head(d);
 		d->evicted_early++;
-		/* The backward shift may have moved the empty slot found above. */
+		/* The backward shift may have moved the empty slot found before. */
 		pos = probe(d, hash, tenant_key, id, &found);
+		ASSERT(!found);
 	}
-	ASSERT(!found && d->table[pos] == 0 && d->count < d->entries_max);
+	ASSERT(d->table[pos] == 0 && d->count < d->entries_max);
 
 	uint32_t slot = d->head + d->count;
 	if (slot >= d->entries_max)
@@ -265,6 +266,30 @@ void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
 	d->table[pos] = slot + 1;
 	d->count++;
 	ASSERT(d->ring[d->table[pos] - 1].hash == hash && d->table[pos] - 1 == slot);
+}
+
+void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
+		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
+{
+	received_ns = advance(d, received_ns);
+	uint64_t hash = key_hash(tenant_key, id);
+	bool found;
+	uint32_t pos = probe(d, hash, tenant_key, id, &found);
+	if (!found)
+		insert_absent(d, hash, pos, tenant_key, id, received_ns);
+}
+
+bool eng_dedup_check_insert(struct eng_dedup *d, uint64_t tenant_key,
+			    const uint8_t id[FMT_EVENT_ID_BYTES], int64_t now_ns)
+{
+	now_ns = advance(d, now_ns);
+	uint64_t hash = key_hash(tenant_key, id);
+	bool found;
+	uint32_t pos = probe(d, hash, tenant_key, id, &found);
+	if (found)
+		return true; /* live: expired entries were dropped by advance() */
+	insert_absent(d, hash, pos, tenant_key, id, now_ns);
+	return false;
 }
 
 uint32_t eng_dedup_count(const struct eng_dedup *d)

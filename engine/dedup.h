@@ -39,6 +39,13 @@ bool eng_dedup_contains(struct eng_dedup *d, uint64_t tenant_key,
 void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
 		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns);
 
+/* One probe for the append path: returns true when (tenant_key, id) is
+ * remembered within the window (a duplicate: nothing changes), otherwise
+ * remembers it as stored at now_ns and returns false. Same time rules as
+ * eng_dedup_insert(). */
+bool eng_dedup_check_insert(struct eng_dedup *d, uint64_t tenant_key,
+			    const uint8_t id[FMT_EVENT_ID_BYTES], int64_t now_ns);
+
 /* Drops entries older than now_ns - window. */
 void eng_dedup_expire(struct eng_dedup *d, int64_t now_ns);
 

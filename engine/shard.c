@@ -229,7 +229,6 @@ static void append_one(struct eng_shard *s, struct eng_tenant *t, struct eng_wal
 	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
 	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, hash, t->chain, s->wal.gen);
 	ASSERT(rc == 0); /* TODO(budget): an allocation failure here is fatal */
-	eng_dedup_insert(s->dedup, t->key, ev->event_id, ev->received_at_ns);
 	t->next_seq++;
 	buf->len += 4 + (uint64_t)n;
 }
@@ -276,12 +275,13 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 	req->received_at_ns = now;
 	req->accepted = req->duplicates = 0;
 	req->first_seq = req->last_seq = 0;
-	eng_dedup_expire(s->dedup, now);
 	for (uint32_t i = 0; i < req->count; i++) {
 		struct fmt_event ev = req->events[i];
+		/* A server-assigned id cannot come back in a retry, so only
+		 * client ids take room in the dedup memory. */
 		if (id_is_zero(ev.event_id)) {
 			fmt_uuid_v7(ev.event_id, now, shard_random10(s));
-		} else if (eng_dedup_contains(s->dedup, t->key, ev.event_id, now)) {
+		} else if (eng_dedup_check_insert(s->dedup, t->key, ev.event_id, now)) {
 			req->duplicates++;
 			continue;
 		}

@@ -384,3 +384,26 @@ Test(dedup, model_tiny_rings)
 	run_model(1, 100, 0x5EED0003ull, 100000);
 	run_model(7, 300, 0x5EED0004ull, 100000);
 }
+
+Test(dedup, check_insert_is_contains_then_insert)
+{
+	const int64_t window = 1000;
+	struct eng_dedup *d = eng_dedup_create(4, window);
+	cr_assert(d != NULL);
+	uint8_t a[ID_BYTES], b[ID_BYTES];
+	make_id(a, 1);
+	make_id(b, 2);
+	cr_assert(!eng_dedup_check_insert(d, 7, a, 100), "first time: new, remembered");
+	cr_assert(eng_dedup_check_insert(d, 7, a, 200), "second time: duplicate");
+	cr_assert(!eng_dedup_check_insert(d, 8, a, 200), "another tenant's id is its own");
+	cr_assert_eq(eng_dedup_count(d), 2, "a duplicate adds nothing");
+	cr_assert(eng_dedup_check_insert(d, 7, a, 100 + window), "still inside the window");
+	cr_assert(!eng_dedup_check_insert(d, 7, a, 101 + window), "aged out: new again");
+	for (uint64_t i = 10; i < 14; i++) {
+		make_id(b, i);
+		cr_assert(!eng_dedup_check_insert(d, 7, b, 2000));
+	}
+	cr_assert_eq(eng_dedup_count(d), 4);
+	cr_assert(eng_dedup_evicted_early(d) >= 1, "a full ring drops its oldest early");
+	eng_dedup_destroy(d);
+}
