@@ -515,7 +515,10 @@ static void seal_write(struct eng_shard *s)
 		if ((err = it->result) != 0)
 			break;
 		eng_segment_path(s, it->segment_id, it->final_path, sizeof(it->final_path));
-		snprintf(it->tmp_path, sizeof(it->tmp_path), "%s.tmp", it->final_path);
+		size_t len = strlen(it->final_path);
+		ASSERT(len + sizeof(".tmp") <= sizeof(it->tmp_path));
+		memcpy(it->tmp_path, it->final_path, len);
+		memcpy(it->tmp_path + len, ".tmp", sizeof(".tmp"));
 		it->fd = open(it->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 		if (it->fd < 0)
 			err = -errno;

@@ -62,6 +62,33 @@ static int read_segment(struct eng_shard *s, const struct eng_segment *g, uint8_
 	return 0;
 }
 
+/* Sets req->chain to the chain value after the last seq of the request's
+ * range within this (already verified) segment. */
+static bool chain_at_end_of_range(struct eng_verify *req, const struct eng_segment *g,
+				  const struct fmt_segment *f, const uint8_t *buf)
+{
+	if (!req->to_seq || req->to_seq >= g->last_seq) {
+		memcpy(req->chain, g->chain_after, FMT_HASH_BYTES);
+		return true;
+	}
+	for (uint32_t b = 0; b < f->meta.block_count; b++) {
+		const struct fmt_block_ref *ref = &f->blocks[b];
+		if (req->to_seq < ref->first_seq || req->to_seq > ref->last_seq)
+			continue;
+		struct fmt_block *blk = NULL;
+		if (fmt_block_decode_buf(f, buf, g->file_size, b, 1u << FMT_COL_CHAIN, &blk) != 0)
+			break;
+		struct fmt_event ev;
+		struct fmt_attr attrs[1];
+		fmt_block_row(f, blk, (uint32_t)(req->to_seq - ref->first_seq), &ev, attrs, 1, req->chain);
+		fmt_block_free(blk);
+		return true;
+	}
+	problem(req, req->to_seq, "segment %016llx: no row for seq %llu",
+		(unsigned long long)g->segment_id, (unsigned long long)req->to_seq);
+	return false;
+}
+
 /* Checks one segment; returns false (with the problem set) on a failure. */
 static bool verify_segment(struct eng_shard *s, struct eng_verify *req, const struct eng_segment *g,
 			   const uint8_t prev_chain[FMT_HASH_BYTES], uint64_t expect_seq)
@@ -95,7 +122,7 @@ static bool verify_segment(struct eng_shard *s, struct eng_verify *req, const st
 		 f->meta.first_seq != g->first_seq || f->meta.last_seq != g->last_seq)
 		problem(req, g->first_seq, "segment %016llx: footer differs from the manifest", id);
 	else
-		ok = true;
+		ok = chain_at_end_of_range(req, g, f, buf);
 	fmt_segment_close(f);
 	free(buf);
 	return ok;
@@ -164,8 +191,10 @@ void eng_verify_run(struct eng_shard *s, struct eng_verify *req)
 		if (!verify_segment(s, req, g, prev, expect))
 			return;
 		req->segments_checked++;
-		req->events_checked += g->row_count;
-		memcpy(req->chain, g->chain_after, FMT_HASH_BYTES);
+		/* The whole segment was checked; count the events of the range. */
+		uint64_t lo = FMT_MAX(g->first_seq, req->from_seq ? req->from_seq : 1);
+		uint64_t hi = req->to_seq ? FMT_MIN(g->last_seq, req->to_seq) : g->last_seq;
+		req->events_checked += hi >= lo ? hi - lo + 1 : 0;
 		prev = g->chain_after;
 		expect = g->last_seq + 1;
 	}

@@ -261,3 +261,44 @@ Test(shard, open_segment_files_are_bounded)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+Test(shard, verify_a_range_inside_a_segment)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	cfg.shards = 1;
+	cfg.seal_rows = 100;
+	cfg.block_rows = 16;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append first, second;
+	cr_assert_eq(tu_append(p, "acme", 0, 50, &first), 0);
+	cr_assert_eq(tu_append(p, "acme", 50, 100, &second), 0);
+	struct eng_shard_stats st;
+	for (int i = 0; i < 300; i++) {
+		eng_shard_stats(eng, 0, &st);
+		if (st.segments_sealed >= 1)
+			break;
+		usleep(10000);
+	}
+	cr_assert(st.segments_sealed >= 1);
+	struct eng_verify v = { .tenant = fmt_str_c("acme"), .from_seq = 1, .to_seq = 50 };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert(v.ok, "%s", v.problem);
+	cr_assert_eq(v.events_checked, 50);
+	cr_assert(memcmp(v.chain, first.chain, FMT_HASH_BYTES) == 0,
+		  "the chain after seq 50 is the one acked with seq 50");
+	v = (struct eng_verify){ .tenant = fmt_str_c("acme"), .from_seq = 40, .to_seq = 120 };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert(v.ok, "%s", v.problem);
+	cr_assert_eq(v.events_checked, 81);
+	v = (struct eng_verify){ .tenant = fmt_str_c("acme") };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert_eq(v.events_checked, 150);
+	cr_assert(memcmp(v.chain, second.chain, FMT_HASH_BYTES) == 0);
+	eng_producer_close(p);
+	eng_close(eng);
+}
