@@ -26,6 +26,7 @@ void eng_config_default(struct eng_config *c)
 	memset(c, 0, sizeof(*c));
 	c->data_dir = "./hodei-data";
 	c->shards = 0;
+	c->pin_threads = true;
 	c->io = ENG_IO_AUTO;
 	c->io_entries = 256;
 	c->producers_max = 64;

@@ -39,6 +39,7 @@ typedef void (*eng_log_fn)(void *ctx, enum eng_log_level level, const char *msg)
 struct eng_config {
 	const char *data_dir;
 	uint32_t shards;                 /* 0: one per online CPU */
+	bool pin_threads;                /* pin shard i to the i-th allowed CPU (default on) */
 	enum eng_io_backend io;          /* ENG_IO_AUTO by default */
 	struct eng_io_fault_plan fault;  /* used when io == ENG_IO_FAULT */
 	uint32_t io_entries;             /* ring size per shard */
