@@ -41,7 +41,7 @@
 
 enum seal_state { SEAL_BUILDING = 1, SEAL_WRITING = 2, SEAL_MANIFEST = 3 };
 
-#define SEAL_BATCH_MAX 32
+#define SEAL_BATCH_MAX 64
 #define SEAL_BATCH_ROWS_MAX (1u << 20)
 #define SEAL_RECORD_BYTES (FMT_REC_HEADER_BYTES + ENG_MANIFEST_SEGMENT_BYTES)
 _Static_assert(2 * SEAL_BATCH_MAX + 4 <= 256, "a round's ops fit the default ring");
