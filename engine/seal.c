@@ -44,7 +44,7 @@ enum seal_state { SEAL_BUILDING = 1, SEAL_WRITING = 2, SEAL_MANIFEST = 3 };
 #define SEAL_BATCH_MAX 64
 #define SEAL_BATCH_ROWS_MAX (1u << 20)
 #define SEAL_RECORD_BYTES (FMT_REC_HEADER_BYTES + ENG_MANIFEST_SEGMENT_BYTES)
-_Static_assert(2 * SEAL_BATCH_MAX + 4 <= 256, "a round's ops fit the default ring");
+_Static_assert(2 * SEAL_BATCH_MAX + 4 <= 256, "a whole round fits the default ring");
 
 struct seal_item {
 	struct eng_seal *z;
@@ -606,10 +606,14 @@ void eng_seal_maybe(struct eng_shard *s, bool force_all)
 			continue;
 		pick_insert(z, bytes, t, FMT_MIN(rows, cfg->seal_rows), eng_memtable_bytes(&t->active));
 	}
-	/* Bound the round's CPU time on the shard thread. */
+	/* Bound the round's build time, and its ops to what the ring holds
+	 * besides the WAL's write and fsync (two per segment, two for the
+	 * manifest). */
+	uint32_t ops_room = (cfg->io_entries - 4) / 2;
 	uint64_t rows = 0;
 	uint32_t n = 0;
-	while (n < z->count && (n == 0 || rows + z->item[n].rows <= SEAL_BATCH_ROWS_MAX))
+	while (n < z->count && n < ops_room &&
+	       (n == 0 || rows + z->item[n].rows <= SEAL_BATCH_ROWS_MAX))
 		rows += z->item[n++].rows;
 	z->count = n;
 	s->seal_wanted = n > 0;
