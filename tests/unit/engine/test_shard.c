@@ -302,3 +302,42 @@ Test(shard, verify_a_range_inside_a_segment)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+Test(shard, small_ring_seals_many_tenants)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_AUTO);
+	cfg.shards = 1;
+	cfg.io_entries = 8; /* the WAL's two ops leave room for two segments per round */
+	cfg.seal_rows = 10;
+	cfg.block_rows = 4;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	char name[16];
+	struct eng_append req;
+	for (uint32_t t = 0; t < 12; t++) {
+		snprintf(name, sizeof(name), "t%02u", t);
+		cr_assert_eq(tu_append(p, name, t * 100, 15, &req), 0);
+	}
+	struct eng_shard_stats st;
+	for (int i = 0; i < 500; i++) {
+		eng_shard_stats(eng, 0, &st);
+		if (st.segments_sealed >= 12)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(st.segments_sealed, 12, "one segment of 10 rows per tenant");
+	for (uint32_t t = 0; t < 12; t++) {
+		snprintf(name, sizeof(name), "t%02u", t);
+		struct eng_verify v = { .tenant = fmt_str_c(name) };
+		cr_assert_eq(eng_verify_wait(p, &v), 0);
+		cr_assert(v.ok && v.events_checked == 15 && v.segments_checked == 1, "%s: %s", name,
+			  v.problem);
+	}
+	eng_producer_close(p);
+	eng_close(eng);
+}
