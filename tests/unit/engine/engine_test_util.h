@@ -82,4 +82,18 @@ static inline int tu_append(struct eng_producer *p, const char *tenant, uint32_t
 	return rc;
 }
 
+/* Waits (up to ~5 s) until shard `shard` sealed at least n segments, since
+ * seals are asynchronous; returns how many it sealed. */
+static inline uint64_t tu_wait_sealed(struct eng_engine *eng, uint32_t shard, uint64_t n)
+{
+	struct eng_shard_stats st;
+	for (int i = 0; i < 500; i++) {
+		eng_shard_stats(eng, shard, &st);
+		if (st.segments_sealed >= n)
+			break;
+		usleep(10000);
+	}
+	return st.segments_sealed;
+}
+
 #endif

@@ -226,14 +226,8 @@ Test(shard, open_segment_files_are_bounded)
 	struct eng_append req;
 	for (uint32_t b = 0; b < 12; b++)
 		cr_assert_eq(tu_append(p, "acme", b * 20, 20, &req), 0);
-	struct eng_shard_stats st;
-	for (int i = 0; i < 300; i++) {
-		eng_shard_stats(eng, 0, &st);
-		if (st.segments_sealed >= 10)
-			break;
-		usleep(10000);
-	}
-	cr_assert(st.segments_sealed >= 10, "sealed %llu", (unsigned long long)st.segments_sealed);
+	uint64_t sealed = tu_wait_sealed(eng, 0, 10);
+	cr_assert(sealed >= 10, "sealed %llu", (unsigned long long)sealed);
 	/* A walk over every page reads every segment, three files at most stay open. */
 	uint32_t seen = 0;
 	struct eng_search q = { .tenant = fmt_str_c("acme"), .limit = 7, .oldest_first = true };
@@ -255,6 +249,7 @@ Test(shard, open_segment_files_are_bounded)
 	cr_assert_eq(eng_verify_wait(p, &v), 0);
 	cr_assert(v.ok, "%s", v.problem);
 	usleep(150000); /* stats are published once per tick */
+	struct eng_shard_stats st;
 	eng_shard_stats(eng, 0, &st);
 	cr_assert(st.segments_open <= 3, "open %llu", (unsigned long long)st.segments_open);
 	cr_assert(st.segments_evicted > 0);
@@ -277,14 +272,8 @@ Test(shard, verify_a_range_inside_a_segment)
 	struct eng_append first, second;
 	cr_assert_eq(tu_append(p, "acme", 0, 50, &first), 0);
 	cr_assert_eq(tu_append(p, "acme", 50, 100, &second), 0);
-	struct eng_shard_stats st;
-	for (int i = 0; i < 300; i++) {
-		eng_shard_stats(eng, 0, &st);
-		if (st.segments_sealed >= 1)
-			break;
-		usleep(10000);
-	}
-	cr_assert(st.segments_sealed >= 1);
+	uint64_t sealed = tu_wait_sealed(eng, 0, 1);
+	cr_assert(sealed >= 1);
 	struct eng_verify v = { .tenant = fmt_str_c("acme"), .from_seq = 1, .to_seq = 50 };
 	cr_assert_eq(eng_verify_wait(p, &v), 0);
 	cr_assert(v.ok, "%s", v.problem);
@@ -323,14 +312,8 @@ Test(shard, small_ring_seals_many_tenants)
 		snprintf(name, sizeof(name), "t%02u", t);
 		cr_assert_eq(tu_append(p, name, t * 100, 15, &req), 0);
 	}
-	struct eng_shard_stats st;
-	for (int i = 0; i < 500; i++) {
-		eng_shard_stats(eng, 0, &st);
-		if (st.segments_sealed >= 12)
-			break;
-		usleep(10000);
-	}
-	cr_assert_eq(st.segments_sealed, 12, "one segment of 10 rows per tenant");
+	uint64_t sealed = tu_wait_sealed(eng, 0, 12);
+	cr_assert_eq(sealed, 12, "one segment of 10 rows per tenant");
 	for (uint32_t t = 0; t < 12; t++) {
 		snprintf(name, sizeof(name), "t%02u", t);
 		struct eng_verify v = { .tenant = fmt_str_c(name) };
