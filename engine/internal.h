@@ -281,6 +281,9 @@ void eng_seal_worker_stop(struct eng_shard *s);
 /* Frees a seal left in flight by a power cut (its I/O never completes). */
 void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);
+/* Reads exactly len bytes at off, continuing short reads and EINTR.
+ * Returns 0, -errno, or FMT_E_TRUNCATED when the file ends first. */
+int eng_pread_full(int fd, uint8_t *buf, size_t len, uint64_t off);
 /* Opens a segment's file and footer into the shard's bounded cache (a
  * no-op when cached) and marks it used by the current request. */
 int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg);

@@ -22,6 +22,7 @@
  * files no record names (their events are still in the WAL).
  */
 #include "engine/internal.h"
+#include "engine/offline.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -230,18 +231,18 @@ int eng_manifest_load(struct eng_shard *s)
 		if ((rc = manifest_create(s, path)) != 0)
 			return rc;
 	}
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	if ((rc = eng_file_read_all(path, &buf, &len)) != 0)
+		return rc;
 	int fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) != 0)
-		return -errno;
-	uint8_t *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf || pread(fd, buf, (size_t)st.st_size, 0) != st.st_size) {
+	if (fd < 0) {
 		free(buf);
-		close(fd);
-		return buf ? -EIO : FMT_E_NOMEM;
+		return -errno;
 	}
 	struct man_load ml = { s, path };
 	struct fmt_log_scan sc;
-	rc = fmt_log_scan(buf, (size_t)st.st_size, man_magic, 4096, load_visit, &ml, &sc);
+	rc = fmt_log_scan(buf, len, man_magic, 4096, load_visit, &ml, &sc);
 	free(buf);
 	if (rc == 0 && sc.stop == FMT_E_TRUNCATED) {
 		eng_log(s->eng, ENG_LOG_INFO, "%s: cutting torn tail at offset %llu", path,

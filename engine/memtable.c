@@ -203,9 +203,6 @@ int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n)
 			eng_memtable_free(&next);
 			return rc;
 		}
-		/* The age threshold counts from the oldest row still unsealed. */
-		if (i == n)
-			next.oldest_received_ns = m->rows[i].received_at_ns;
 	}
 	eng_memtable_free(m);
 	*m = next;

@@ -98,7 +98,7 @@ void eng_segment_free(struct eng_segment *seg)
 	free(seg);
 }
 
-static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+int eng_pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 {
 	size_t got = 0;
 	while (got < len) {
@@ -188,8 +188,8 @@ int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 	int rc = FMT_E_TRUNCATED;
 	if (seg->file_size < FMT_SEG_HEADER_BYTES + FMT_SEG_TRAILER_BYTES)
 		goto fail;
-	if ((rc = pread_full(fd, head, sizeof(head), 0)) != 0 ||
-	    (rc = pread_full(fd, trailer, sizeof(trailer), seg->file_size - sizeof(trailer))) != 0 ||
+	if ((rc = eng_pread_full(fd, head, sizeof(head), 0)) != 0 ||
+	    (rc = eng_pread_full(fd, trailer, sizeof(trailer), seg->file_size - sizeof(trailer))) != 0 ||
 	    (rc = fmt_segment_trailer(trailer, seg->file_size, &foff, &flen)) != 0)
 		goto fail;
 	footer = malloc(flen ? flen : 1);
@@ -197,7 +197,7 @@ int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 		rc = FMT_E_NOMEM;
 		goto fail;
 	}
-	if ((rc = pread_full(fd, footer, flen, foff)) != 0 ||
+	if ((rc = eng_pread_full(fd, footer, flen, foff)) != 0 ||
 	    (rc = fmt_segment_open(head, footer, flen, trailer, seg->file_size, &seg->footer)) != 0)
 		goto fail;
 	free(footer);
@@ -641,7 +641,7 @@ int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_
 		if (!bufs[c])
 			rc = FMT_E_NOMEM;
 		else
-			rc = pread_full(seg->fd, bufs[c], ref->chunk[c].stored_len, ref->chunk[c].offset);
+			rc = eng_pread_full(seg->fd, bufs[c], ref->chunk[c].stored_len, ref->chunk[c].offset);
 		chunks[c] = bufs[c];
 	}
 	if (rc == 0)

@@ -462,20 +462,12 @@ static bool maybe_cut(struct search *c, struct key best, uint32_t next)
 
 /* ---- reading segments ---------------------------------------------------- */
 
-static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+/* A segment shorter than its footer says is corrupt, as far as search is
+ * concerned. */
+static int pread_chunks(int fd, uint8_t *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
-	while (done < len) { /* bounded: each round moves forward or returns */
-		ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return FMT_E_CORRUPT; /* the file is shorter than its footer says */
-		done += (size_t)n;
-	}
-	return 0;
+	int rc = eng_pread_full(fd, buf, len, off);
+	return rc == FMT_E_TRUNCATED ? FMT_E_CORRUPT : rc;
 }
 
 static void log_segment_error(const struct search *c, const struct eng_segment *seg, uint32_t b,
@@ -520,7 +512,7 @@ static int read_chunks(struct search *c, const struct eng_segment *seg, uint32_t
 			continue;
 		ASSERT(ch->offset + ch->stored_len <= seg->footer->footer_offset); /* checked by open */
 		if (run_len == 0 || ch->offset != run_off + run_len) {
-			if (run_len && (rc = pread_full(seg->fd, c->io_buf + run_at, run_len, run_off)))
+			if (run_len && (rc = pread_chunks(seg->fd, c->io_buf + run_at, run_len, run_off)))
 				return rc;
 			run_at = at;
 			run_off = ch->offset;
@@ -531,7 +523,7 @@ static int read_chunks(struct search *c, const struct eng_segment *seg, uint32_t
 		at += ch->stored_len;
 	}
 	ASSERT(at == total);
-	return run_len ? pread_full(seg->fd, c->io_buf + run_at, run_len, run_off) : 0;
+	return run_len ? pread_chunks(seg->fd, c->io_buf + run_at, run_len, run_off) : 0;
 }
 
 static int block_load(struct search *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,

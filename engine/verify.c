@@ -15,6 +15,7 @@
  * starts from the chain value recorded before the first segment checked.
  */
 #include "engine/internal.h"
+#include "engine/offline.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -41,25 +42,13 @@ static int read_segment(struct eng_shard *s, const struct eng_segment *g, uint8_
 {
 	char path[4200];
 	eng_segment_path(s, g->segment_id, path, sizeof(path));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	uint8_t *buf = NULL;
-	int rc = fstat(fd, &st) ? -errno : 0;
-	if (rc == 0 && (uint64_t)st.st_size != g->file_size)
+	size_t len = 0;
+	int rc = eng_file_read_all(path, out, &len);
+	if (rc == 0 && len != g->file_size) {
+		free(*out);
 		rc = FMT_E_TRUNCATED;
-	if (rc == 0 && !(buf = malloc(g->file_size ? g->file_size : 1)))
-		rc = FMT_E_NOMEM;
-	if (rc == 0 && pread(fd, buf, g->file_size, 0) != (ssize_t)g->file_size)
-		rc = -EIO;
-	close(fd);
-	if (rc) {
-		free(buf);
-		return rc;
 	}
-	*out = buf;
-	return 0;
+	return rc;
 }
 
 /* Sets req->chain to the chain value after the last seq of the request's
