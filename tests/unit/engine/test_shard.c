@@ -324,3 +324,68 @@ Test(shard, small_ring_seals_many_tenants)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+/* DESIGN.md §2.9: every limit is enforced, refuses with a clear status and
+ * stores nothing. */
+Test(shard, limits_refuse_and_store_nothing)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	cfg.shards = 1;
+	cfg.tenants_max = 2;
+	cfg.queue_depth = 2;
+	cfg.limits.events_per_batch_max = 8;
+	cfg.wal_buffer_bytes = 64u << 10;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	cr_assert_eq(tu_append(p, "a", 0, 1, &req), 0);
+	cr_assert_eq(tu_append(p, "b", 1, 1, &req), 0);
+	cr_assert_eq(tu_append(p, "c", 2, 1, &req), FMT_E_FULL, "a third tenant is over tenants_max");
+	cr_assert_eq(tu_append(p, "a", 3, 9, &req), FMT_E_TOO_BIG, "9 events > 8 per request");
+
+	/* Eight events with 12 KiB of details do not fit a 64 KiB WAL buffer. */
+	static char details[12 << 10];
+	memset(details, ' ', sizeof(details));
+	details[0] = '[';
+	details[sizeof(details) - 1] = ']';
+	struct fmt_event evs[8];
+	char store[8][256];
+	for (uint32_t i = 0; i < 8; i++) {
+		tu_event(&evs[i], store[i], 100 + i);
+		evs[i].details_json = (struct fmt_str){ details, sizeof(details) };
+	}
+	req = (struct eng_append){ .tenant = fmt_str_c("a"), .events = evs, .count = 8 };
+	cr_assert_eq(eng_append_wait(p, &req), FMT_E_TOO_BIG);
+
+	/* Two requests outstanding per shard at most: the third submit is refused. */
+	struct eng_append r[3];
+	for (int i = 0; i < 3; i++)
+		r[i] = (struct eng_append){ .tenant = fmt_str_c("a"), .events = evs, .count = 1 };
+	cr_assert_eq(eng_append_submit(p, &r[0]), 0);
+	cr_assert_eq(eng_append_submit(p, &r[1]), 0);
+	cr_assert_eq(eng_append_submit(p, &r[2]), FMT_E_FULL);
+	while (eng_producer_pending(p))
+		eng_producer_wait(p, 100 * 1000000);
+	cr_assert_eq(r[0].status, 0);
+	cr_assert_eq(r[1].accepted + r[1].duplicates, 1);
+
+	struct eng_verify v = { .tenant = fmt_str_c("a") };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert_eq(v.events_checked, 2, "only the one event of 'a' and the one of r[0] are stored");
+	v = (struct eng_verify){ .tenant = fmt_str_c("c") };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert_eq(v.events_checked, 0);
+	usleep(150000); /* stats are published once per tick */
+	struct eng_shard_stats st;
+	eng_shard_stats(eng, 0, &st);
+	cr_assert_eq(st.queue_full, 1);
+	cr_assert_eq(st.requests_rejected_budget, 3, "tenants_max, batch size, WAL buffer");
+	cr_assert_eq(st.tenants, 2);
+	eng_producer_close(p);
+	eng_close(eng);
+}
