@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -144,6 +145,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->manifest_fd = -1;
 	s->wal.fd = -1;
 	s->wake_fd = -1;
+	s->loop_fd = -1;
 	s->rand_used = sizeof(s->rand_buf);
 	s->req_gen = 1;
 	pthread_mutex_init(&s->stats_lock, NULL);
@@ -153,6 +155,12 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 		return rc;
 	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (s->wake_fd < 0)
+		return -errno;
+	s->loop_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->loop_fd < 0)
+		return -errno;
+	struct epoll_event wake = { .events = EPOLLIN, .data.ptr = &s->wake_watch };
+	if (epoll_ctl(s->loop_fd, EPOLL_CTL_ADD, s->wake_fd, &wake) != 0)
 		return -errno;
 	s->inbox = calloc(eng->cfg.producers_max, sizeof(*s->inbox));
 	if (!s->inbox)
@@ -167,7 +175,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	if (!s->tenant_slots || !s->dedup || !s->sha)
 		return FMT_E_NOMEM;
 	const char *why = NULL;
-	rc = eng_io_create(eng->cfg.io, eng->cfg.io_entries, s->wake_fd, &eng->cfg.fault, &s->io, &why);
+	rc = eng_io_create(eng->cfg.io, eng->cfg.io_entries, s->loop_fd, &eng->cfg.fault, &s->io, &why);
 	if (rc) {
 		eng_log(eng, ENG_LOG_ERROR, "shard %u: I/O backend %s failed: %s", i,
 			eng_io_backend_name(eng->cfg.io), fmt_strerror(rc));
@@ -214,6 +222,8 @@ static void shard_free(struct eng_shard *s)
 		close(s->manifest_fd);
 	if (s->wake_fd >= 0)
 		close(s->wake_fd);
+	if (s->loop_fd >= 0)
+		close(s->loop_fd);
 	for (uint32_t p = 0; s->inbox && p < eng->cfg.producers_max; p++)
 		eng_spsc_free(&s->inbox[p]);
 	free(s->inbox);
@@ -315,6 +325,32 @@ void eng_close(struct eng_engine *eng)
 	free(eng->producers);
 	pthread_mutex_destroy(&eng->producers_lock);
 	free(eng);
+}
+
+static int watch_ctl(struct eng_engine *eng, uint32_t shard, int op, int fd, uint32_t events,
+		     struct eng_watch *w)
+{
+	if (shard >= eng->shard_count)
+		return -EINVAL;
+	struct epoll_event ev = { .events = events, .data.ptr = w };
+	return epoll_ctl(eng->shards[shard].loop_fd, op, fd, &ev) == 0 ? 0 : -errno;
+}
+
+int eng_watch_add(struct eng_engine *eng, uint32_t shard, int fd, uint32_t events,
+		  struct eng_watch *w)
+{
+	return watch_ctl(eng, shard, EPOLL_CTL_ADD, fd, events, w);
+}
+
+int eng_watch_mod(struct eng_engine *eng, uint32_t shard, int fd, uint32_t events,
+		  struct eng_watch *w)
+{
+	return watch_ctl(eng, shard, EPOLL_CTL_MOD, fd, events, w);
+}
+
+int eng_watch_del(struct eng_engine *eng, uint32_t shard, int fd)
+{
+	return watch_ctl(eng, shard, EPOLL_CTL_DEL, fd, 0, NULL);
 }
 
 uint32_t eng_shard_count(const struct eng_engine *eng)

@@ -33,6 +33,42 @@
 struct eng_engine;
 struct eng_producer;
 
+/* ---- shard hooks: other event sources in the shard threads -------------- */
+/* The network layer runs its connections in the shard threads (thread per
+ * core, DESIGN.md §3). A shard sleeps in its I/O backend on one epoll
+ * instance (the "loop fd") that holds its wake-up eventfd and every fd a
+ * hook watches; each tick, after its own work and I/O completions, the
+ * shard runs the callback of every watch that is ready, then hooks.tick.
+ * Watches are edge- or level-triggered as registered; a level-triggered fd
+ * left readable makes the loop spin, so hooks use EPOLLET for sockets. */
+struct eng_watch;
+typedef void (*eng_watch_fn)(struct eng_watch *w, uint32_t epoll_events);
+struct eng_watch {
+	eng_watch_fn fn;
+};
+
+struct eng_shard_hooks {
+	void *ctx;
+	/* On shard's thread, once, before its first tick. A non-zero return is
+	 * logged and leaves the shard without hooks. */
+	int (*start)(void *ctx, struct eng_engine *eng, uint32_t shard);
+	/* On shard's thread, every tick. Returns how long the shard may sleep
+	 * before the next call, in ns (0: run again at once; <0: no limit). */
+	int64_t (*tick)(void *ctx, uint32_t shard);
+	/* On shard's thread, once, when the engine stops, after its last tick.
+	 * The hook must stop submitting requests before eng_close() is called;
+	 * its producers are freed by eng_close(). */
+	void (*stop)(void *ctx, uint32_t shard);
+};
+
+/* Adds, changes or removes a watch on shard's loop (epoll_ctl). Call from
+ * that shard's thread (a hook). Returns 0 or -errno. */
+int eng_watch_add(struct eng_engine *eng, uint32_t shard, int fd, uint32_t epoll_events,
+		  struct eng_watch *w);
+int eng_watch_mod(struct eng_engine *eng, uint32_t shard, int fd, uint32_t epoll_events,
+		  struct eng_watch *w);
+int eng_watch_del(struct eng_engine *eng, uint32_t shard, int fd);
+
 enum eng_log_level { ENG_LOG_ERROR = 0, ENG_LOG_WARN = 1, ENG_LOG_INFO = 2, ENG_LOG_DEBUG = 3 };
 typedef void (*eng_log_fn)(void *ctx, enum eng_log_level level, const char *msg);
 
@@ -62,6 +98,7 @@ struct eng_config {
 	struct fmt_limits limits;
 	eng_log_fn log;                  /* NULL: JSON lines on stderr */
 	void *log_ctx;
+	struct eng_shard_hooks hooks;    /* all NULL: none */
 };
 
 /* Fills every field with the documented defaults (docs/ARCHITECTURE.md). */

@@ -175,7 +175,10 @@ struct eng_shard {
 	pthread_t thread;
 	bool thread_started;
 	struct eng_io *io;
-	int wake_fd;
+	int wake_fd;                       /* eventfd: producers wake the shard */
+	int loop_fd;                       /* epoll: wake_fd + hook watches; the I/O backend waits on it */
+	struct eng_watch wake_watch;
+	bool hook_started;
 	_Atomic bool sleeping;             /* set before a blocking wait */
 	_Atomic uint64_t queue_full;       /* producers' refused submits (relaxed) */
 	uint32_t *woken;                   /* producers to wake at the end of the tick */

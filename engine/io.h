@@ -136,6 +136,11 @@ int eng_io_fault_crash(struct eng_io *io);
 uint64_t eng_io_fault_writes(const struct eng_io *io);
 uint64_t eng_io_fault_fsyncs(const struct eng_io *io);
 
+/* Resets an eventfd's counter (reads it). On any other fd, such as the
+ * shard's epoll loop fd the backends watch as their wake-up fd, the read
+ * fails harmlessly: the shard drains its eventfd itself. */
+void eng_io_wake_drain(int wake_fd);
+
 #ifdef ENG_IO_BACKEND_IMPL
 /* Backend plumbing, for engine/io*.c only (they define ENG_IO_BACKEND_IMPL
  * before including this header): struct eng_io is the part every backend
@@ -173,7 +178,6 @@ void eng_io_list_push(struct eng_io_list *l, struct eng_io_op *op);
 int eng_io_complete(struct eng_io *io, struct eng_io_op *head);
 int64_t eng_io_now_ns(void);
 int eng_io_wake_wait(struct eng_io *io, int64_t timeout_ns);
-void eng_io_wake_drain(int wake_fd);
 
 /* Backend constructors. */
 int eng_io_uring_create(uint32_t entries, int wake_fd, struct eng_io **out, const char **why);

@@ -34,6 +34,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -493,9 +494,43 @@ static bool quiescent(struct eng_shard *s)
 	       !eng_seal_busy(s) && eng_io_in_flight(s->io) == 0;
 }
 
+#define LOOP_EVENTS_MAX 64
+
+/* Runs the callback of every ready watch of the loop fd (the wake-up
+ * eventfd is just drained). Returns true when more may be ready. */
+static bool loop_dispatch(struct eng_shard *s)
+{
+	struct epoll_event evs[LOOP_EVENTS_MAX];
+	int n = epoll_wait(s->loop_fd, evs, LOOP_EVENTS_MAX, 0);
+	for (int i = 0; i < n; i++) {
+		struct eng_watch *w = evs[i].data.ptr;
+		if (w == &s->wake_watch)
+			eng_io_wake_drain(s->wake_fd);
+		else
+			w->fn(w, evs[i].events);
+	}
+	return n == LOOP_EVENTS_MAX;
+}
+
+static void hooks_start(struct eng_shard *s)
+{
+	const struct eng_shard_hooks *h = &s->eng->cfg.hooks;
+	if (!h->start)
+		return;
+	int rc = h->start(h->ctx, s->eng, s->id);
+	if (rc) {
+		eng_log(s->eng, ENG_LOG_ERROR, "shard %u: hook start failed: %s", s->id, fmt_strerror(rc));
+		return;
+	}
+	s->hook_started = true;
+}
+
 static void *shard_main(void *arg)
 {
 	struct eng_shard *s = arg;
+	const struct eng_shard_hooks *hooks = &s->eng->cfg.hooks;
+	int64_t hook_wait = -1;
+	hooks_start(s);
 	for (;;) {
 		if (atomic_load(&s->eng->power_cut))
 			return NULL; /* leave everything in flight, as a power cut does */
@@ -510,9 +545,11 @@ static void *shard_main(void *arg)
 		if (stopping && quiescent(s) && inboxes_empty(s))
 			break;
 		/* Sleep only when nothing can progress without an event: new
-		 * requests (the producer writes wake_fd when it sees `sleeping`)
-		 * or an I/O completion. */
+		 * requests (the producer writes wake_fd when it sees `sleeping`),
+		 * an I/O completion, a hook's fd, or the hook's deadline. */
 		int64_t wait = IDLE_WAIT_NS;
+		if (hook_wait >= 0 && hook_wait < wait)
+			wait = hook_wait;
 		if (left == LEFT_BUDGET || (left == LEFT_NO_ROOM && !s->wal.in_flight))
 			wait = 0;
 		atomic_store(&s->sleeping, true);
@@ -522,9 +559,16 @@ static void *shard_main(void *arg)
 		int rc = eng_io_run(s->io, wait);
 		atomic_store(&s->sleeping, false);
 		ASSERT(rc >= 0 || rc == -EINTR);
+		bool more = loop_dispatch(s);
+		if (s->hook_started && hooks->tick)
+			hook_wait = hooks->tick(hooks->ctx, s->id);
+		if (more)
+			hook_wait = 0;
 	}
 	publish_stats(s);
 	wake_producers(s);
+	if (s->hook_started && hooks->stop)
+		hooks->stop(hooks->ctx, s->id);
 	return NULL;
 }
 
