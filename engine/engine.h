@@ -276,6 +276,10 @@ int eng_verify_wait(struct eng_producer *p, struct eng_verify *req);
 
 /* ---- stats (for metrics) ------------------------------------------------ */
 
+/* Latency histogram bounds (ns) of the engine's stats: 100 µs to 10 s. */
+#define ENG_LATENCY_BOUNDS 16
+extern const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS];
+
 struct eng_shard_stats {
 	uint64_t events_appended, events_duplicate;
 	uint64_t batches_committed;     /* append requests acknowledged */
@@ -285,6 +289,10 @@ struct eng_shard_stats {
 	 * the write's submission to the shard seeing the fsync complete, so
 	 * they include the write and any wait for the shard thread. */
 	uint64_t fsync_ns_total, fsync_ns_max;
+	/* The same durations as a histogram: fsync_hist[i] counts those in
+	 * (eng_latency_bounds_ns[i-1], eng_latency_bounds_ns[i]]; the last
+	 * entry those above every bound. */
+	uint64_t fsync_hist[ENG_LATENCY_BOUNDS + 1];
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
 	uint64_t segments_open, segments_evicted;  /* the open-segment cache */
 	uint64_t memtable_bytes, memtable_rows;

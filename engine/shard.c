@@ -38,6 +38,11 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS] = {
+	100000,	   250000,    500000,	  1000000,   2500000,	5000000,    10000000,	25000000,
+	50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000,
+};
+
 #define TICK_REQUESTS_MAX 4096   /* requests drained per tick */
 #define IDLE_WAIT_NS (100 * 1000000ll)
 
@@ -362,6 +367,10 @@ static void wal_fsync_done(struct eng_io_op *op)
 	w->in_flight = false;
 	s->stats.wal_fsyncs++;
 	s->stats.fsync_ns_total += (uint64_t)took;
+	uint32_t b = 0;
+	while (b < ENG_LATENCY_BOUNDS && (uint64_t)took > eng_latency_bounds_ns[b])
+		b++;
+	s->stats.fsync_hist[b]++;
 	if ((uint64_t)took > s->stats.fsync_ns_max)
 		s->stats.fsync_ns_max = (uint64_t)took;
 	if (err < 0 || s->failed) {

@@ -1,286 +1,601 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * hodei-auditd.c — the server binary. Until the gRPC front end lands, its
- * honest job on the embedded defaults is a guided run of the storage
- * engine: open a data directory (a fresh temporary one unless --data-dir),
- * append realistic events for several tenants from two producer threads
- * with durable group commit, search them, verify every tenant's chain,
- * restart the engine (recovery) and check that sequence numbers and chains
- * continue — printing what it did and how fast.
+ * hodei-auditd.c — the server (DESIGN.md §6).
+ *
+ * Start-up, in this order, so that every step is observable:
+ *   1. configuration: flags, else HODEI_* environment variables, else the
+ *      embedded defaults (`--help` lists all three);
+ *   2. the keys file: created on first start with one admin key for tenant
+ *      "default", printed once on stdout;
+ *   3. the gRPC listeners are bound (the port is known from here on) and
+ *      the admin port starts: /healthz answers, /readyz says "recovering";
+ *   4. the engine recovers and starts its shard threads, which also run
+ *      the gRPC connections (net/server.c); /readyz turns 200;
+ *   5. the main thread waits for signals: SIGHUP re-reads the keys file,
+ *      SIGTERM/SIGINT drain (not ready at once, new calls UNAVAILABLE,
+ *      calls in flight answered) and exit 0 within the grace period.
+ *
+ * Every signal is blocked in every thread and read by the main thread from
+ * a signalfd, so no handler ever runs inside the data path.
  */
 #include "engine/engine.h"
-#include "format/hash.h"
+#include "net/admin.h"
+#include "net/auth.h"
+#include "net/json_check.h"
+#include "net/log.h"
+#include "net/server.h"
 
 #include <errno.h>
-#include <ftw.h>
-#include <getopt.h>
-#include <pthread.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
-#define TENANTS 8
-#define BATCH 100
-#define INFLIGHT 32
+#ifndef HODEI_VERSION
+#define HODEI_VERSION "0.1.0"
+#endif
 
-static const char *const tenants[TENANTS] = { "acme", "globex", "initech", "umbrella",
-					       "hooli", "stark", "wayne", "tyrell" };
-static const char *const actions[] = { "user.login", "document.read", "document.update",
-				       "document.delete", "invoice.create", "role.grant" };
-static const char *const types[] = { "user", "document", "document", "document", "invoice", "role" };
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
-struct batch {
-	struct eng_append req;
-	struct fmt_event ev[BATCH];
-	char store[BATCH][160];
-	bool busy;
-};
-
-struct producer_job {
+struct daemon {
+	struct eng_config eng_cfg;
+	struct srv_config srv_cfg;
+	char data_dir[PATH_MAX];
+	char keys_file[PATH_MAX];
+	char admin_listen[256];
+	int64_t grace_ns;
+	enum nlog_level log_level;
 	struct eng_engine *eng;
-	uint32_t index;
-	uint64_t events;
-	uint64_t acked, failed;
-	struct batch *batches;
+	struct srv *srv;
+	struct admin *admin;
+	_Atomic int phase; /* enum phase */
 };
 
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+enum phase { PHASE_RECOVERING = 0, PHASE_SERVING = 1, PHASE_DRAINING = 2, PHASE_FAILED = 3 };
 
-static void fill(struct batch *b, uint32_t tenant, uint64_t n)
-{
-	memset(&b->req, 0, sizeof(b->req));
-	for (uint32_t i = 0; i < BATCH; i++, n++) {
-		struct fmt_event *e = &b->ev[i];
-		char *s = b->store[i];
-		uint32_t a = (uint32_t)(n * 2654435761u % FMT_ARRAY_LEN(actions));
-		memset(e, 0, sizeof(*e));
-		int la = snprintf(s, 32, "user-%llu", (unsigned long long)(n % 97));
-		int lr = snprintf(s + 32, 32, "%s-%llu", types[a], (unsigned long long)(n % 1009));
-		int lq = snprintf(s + 64, 48, "req-%016llx", (unsigned long long)n);
-		e->str[FMT_F_ACTOR_ID] = (struct fmt_str){ s, (uint32_t)la };
-		e->str[FMT_F_ACTOR_TYPE] = fmt_str_c("user");
-		e->str[FMT_F_ACTION] = fmt_str_c(actions[a]);
-		e->str[FMT_F_RESOURCE_TYPE] = fmt_str_c(types[a]);
-		e->str[FMT_F_RESOURCE_ID] = (struct fmt_str){ s + 32, (uint32_t)lr };
-		e->str[FMT_F_REQUEST_ID] = (struct fmt_str){ s + 64, (uint32_t)lq };
-		e->str[FMT_F_SOURCE_IP] = fmt_str_c(n % 2 ? "203.0.113.7" : "2001:db8::42");
-		e->str[FMT_F_USER_AGENT] = fmt_str_c("Mozilla/5.0 (X11; Linux x86_64) hodei-demo/1.0");
-		e->outcome = n % 17 ? FMT_OUTCOME_SUCCESS : FMT_OUTCOME_DENIED;
-		e->details_json = fmt_str_c("{\"via\":\"demo\",\"mfa\":true}");
-	}
-	b->req.tenant = fmt_str_c(tenants[tenant]);
-	b->req.events = b->ev;
-	b->req.count = BATCH;
-}
+/* ---- configuration ------------------------------------------------------- */
 
-static void batch_done(struct eng_append *req)
-{
-	struct batch *b = (struct batch *)req;
-	struct producer_job *job = req->ctx;
-	b->busy = false;
-	if (req->status == 0)
-		job->acked += req->accepted;
-	else
-		job->failed++;
-}
+enum opt_kind { O_STR, O_U32, O_SIZE, O_DUR, O_IO, O_LEVEL, O_BOOL };
 
-static void *producer_main(void *arg)
-{
-	struct producer_job *job = arg;
-	struct eng_producer *p;
-	if (eng_producer_open(job->eng, &p) != 0)
-		return NULL;
-	uint64_t sent = 0, n = (uint64_t)job->index << 40;
-	while (sent < job->events || eng_producer_pending(p)) {
-		for (uint32_t i = 0; i < INFLIGHT && sent < job->events; i++) {
-			struct batch *b = &job->batches[i];
-			if (b->busy)
-				continue;
-			fill(b, (uint32_t)((n / BATCH) % TENANTS), n);
-			b->req.done = batch_done;
-			b->req.ctx = job;
-			if (eng_append_submit(p, &b->req) != 0)
-				break;
-			b->busy = true;
-			sent += BATCH;
-			n += BATCH;
-		}
-		eng_producer_wait(p, 10 * 1000000);
-	}
-	eng_producer_close(p);
-	return NULL;
-}
+struct opt {
+	const char *flag;  /* without "--" */
+	const char *env;
+	enum opt_kind kind;
+	size_t off;        /* into struct daemon */
+	size_t cap;        /* O_STR: buffer size (0: a const char * field) */
+	const char *help;
+};
 
-static int ingest(struct eng_engine *eng, uint64_t events)
-{
-	struct producer_job jobs[2];
-	pthread_t th[2];
-	int64_t t0 = mono_ns();
-	for (uint32_t i = 0; i < 2; i++) {
-		jobs[i] = (struct producer_job){ .eng = eng, .index = i, .events = events / 2 };
-		jobs[i].batches = calloc(INFLIGHT, sizeof(struct batch));
-		pthread_create(&th[i], NULL, producer_main, &jobs[i]);
-	}
-	uint64_t acked = 0, failed = 0;
-	for (uint32_t i = 0; i < 2; i++) {
-		pthread_join(th[i], NULL);
-		acked += jobs[i].acked;
-		failed += jobs[i].failed;
-		free(jobs[i].batches);
-	}
-	double secs = (double)(mono_ns() - t0) / 1e9;
-	uint64_t fsyncs = 0;
-	for (uint32_t s = 0; s < eng_shard_count(eng); s++) {
-		struct eng_shard_stats st;
-		eng_shard_stats(eng, s, &st);
-		fsyncs += st.wal_fsyncs;
-	}
-	printf("appended %llu events for %d tenants in %.2f s: %.0f durable events/s, "
-	       "%llu fsyncs (%.0f events per fsync), %llu batches failed\n",
-	       (unsigned long long)acked, TENANTS, secs, (double)acked / secs,
-	       (unsigned long long)fsyncs, fsyncs ? (double)acked / (double)fsyncs : 0.0,
-	       (unsigned long long)failed);
-	return failed ? 1 : 0;
-}
+#define D(field) offsetof(struct daemon, field)
+static char tls_cert_buf[PATH_MAX], tls_key_buf[PATH_MAX], grpc_listen_buf[256];
 
-static void show_search(struct eng_producer *p, const char *title, struct eng_search *q)
-{
-	int64_t t0 = mono_ns();
-	int rc = eng_search_wait(p, q);
-	double ms = (double)(mono_ns() - t0) / 1e6;
-	printf("search %-44s -> %s, %u hits in %.2f ms", title, rc ? fmt_strerror(rc) : "ok",
-	       q->hit_count, ms);
-	if (q->hit_count) {
-		const struct eng_hit *h = &q->hits[0];
-		char chain[2 * FMT_HASH_BYTES + 1];
-		fmt_hex(h->chain, FMT_HASH_BYTES, chain);
-		printf("; newest: seq %llu %.*s %.*s %.*s chain %.16s…",
-		       (unsigned long long)h->ev.seq, (int)h->ev.str[FMT_F_ACTOR_ID].len,
-		       h->ev.str[FMT_F_ACTOR_ID].ptr, (int)h->ev.str[FMT_F_ACTION].len,
-		       h->ev.str[FMT_F_ACTION].ptr, (int)h->ev.str[FMT_F_RESOURCE_ID].len,
-		       h->ev.str[FMT_F_RESOURCE_ID].ptr, chain);
-	}
-	printf("\n");
-	eng_search_release(q);
-}
-
-static int explore(struct eng_engine *eng)
-{
-	struct eng_producer *p;
-	if (eng_producer_open(eng, &p) != 0)
-		return 1;
-	struct eng_search q = { .tenant = fmt_str_c("acme"), .limit = 10 };
-	show_search(p, "acme, newest 10", &q);
-	q = (struct eng_search){ .tenant = fmt_str_c("acme"), .limit = 100 };
-	q.filter.actor_id = fmt_str_c("user-42");
-	show_search(p, "acme, actor_id=user-42", &q);
-	q = (struct eng_search){ .tenant = fmt_str_c("globex"), .limit = 100 };
-	q.filter.action = fmt_str_c("document.delete");
-	q.filter.outcome = FMT_OUTCOME_DENIED;
-	show_search(p, "globex, action=document.delete denied", &q);
-	int bad = 0;
-	for (uint32_t t = 0; t < TENANTS; t++) {
-		struct eng_verify v = { .tenant = fmt_str_c(tenants[t]) };
-		int rc = eng_verify_wait(p, &v);
-		char chain[2 * FMT_HASH_BYTES + 1];
-		fmt_hex(v.chain, FMT_HASH_BYTES, chain);
-		printf("verify %-9s %s: %llu events, %llu segments, chain %.16s…%s%s\n", tenants[t],
-		       rc == 0 && v.ok ? "ok" : "FAILED", (unsigned long long)v.events_checked,
-		       (unsigned long long)v.segments_checked, chain, v.ok ? "" : " — ", v.problem);
-		bad += !(rc == 0 && v.ok);
-	}
-	eng_producer_close(p);
-	return bad ? 1 : 0;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	return remove(path);
-}
+static const struct opt opts[] = {
+	{ "data-dir", "HODEI_DATA_DIR", O_STR, D(data_dir), PATH_MAX, "data directory (./hodei-data)" },
+	{ "grpc-listen", "HODEI_GRPC_LISTEN", O_STR, 0, 1, "gRPC address host:port (127.0.0.1:50051)" },
+	{ "admin-listen", "HODEI_ADMIN_LISTEN", O_STR, D(admin_listen), 256,
+	  "admin HTTP address ip:port: /metrics /healthz /readyz (127.0.0.1:8080)" },
+	{ "shards", "HODEI_SHARDS", O_U32, D(eng_cfg.shards), 0, "shard threads (0: one per core)" },
+	{ "keys-file", "HODEI_KEYS_FILE", O_STR, D(keys_file), PATH_MAX, "API keys file (<data-dir>/keys)" },
+	{ "io", "HODEI_IO", O_IO, D(eng_cfg.io), 0, "auto (io_uring, else syscalls), uring or sync" },
+	{ "tls-cert", "HODEI_TLS_CERT", O_STR, 0, 2, "TLS certificate chain (PEM); none: h2c" },
+	{ "tls-key", "HODEI_TLS_KEY", O_STR, 0, 3, "TLS private key (PEM)" },
+	{ "seal-age", "HODEI_SEAL_AGE", O_DUR, D(eng_cfg.seal_age_ns), 0, "seal a tenant's data this old (60s)" },
+	{ "seal-rows", "HODEI_SEAL_ROWS", O_U32, D(eng_cfg.seal_rows), 0, "... or at this many rows (500000)" },
+	{ "seal-bytes", "HODEI_SEAL_BYTES", O_SIZE, D(eng_cfg.seal_bytes), 0, "... or this many bytes (64MiB)" },
+	{ "dedup-window", "HODEI_DEDUP_WINDOW", O_DUR, D(eng_cfg.dedup_window_ns), 0,
+	  "event_id dedup window (15m)" },
+	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
+	  "unsealed events per shard before appends are refused (512MiB)" },
+	{ "tenants-max", "HODEI_TENANTS_MAX", O_U32, D(eng_cfg.tenants_max), 0, "tenants per shard" },
+	{ "max-events", "HODEI_MAX_EVENTS", O_U32, D(eng_cfg.limits.events_per_batch_max), 0,
+	  "events per request (10000)" },
+	{ "max-message-bytes", "HODEI_MAX_MESSAGE_BYTES", O_SIZE, D(srv_cfg.max_message_bytes), 0,
+	  "largest gRPC message (4MiB)" },
+	{ "max-connections", "HODEI_MAX_CONNECTIONS", O_U32, D(srv_cfg.max_connections), 0,
+	  "gRPC connections open at once (1024)" },
+	{ "max-streams", "HODEI_MAX_STREAMS", O_U32, D(srv_cfg.max_streams), 0,
+	  "concurrent streams per connection (100)" },
+	{ "conn-window-bytes", "HODEI_CONN_WINDOW_BYTES", O_SIZE, D(srv_cfg.conn_window_bytes), 0,
+	  "request bytes one connection may have buffered (16MiB)" },
+	{ "stream-inflight", "HODEI_STREAM_INFLIGHT", O_U32, D(srv_cfg.stream_inflight_max), 0,
+	  "AppendStream requests of one stream in the engine at once (16)" },
+	{ "tenant-labels-max", "HODEI_TENANT_LABELS_MAX", O_U32, D(srv_cfg.tenant_labels_max), 0,
+	  "tenants with their own metrics label, the rest is \"other\" (1000)" },
+	{ "idle-timeout", "HODEI_IDLE_TIMEOUT", O_DUR, D(srv_cfg.idle_timeout_ns), 0,
+	  "close a connection without streams after (5m)" },
+	{ "request-timeout", "HODEI_REQUEST_TIMEOUT", O_DUR, D(srv_cfg.request_timeout_ns), 0,
+	  "a request or TLS handshake must arrive within (30s)" },
+	{ "grace", "HODEI_GRACE", O_DUR, D(grace_ns), 0, "SIGTERM: time to finish calls in flight (10s)" },
+	{ "log-level", "HODEI_LOG_LEVEL", O_LEVEL, D(log_level), 0, "error, warn, info or debug (info)" },
+	{ "repair", "HODEI_REPAIR", O_BOOL, D(eng_cfg.repair), 0,
+	  "cut a WAL at mid-file damage instead of refusing to start" },
+};
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: hodei-auditd [--data-dir DIR] [--events N] [--io auto|uring|sync] [--repair]\n"
-		   "Runs the storage engine on its embedded defaults: appends, searches,\n"
-		   "verifies, restarts and checks recovery. The gRPC server comes next.\n"
-		   "--repair cuts a WAL at a corrupt record instead of refusing to start\n"
-		   "(what follows the damage is dropped, loudly).\n");
+	fprintf(f, "usage: hodei-auditd [--flag value]...\n\n"
+		   "Every flag also reads from its environment variable; flags win.\n"
+		   "Durations: 500ms, 10s, 5m, 1h. Sizes: 4096, 64KiB, 4MiB, 1GiB.\n\n");
+	for (size_t i = 0; i < N_OPTS; i++)
+		fprintf(f, "  --%-20s %-26s %s\n", opts[i].flag, opts[i].env, opts[i].help);
+	fprintf(f, "  --%-20s %-26s %s\n", "version", "", "print the version");
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!*s || *s == '-')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	if (!*s || *s == '-')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	static const struct { const char *sfx; uint64_t mul; } units[] = {
+		{ "", 1 }, { "B", 1 }, { "KiB", 1ull << 10 }, { "MiB", 1ull << 20 }, { "GiB", 1ull << 30 },
+		{ "K", 1ull << 10 }, { "M", 1ull << 20 }, { "G", 1ull << 30 },
+	};
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].sfx) == 0) {
+			if (v > UINT64_MAX / units[i].mul)
+				return -1;
+			*out = v * units[i].mul;
+			return 0;
+		}
+	return -1;
+}
+
+static int parse_duration(const char *s, int64_t *out)
+{
+	char *end;
+	if (!*s || *s == '-')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -1;
+	static const struct { const char *sfx; int64_t mul; } units[] = {
+		{ "ns", 1 }, { "us", 1000 }, { "ms", 1000000 }, { "s", 1000000000ll },
+		{ "m", 60 * 1000000000ll }, { "h", 3600 * 1000000000ll },
+	};
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].sfx) == 0) {
+			if (v > (unsigned long long)(INT64_MAX / units[i].mul))
+				return -1;
+			*out = (int64_t)v * units[i].mul;
+			return 0;
+		}
+	return -1;
+}
+
+static int set_opt(struct daemon *d, const struct opt *o, const char *v, const char *src)
+{
+	char *base = (char *)d;
+	uint64_t u;
+	int64_t ns;
+	switch (o->kind) {
+	case O_STR:
+		if (o->off == 0) { /* the const char * fields of srv_config */
+			char *buf = o->cap == 1 ? grpc_listen_buf : o->cap == 2 ? tls_cert_buf : tls_key_buf;
+			size_t cap = o->cap == 1 ? sizeof(grpc_listen_buf) : PATH_MAX;
+			if (strlen(v) >= cap)
+				goto bad;
+			strcpy(buf, v);
+			if (o->cap == 1)
+				d->srv_cfg.grpc_listen = buf;
+			else if (o->cap == 2)
+				d->srv_cfg.tls_cert = *v ? buf : NULL;
+			else
+				d->srv_cfg.tls_key = *v ? buf : NULL;
+			return 0;
+		}
+		if (strlen(v) >= o->cap || !*v)
+			goto bad;
+		strcpy(base + o->off, v);
+		return 0;
+	case O_U32:
+		if (parse_u64(v, &u) || u > UINT32_MAX)
+			goto bad;
+		*(uint32_t *)(base + o->off) = (uint32_t)u;
+		return 0;
+	case O_SIZE:
+		if (parse_size(v, &u))
+			goto bad;
+		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes)) {
+			*(uint64_t *)(base + o->off) = u;
+		} else {
+			if (u > UINT32_MAX)
+				goto bad;
+			*(uint32_t *)(base + o->off) = (uint32_t)u;
+		}
+		return 0;
+	case O_DUR:
+		if (parse_duration(v, &ns))
+			goto bad;
+		*(int64_t *)(base + o->off) = ns;
+		return 0;
+	case O_IO:
+		if (strcmp(v, "auto") == 0)
+			d->eng_cfg.io = ENG_IO_AUTO;
+		else if (strcmp(v, "uring") == 0)
+			d->eng_cfg.io = ENG_IO_URING;
+		else if (strcmp(v, "sync") == 0)
+			d->eng_cfg.io = ENG_IO_SYNC;
+		else
+			goto bad;
+		return 0;
+	case O_LEVEL:
+		if (nlog_level_parse(v, &d->log_level))
+			goto bad;
+		return 0;
+	case O_BOOL:
+		if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+			*(bool *)(base + o->off) = true;
+		else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+			*(bool *)(base + o->off) = false;
+		else
+			goto bad;
+		return 0;
+	}
+bad:
+	fprintf(stderr, "hodei-auditd: %s: invalid value \"%s\" for --%s (%s)\n", src, v, o->flag,
+		o->help);
+	return -1;
+}
+
+static int configure(struct daemon *d, int argc, char **argv)
+{
+	eng_config_default(&d->eng_cfg);
+	d->eng_cfg.limits.details_json_valid = net_json_valid;
+	srv_config_default(&d->srv_cfg);
+	snprintf(d->data_dir, sizeof(d->data_dir), "./hodei-data");
+	snprintf(d->admin_listen, sizeof(d->admin_listen), "127.0.0.1:8080");
+	d->grace_ns = 10 * 1000000000ll;
+	d->log_level = NLOG_INFO;
+	/* Environment first, then flags over it. */
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const char *v = getenv(opts[i].env);
+		if (v && set_opt(d, &opts[i], v, opts[i].env) != 0)
+			return EXIT_USAGE;
+	}
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			exit(EXIT_OK);
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("hodei-auditd %s\n", HODEI_VERSION);
+			exit(EXIT_OK);
+		}
+		if (strncmp(a, "--", 2) != 0) {
+			fprintf(stderr, "hodei-auditd: unexpected argument \"%s\" (see --help)\n", a);
+			return EXIT_USAGE;
+		}
+		const char *name = a + 2, *eq = strchr(name, '=');
+		size_t len = eq ? (size_t)(eq - name) : strlen(name);
+		const struct opt *o = NULL;
+		for (size_t k = 0; k < N_OPTS; k++)
+			if (strlen(opts[k].flag) == len && strncmp(opts[k].flag, name, len) == 0)
+				o = &opts[k];
+		if (!o) {
+			fprintf(stderr, "hodei-auditd: unknown flag --%.*s (see --help)\n", (int)len, name);
+			return EXIT_USAGE;
+		}
+		const char *v = eq ? eq + 1 : NULL;
+		if (!v && o->kind == O_BOOL)
+			v = "true";
+		if (!v) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "hodei-auditd: --%s needs a value\n", o->flag);
+				return EXIT_USAGE;
+			}
+			v = argv[++i];
+		}
+		if (set_opt(d, o, v, "flag") != 0)
+			return EXIT_USAGE;
+	}
+	if (!d->keys_file[0])
+		snprintf(d->keys_file, sizeof(d->keys_file), "%s/keys", d->data_dir);
+	d->eng_cfg.data_dir = d->data_dir;
+	d->srv_cfg.keys_file = d->keys_file;
+	if (d->srv_cfg.max_message_bytes + 65536u > d->srv_cfg.conn_window_bytes)
+		d->srv_cfg.conn_window_bytes = d->srv_cfg.max_message_bytes + 65536u;
+	return EXIT_OK;
+}
+
+/* ---- admin callbacks --------------------------------------------------------- */
+
+static bool ready(void *ctx, char *why, size_t cap)
+{
+	struct daemon *d = ctx;
+	switch (atomic_load(&d->phase)) {
+	case PHASE_RECOVERING:
+		snprintf(why, cap, "recovering");
+		return false;
+	case PHASE_DRAINING:
+		snprintf(why, cap, "draining (shutting down)");
+		return false;
+	case PHASE_FAILED:
+		snprintf(why, cap, "failed to start");
+		return false;
+	default:
+		break;
+	}
+	for (uint32_t i = 0; i < eng_shard_count(d->eng); i++) {
+		struct eng_shard_stats st;
+		eng_shard_stats(d->eng, i, &st);
+		if (st.failed) {
+			snprintf(why, cap, "shard %u: storage failed (restart to recover)", i);
+			return false;
+		}
+	}
+	if (access(d->data_dir, W_OK) != 0) {
+		snprintf(why, cap, "data directory not writable: %s", strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+#define ENGINE_COUNTER(name, help, field)                                    \
+	do {                                                                 \
+		mx_family(b, name, "counter", help);                         \
+		mx_sample_u64(b, name, NULL, 0, sum.field);                  \
+	} while (0)
+#define ENGINE_GAUGE(name, help, value)                                      \
+	do {                                                                 \
+		mx_family(b, name, "gauge", help);                           \
+		mx_sample_u64(b, name, NULL, 0, value);                      \
+	} while (0)
+
+static int render(void *ctx, struct mx_buf *b)
+{
+	struct daemon *d = ctx;
+	srv_render_metrics(d->srv, b);
+	struct eng_shard_stats sum = { 0 };
+	static struct mx_hist fsync; /* rebuilt from the shards' counts at each scrape */
+	double bounds[ENG_LATENCY_BOUNDS];
+	for (int i = 0; i < ENG_LATENCY_BOUNDS; i++)
+		bounds[i] = (double)eng_latency_bounds_ns[i] / 1e9;
+	mx_hist_init(&fsync, bounds, ENG_LATENCY_BOUNDS);
+	uint32_t failed = 0, shards = d->eng && atomic_load(&d->phase) != PHASE_RECOVERING
+					      ? eng_shard_count(d->eng)
+					      : 0;
+	for (uint32_t i = 0; i < shards; i++) {
+		struct eng_shard_stats st;
+		eng_shard_stats(d->eng, i, &st);
+		sum.events_appended += st.events_appended;
+		sum.events_duplicate += st.events_duplicate;
+		sum.batches_committed += st.batches_committed;
+		sum.wal_bytes_written += st.wal_bytes_written;
+		sum.wal_fsyncs += st.wal_fsyncs;
+		sum.fsync_ns_total += st.fsync_ns_total;
+		for (int k = 0; k <= ENG_LATENCY_BOUNDS; k++)
+			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
+		atomic_fetch_add(&fsync.sum_ns, st.fsync_ns_total);
+		sum.segments_sealed += st.segments_sealed;
+		sum.segments_local += st.segments_local;
+		sum.segment_bytes_local += st.segment_bytes_local;
+		sum.memtable_bytes += st.memtable_bytes;
+		sum.memtable_rows += st.memtable_rows;
+		sum.dedup_entries += st.dedup_entries;
+		sum.dedup_evicted_early += st.dedup_evicted_early;
+		sum.tenants += st.tenants;
+		sum.queue_full += st.queue_full;
+		failed += st.failed;
+	}
+	ENGINE_COUNTER("hodei_engine_events_total", "Events written to the WAL and acknowledged.",
+		       events_appended);
+	ENGINE_COUNTER("hodei_wal_bytes_written_total", "Bytes written to WAL files.", wal_bytes_written);
+	ENGINE_COUNTER("hodei_wal_fsyncs_total", "Group commits (one fsync each).", wal_fsyncs);
+	mx_family(b, "hodei_wal_fsync_duration_seconds", "histogram",
+		  "Group commit: WAL write submission to fsync completion.");
+	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);
+	ENGINE_COUNTER("hodei_segments_sealed_total", "Segments sealed.", segments_sealed);
+	ENGINE_GAUGE("hodei_segments_local", "Sealed segments on local disk.", sum.segments_local);
+	ENGINE_GAUGE("hodei_segment_local_bytes", "Bytes of sealed segments on local disk.",
+		     sum.segment_bytes_local);
+	ENGINE_GAUGE("hodei_memtable_bytes", "Bytes of unsealed events in memory.", sum.memtable_bytes);
+	ENGINE_GAUGE("hodei_memtable_budget_bytes", "Memory budget for unsealed events, all shards.",
+		     d->eng_cfg.memtable_budget_bytes * shards);
+	ENGINE_GAUGE("hodei_memtable_events", "Unsealed events in memory.", sum.memtable_rows);
+	ENGINE_GAUGE("hodei_dedup_entries", "event_ids held for duplicate detection.", sum.dedup_entries);
+	ENGINE_GAUGE("hodei_dedup_entries_max", "Capacity of the dedup memory, all shards.",
+		     (uint64_t)d->eng_cfg.dedup_entries_max * shards);
+	ENGINE_COUNTER("hodei_dedup_evicted_early_total",
+		       "event_ids forgotten before the dedup window passed (memory bound).",
+		       dedup_evicted_early);
+	ENGINE_GAUGE("hodei_tenants", "Tenants with data on this node.", sum.tenants);
+	ENGINE_GAUGE("hodei_shards", "Shard threads.", shards);
+	ENGINE_GAUGE("hodei_shards_failed", "Shards whose write path stopped after an I/O error.", failed);
+	struct statvfs vfs;
+	if (statvfs(d->data_dir, &vfs) == 0)
+		ENGINE_GAUGE("hodei_disk_free_bytes", "Free bytes on the data directory's file system.",
+			     (uint64_t)vfs.f_bavail * vfs.f_frsize);
+	return admin_write_metrics(d->admin, b);
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static int first_start(struct daemon *d)
+{
+	if (access(d->keys_file, F_OK) == 0)
+		return 0;
+	char key[AUTH_KEY_CHARS + 1];
+	int rc = auth_first_start(d->keys_file, key);
+	if (rc) {
+		nlog(NLOG_ERROR, NULL, "cannot create keys file %s: %s", d->keys_file, strerror(-rc));
+		return -1;
+	}
+	printf("hodei-auditd: first start: created %s with an admin key for tenant \"default\".\n"
+	       "admin key (shown once): %s\n"
+	       "Keep it secret. Use it with: export HODEI_API_KEY=%s\n",
+	       d->keys_file, key, key);
+	fflush(stdout);
+	memset(key, 0, sizeof(key));
+	return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(buf, 0750) != 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	return mkdir(buf, 0750) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+static void drain_and_wait(struct daemon *d, int sfd)
+{
+	atomic_store(&d->phase, PHASE_DRAINING);
+	srv_drain(d->srv);
+	nlog(NLOG_INFO, NULL, "draining: refusing new calls, finishing calls in flight (grace %.1f s)",
+	     (double)d->grace_ns / 1e9);
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (srv_drained(d->srv)) {
+			nlog(NLOG_INFO, NULL, "drained: every call answered");
+			return;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		int64_t spent = (now.tv_sec - t0.tv_sec) * 1000000000ll + (now.tv_nsec - t0.tv_nsec);
+		if (spent >= d->grace_ns) {
+			nlog(NLOG_WARN, NULL, "grace period over: closing the connections left");
+			return;
+		}
+		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+		if (poll(&pfd, 1, 20) > 0) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) == sizeof(si))
+				nlog(NLOG_INFO, NULL, "signal %u while draining: still draining", si.ssi_signo);
+		}
+	}
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = { { "data-dir", required_argument, 0, 'd' },
-					       { "events", required_argument, 0, 'n' },
-					       { "io", required_argument, 0, 'i' },
-					       { "repair", no_argument, 0, 'r' },
-					       { "help", no_argument, 0, 'h' },
-					       { 0, 0, 0, 0 } };
-	const char *dir = getenv("HODEI_DATA_DIR");
-	uint64_t events = 400000;
-	struct eng_config cfg;
-	eng_config_default(&cfg);
-	int c;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c == 'd')
-			dir = optarg;
-		else if (c == 'n')
-			events = strtoull(optarg, NULL, 10);
-		else if (c == 'r')
-			cfg.repair = true;
-		else if (c == 'i' && !strcmp(optarg, "sync"))
-			cfg.io = ENG_IO_SYNC;
-		else if (c == 'i' && !strcmp(optarg, "uring"))
-			cfg.io = ENG_IO_URING;
-		else if (c == 'i' && !strcmp(optarg, "auto"))
-			cfg.io = ENG_IO_AUTO;
-		else {
-			usage(c == 'h' ? stdout : stderr);
-			return c == 'h' ? 0 : 2;
-		}
+	static struct daemon d;
+	int rc = configure(&d, argc, argv);
+	if (rc)
+		return rc;
+	nlog_set_level(d.log_level);
+	d.eng_cfg.log = nlog_engine;
+
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL); /* every thread started later inherits it */
+	signal(SIGPIPE, SIG_IGN);
+	int sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sfd < 0) {
+		nlog(NLOG_ERROR, NULL, "signalfd: %s", strerror(errno));
+		return EXIT_FAIL;
 	}
-	char tmp[] = "/tmp/hodei-demo-XXXXXX";
-	if (!dir && !(dir = mkdtemp(tmp))) {
-		perror("mkdtemp");
-		return 3;
+
+	if (mkdir_p(d.data_dir) != 0) {
+		nlog(NLOG_ERROR, NULL, "cannot create data directory %s: %s", d.data_dir, strerror(errno));
+		return EXIT_FAIL;
 	}
-	cfg.data_dir = dir;
-	cfg.seal_rows = 50000;
-	struct eng_engine *eng;
-	int64_t t0 = mono_ns();
-	int rc = eng_open(&cfg, &eng);
+	if (first_start(&d) != 0)
+		return EXIT_FAIL;
+
+	char err[512];
+	uint32_t shards = d.eng_cfg.shards ? d.eng_cfg.shards : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+	if (shards < 1)
+		shards = 1;
+	d.eng_cfg.shards = shards;
+	if (srv_create(&d.srv_cfg, shards, &d.eng_cfg.limits, &d.srv, err, sizeof(err)) != 0) {
+		nlog(NLOG_ERROR, NULL, "%s", err);
+		return EXIT_FAIL;
+	}
+	struct admin_ops ops = { .ctx = &d, .render_metrics = render, .ready = ready };
+	rc = admin_start(d.admin_listen, &ops, &d.admin);
 	if (rc) {
-		fprintf(stderr, "hodei-auditd: cannot open %s: %s\n", dir, fmt_strerror(rc));
-		return 1;
+		nlog(NLOG_ERROR, NULL, "cannot start the admin port on %s: %s", d.admin_listen,
+		     rc == FMT_E_INVALID ? "expected ip:port" : strerror(-rc));
+		srv_destroy(d.srv);
+		return EXIT_FAIL;
 	}
-	struct eng_shard_stats st;
-	eng_shard_stats(eng, 0, &st);
-	printf("hodei-auditd: engine on %s, %u shards, I/O backend %s\n", dir, eng_shard_count(eng),
-	       eng_io_backend_name((enum eng_io_backend)st.io_backend));
-	int bad = ingest(eng, events);
-	bad |= explore(eng);
-	eng_close(eng);
-	t0 = mono_ns();
-	if ((rc = eng_open(&cfg, &eng)) != 0) {
-		fprintf(stderr, "hodei-auditd: recovery failed: %s\n", fmt_strerror(rc));
-		return 1;
+	nlog(NLOG_INFO, NULL, "recovering %s (%u shards)", d.data_dir, shards);
+	d.eng_cfg.hooks = srv_hooks(d.srv);
+	rc = eng_open(&d.eng_cfg, &d.eng);
+	if (rc) {
+		atomic_store(&d.phase, PHASE_FAILED);
+		nlog(NLOG_ERROR, NULL, "cannot open the data directory %s: %s", d.data_dir,
+		     fmt_strerror(rc));
+		admin_stop(d.admin);
+		srv_destroy(d.srv);
+		return EXIT_FAIL;
 	}
-	printf("restarted: recovery took %.1f ms\n", (double)(mono_ns() - t0) / 1e6);
-	bad |= explore(eng);
-	eng_close(eng);
-	if (dir == tmp && !bad) {
-		/* A temporary directory that passed every check has nothing left to
-		 * show; one that failed is kept for `hodei-audit verify`. */
-		if (nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0)
-			printf("all checks passed; removed %s\n", dir);
-		return 0;
+	srv_start(d.srv, d.eng);
+	atomic_store(&d.phase, PHASE_SERVING);
+	const char *host = d.srv_cfg.grpc_listen;
+	char where[300];
+	snprintf(where, sizeof(where), "%.*s:%u", (int)(strrchr(host, ':') - host), host,
+		 srv_port(d.srv));
+	nlog(NLOG_INFO, NULL, "serving gRPC on %s (%s), admin on 127.0.0.1:%u, data in %s", where,
+	     d.srv_cfg.tls_cert ? "TLS" : "h2c", admin_port(d.admin), d.data_dir);
+	printf("hodei-auditd %s: gRPC on %s (%s), admin http://%.*s:%u (/metrics /healthz /readyz), "
+	       "data in %s\n",
+	       HODEI_VERSION, where, d.srv_cfg.tls_cert ? "TLS" : "h2c",
+	       (int)(strrchr(d.admin_listen, ':') - d.admin_listen), d.admin_listen,
+	       admin_port(d.admin), d.data_dir);
+	fflush(stdout);
+
+	for (;;) {
+		struct pollfd pfd = { .fd = sfd, .events = POLLIN };
+		int n = poll(&pfd, 1, 1000);
+		srv_collect(d.srv);
+		if (n <= 0)
+			continue;
+		struct signalfd_siginfo si;
+		if (read(sfd, &si, sizeof(si)) != sizeof(si))
+			continue;
+		if (si.ssi_signo == SIGHUP) {
+			if (srv_reload_keys(d.srv, err, sizeof(err)) == 0)
+				nlog(NLOG_INFO, NULL, "SIGHUP: keys file %s re-read", d.keys_file);
+			else
+				nlog(NLOG_ERROR, NULL, "SIGHUP: keys file not reloaded, old keys stay: %s",
+				     err);
+			continue;
+		}
+		nlog(NLOG_INFO, NULL, "signal %s: shutting down", si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
 	}
-	printf("%s; data in %s\n", bad ? "FAILED" : "all checks passed", dir);
-	return bad ? 1 : 0;
+	drain_and_wait(&d, sfd);
+	eng_close(d.eng); /* the shards' stop hooks close what is left */
+	d.eng = NULL;
+	admin_stop(d.admin);
+	srv_destroy(d.srv);
+	nlog(NLOG_INFO, NULL, "stopped");
+	return EXIT_OK;
 }

@@ -1,0 +1,781 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * rpc.c — the methods: authorisation, protobuf decode, conversion to the
+ * engine's requests, completion, and the status of every failure
+ * (DESIGN.md §5 "Status codes"; docs/API.md lists them).
+ *
+ *   message ─▶ call (owns the raw bytes and an arena for the decoded
+ *   message) ─▶ decode + checks that need no engine state ─▶ submit to the
+ *   tenant's shard ─▶ callback on this shard ─▶ response bytes ─▶ written
+ *   in request order (N3) ─▶ call freed, its flow-control credit returned.
+ *
+ * Validation of events is the engine's (fmt_event_validate, before
+ * anything is stored, DESIGN.md §2.2); it reports the index, field and
+ * reason, which become the INVALID_ARGUMENT message "events[i].field:
+ * reason". The checks here are those of the wire shape (event_id length,
+ * counts) and of Search/Verify arguments.
+ */
+#include "net/internal.h"
+#include "net/log.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "hodei/audit/v1/audit.pb-c.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+	const char *path;
+	const char *name;
+} methods[M_METHODS] = {
+	[M_APPEND] = { "/hodei.audit.v1.AuditService/Append", "Append" },
+	[M_APPEND_STREAM] = { "/hodei.audit.v1.AuditService/AppendStream", "AppendStream" },
+	[M_SEARCH] = { "/hodei.audit.v1.AuditService/Search", "Search" },
+	[M_VERIFY] = { "/hodei.audit.v1.AuditService/Verify", "Verify" },
+	[M_COUNT] = { "/hodei.audit.v1.AuditService/Count", "Count" },
+	[M_HEALTH] = { "/grpc.health.v1.Health/Check", "Health.Check" },
+	[M_UNKNOWN] = { NULL, "unknown" },
+};
+
+enum srv_method rpc_method_of(const char *path)
+{
+	for (int m = 0; m < M_UNKNOWN; m++)
+		if (strcmp(path, methods[m].path) == 0)
+			return (enum srv_method)m;
+	return M_UNKNOWN;
+}
+
+const char *rpc_method_name(enum srv_method m)
+{
+	return m < M_METHODS ? methods[m].name : "unknown";
+}
+
+static bool method_writes(enum srv_method m)
+{
+	return m == M_APPEND || m == M_APPEND_STREAM;
+}
+
+int rpc_authorize(struct stream *st, char *msg, size_t cap)
+{
+	struct srv_shard *sh = st->c->sh;
+	if (st->method == M_HEALTH)
+		return GRPC_OK; /* probes carry no key */
+	if (!st->has_token || st->token_malformed) {
+		srv_count_reject(sh, R_UNAUTHENTICATED);
+		snprintf(msg, cap, st->has_token ? "authorization header must be \"Bearer <api-key>\""
+						 : "missing authorization header (Bearer <api-key>)");
+		return GRPC_UNAUTHENTICATED;
+	}
+	const struct auth_key *key = auth_table_find(srv_keys(sh), st->token_hash);
+	if (!key) {
+		srv_count_reject(sh, R_UNAUTHENTICATED);
+		snprintf(msg, cap, "unknown API key");
+		return GRPC_UNAUTHENTICATED;
+	}
+	st->role = key->role;
+	bool allowed = key->role == AUTH_ROLE_ADMIN ||
+		       (method_writes(st->method) ? key->role == AUTH_ROLE_WRITER
+						  : key->role == AUTH_ROLE_READER);
+	if (!allowed) {
+		srv_count_reject(sh, R_PERMISSION_DENIED);
+		snprintf(msg, cap, "a %s key cannot call %s", auth_role_name(key->role),
+			 rpc_method_name(st->method));
+		return GRPC_PERMISSION_DENIED;
+	}
+	if (key->role == AUTH_ROLE_ADMIN) {
+		if (!st->has_tenant_header || st->tenant_header_bad) {
+			srv_count_reject(sh, R_INVALID_ARGUMENT);
+			snprintf(msg, cap, st->has_tenant_header
+						   ? "x-hodei-tenant: not 1-64 chars of [A-Za-z0-9._-]"
+						   : "x-hodei-tenant: required with an admin key (the tenant to act on)");
+			return GRPC_INVALID_ARGUMENT;
+		}
+		snprintf(st->tenant, sizeof(st->tenant), "%s", st->tenant_header);
+		return GRPC_OK;
+	}
+	if (st->has_tenant_header &&
+	    (st->tenant_header_bad || strcmp(st->tenant_header, key->tenant) != 0)) {
+		srv_count_reject(sh, R_PERMISSION_DENIED);
+		snprintf(msg, cap, "x-hodei-tenant: this key may only act on its own tenant");
+		return GRPC_PERMISSION_DENIED;
+	}
+	snprintf(st->tenant, sizeof(st->tenant), "%s", key->tenant);
+	return GRPC_OK;
+}
+
+/* ---- calls --------------------------------------------------------------- */
+
+static struct call *call_new(struct stream *st, uint8_t *msg, uint32_t len)
+{
+	struct call *call = calloc(1, sizeof(*call));
+	if (!call) {
+		free(msg);
+		return NULL;
+	}
+	call->method = st->method;
+	call->st = st;
+	call->sh = st->c->sh;
+	call->msg = msg;
+	call->credit = GF_PREFIX_BYTES + len;
+	call->start_ns = srv_now_ns();
+	call->status = -1;
+	memcpy(call->tenant, st->tenant, sizeof(call->tenant));
+	/* A decoded message holds its strings (at most its wire size) and one
+	 * struct per element: about 1 KiB per event at most, with our event
+	 * views. The cap lets through every request within the limits and
+	 * stops a small message that declares millions of empty elements
+	 * before it takes gigabytes. */
+	pb_arena_init(&call->arena, 2 * (size_t)len +
+				    ((size_t)call->sh->srv->limits.events_per_batch_max + 1) * 1024 +
+				    (1u << 20));
+	if (st->calls_tail)
+		st->calls_tail->next = call;
+	else
+		st->calls_head = call;
+	st->calls_tail = call;
+	return call;
+}
+
+void call_free(struct call *call)
+{
+	if (call->st)
+		stream_give_back(call->st->c, call->st->id, call->credit);
+	if (call->method == M_SEARCH)
+		eng_search_release(&call->u.search);
+	pb_arena_release(&call->arena);
+	free(call->msg);
+	free(call->resp);
+	free(call);
+}
+
+static void call_fail(struct call *call, enum srv_reason reason, int status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Finishes a call with an error status (it will be answered in order). */
+static void call_fail(struct call *call, enum srv_reason reason, int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(call->message, sizeof(call->message), fmt, ap);
+	va_end(ap);
+	call->status = status;
+	call->done = true;
+	srv_count_reject(call->sh, reason);
+}
+
+/* Packs a response message into call->resp. */
+static void call_respond(struct call *call, const ProtobufCMessage *m)
+{
+	size_t n = protobuf_c_message_get_packed_size(m);
+	call->resp = malloc(n ? n : 1);
+	if (!call->resp) {
+		call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED, "out of memory for the response");
+		return;
+	}
+	call->resp_len = (uint32_t)protobuf_c_message_pack(m, call->resp);
+	call->status = GRPC_OK;
+	call->done = true;
+}
+
+static void decode_failed(struct call *call, const char *what)
+{
+	if (call->arena.exceeded)
+		call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+			  "%s: decoding needs more than the per-request memory cap", what);
+	else
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+			  "%s: not a valid protobuf message", what);
+}
+
+static struct fmt_str pb_str(ProtobufCBinaryData b)
+{
+	return (struct fmt_str){ (const char *)b.data, (uint32_t)b.len };
+}
+
+static ProtobufCBinaryData c_bin(struct fmt_str s)
+{
+	return (ProtobufCBinaryData){ s.len, (uint8_t *)s.ptr };
+}
+
+static void engine_gone(struct call *call)
+{
+	call_fail(call, R_DRAINING, GRPC_UNAVAILABLE, "the server is shutting down; retry on another node");
+}
+
+/* Hands the call to the engine; a full queue parks it on the shard's
+ * retry list (tried again every tick). */
+static void call_submit(struct call *call)
+{
+	struct srv_shard *sh = call->sh;
+	int rc;
+	switch (call->method) {
+	case M_APPEND:
+	case M_APPEND_STREAM:
+		rc = eng_append_submit(sh->prod, &call->u.append);
+		break;
+	case M_SEARCH:
+		rc = eng_search_submit(sh->prod, &call->u.search);
+		break;
+	default:
+		rc = eng_verify_submit(sh->prod, &call->u.verify);
+		break;
+	}
+	if (rc == 0) {
+		call->in_engine = true;
+		sh->calls_in_engine++;
+		return;
+	}
+	if (rc == FMT_E_FULL) {
+		atomic_fetch_add_explicit(&sh->stats.submit_retries, 1, memory_order_relaxed);
+		call->next = NULL;
+		if (sh->retry_tail)
+			sh->retry_tail->next = call;
+		else
+			sh->retry_head = call;
+		sh->retry_tail = call;
+		call->in_engine = true; /* owned by the retry list until submitted */
+		return;
+	}
+	engine_gone(call);
+}
+
+void rpc_retry_submits(struct srv_shard *sh)
+{
+	struct call *list = sh->retry_head;
+	sh->retry_head = sh->retry_tail = NULL;
+	while (list) {
+		struct call *call = list;
+		list = call->next;
+		call->in_engine = false;
+		if (!call->st) {
+			call_free(call); /* its stream died while it waited */
+			continue;
+		}
+		call_submit(call);
+		if (call->done)
+			rpc_flush_calls(call->st);
+	}
+}
+
+/* Completion bookkeeping shared by every engine callback. Returns false
+ * when the call's stream is gone (the call is then freed). */
+static bool call_completed(struct call *call)
+{
+	call->in_engine = false;
+	call->sh->calls_in_engine--;
+	if (call->st)
+		return true;
+	call_free(call);
+	return false;
+}
+
+/* ---- Append / AppendStream ----------------------------------------------- */
+
+static void append_done(struct eng_append *req)
+{
+	struct call *call = req->ctx;
+	struct srv_shard *sh = call->sh;
+	if (req->status == 0) {
+		uint32_t slot = mx_labelset_slot(&sh->srv->tenants, call->tenant, strlen(call->tenant));
+		mx_counter_vec_add(&sh->srv->appended, slot, req->accepted);
+		mx_counter_vec_add(&sh->srv->duplicates, slot, req->duplicates);
+		mx_hist_observe_ns(&sh->stats.append_duration, (uint64_t)(srv_now_ns() - call->start_ns));
+	}
+	if (!call_completed(call))
+		return;
+	switch (req->status) {
+	case 0: {
+		Hodei__Audit__V1__AppendResponse r = HODEI__AUDIT__V1__APPEND_RESPONSE__INIT;
+		r.accepted = req->accepted;
+		r.duplicates = req->duplicates;
+		r.first_seq = req->first_seq;
+		r.last_seq = req->last_seq;
+		r.chain_hash = (ProtobufCBinaryData){ FMT_HASH_BYTES, req->chain };
+		call_respond(call, &r.base);
+		break;
+	}
+	case FMT_E_INVALID:
+		if (strcmp(req->invalid.field, "events") == 0 || strcmp(req->invalid.field, "tenant_id") == 0)
+			call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: %s",
+				  req->invalid.field, req->invalid.reason);
+		else
+			call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "events[%u].%s: %s",
+				  req->invalid_index, req->invalid.field, req->invalid.reason);
+		break;
+	case FMT_E_TOO_BIG:
+		call_fail(call, R_TOO_MANY_EVENTS, GRPC_RESOURCE_EXHAUSTED,
+			  "request too large for one atomic batch (%u events)", req->count);
+		break;
+	case FMT_E_NOMEM:
+		call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+			  "the node's memory budget for unsealed events is exhausted; retry shortly");
+		break;
+	case FMT_E_FULL:
+		call_fail(call, R_TENANTS_FULL, GRPC_RESOURCE_EXHAUSTED,
+			  "this node holds its maximum number of tenants");
+		break;
+	case FMT_E_SHUTDOWN:
+		engine_gone(call);
+		break;
+	default:
+		call_fail(call, R_STORAGE_FAILED, GRPC_UNAVAILABLE,
+			  "storage failure: the events were not stored (%s); retry on another node",
+			  fmt_strerror(req->status));
+		break;
+	}
+	rpc_flush_calls(call->st);
+}
+
+static void append_start(struct call *call)
+{
+	const struct srv *srv = call->sh->srv;
+	const struct fmt_limits *lim = &srv->limits;
+	Hodei__Audit__V1__AppendRequest *m = hodei__audit__v1__append_request__unpack(
+		&call->arena.allocator, call->credit - GF_PREFIX_BYTES, call->msg);
+	if (!m) {
+		decode_failed(call, "AppendRequest");
+		return;
+	}
+	if (m->n_events == 0) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "events: empty");
+		return;
+	}
+	if (m->n_events > lim->events_per_batch_max) {
+		call_fail(call, R_TOO_MANY_EVENTS, GRPC_RESOURCE_EXHAUSTED,
+			  "events: %zu in one request, the limit is %u", m->n_events,
+			  lim->events_per_batch_max);
+		return;
+	}
+	size_t n_attrs = 0;
+	for (size_t i = 0; i < m->n_events; i++) {
+		const Hodei__Audit__V1__AuditEvent *e = m->events[i];
+		if (e->event_id.len != 0 && e->event_id.len != FMT_EVENT_ID_BYTES) {
+			call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+				  "events[%zu].event_id: must be 16 bytes (a UUID) or empty, got %zu", i,
+				  e->event_id.len);
+			return;
+		}
+		if (e->n_attributes > lim->attrs_max) {
+			call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+				  "events[%zu].attributes: more than %u", i, lim->attrs_max);
+			return;
+		}
+		n_attrs += e->n_attributes;
+	}
+	struct fmt_event *evs = pb_arena_alloc(&call->arena, m->n_events * sizeof(*evs));
+	struct fmt_attr *attrs = pb_arena_alloc(&call->arena, (n_attrs ? n_attrs : 1) * sizeof(*attrs));
+	if (!evs || !attrs) {
+		decode_failed(call, "AppendRequest");
+		return;
+	}
+	for (size_t i = 0; i < m->n_events; i++) {
+		const Hodei__Audit__V1__AuditEvent *e = m->events[i];
+		struct fmt_event *ev = &evs[i];
+		memset(ev, 0, sizeof(*ev));
+		if (e->event_id.len)
+			memcpy(ev->event_id, e->event_id.data, FMT_EVENT_ID_BYTES);
+		ev->occurred_at_ns = e->occurred_at_ns;
+		ev->outcome = (uint32_t)e->outcome;
+		ev->str[FMT_F_ACTOR_ID] = pb_str(e->actor_id);
+		ev->str[FMT_F_ACTOR_TYPE] = pb_str(e->actor_type);
+		ev->str[FMT_F_ACTION] = pb_str(e->action);
+		ev->str[FMT_F_RESOURCE_TYPE] = pb_str(e->resource_type);
+		ev->str[FMT_F_RESOURCE_ID] = pb_str(e->resource_id);
+		ev->str[FMT_F_SOURCE_IP] = pb_str(e->source_ip);
+		ev->str[FMT_F_USER_AGENT] = pb_str(e->user_agent);
+		ev->str[FMT_F_REQUEST_ID] = pb_str(e->request_id);
+		ev->str[FMT_F_TRACE_ID] = pb_str(e->trace_id);
+		ev->attrs = attrs;
+		ev->attr_count = (uint32_t)e->n_attributes;
+		for (size_t k = 0; k < e->n_attributes; k++) {
+			attrs[k].key = pb_str(e->attributes[k]->key);
+			attrs[k].value = pb_str(e->attributes[k]->value);
+		}
+		attrs += e->n_attributes;
+		ev->details_json = pb_str(e->details_json);
+	}
+	struct eng_append *req = &call->u.append;
+	req->tenant = fmt_str_c(call->tenant);
+	req->events = evs;
+	req->count = (uint32_t)m->n_events;
+	req->done = append_done;
+	req->ctx = call;
+	call_submit(call);
+}
+
+/* ---- Search --------------------------------------------------------------- */
+
+static void search_done(struct eng_search *req)
+{
+	struct call *call = req->ctx;
+	if (!call_completed(call))
+		return;
+	if (req->status == FMT_E_INVALID) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+			  "page_token: not a token of this tenant and query (or a filter is invalid)");
+	} else if (req->status != 0) {
+		call_fail(call, R_STORAGE_FAILED, GRPC_INTERNAL, "search failed: %s",
+			  fmt_strerror(req->status));
+	} else {
+		Hodei__Audit__V1__SearchResponse r = HODEI__AUDIT__V1__SEARCH_RESPONSE__INIT;
+		struct pb_arena *a = &call->arena;
+		uint32_t n = req->hit_count;
+		Hodei__Audit__V1__StoredEvent **out = pb_arena_alloc(a, (n ? n : 1) * sizeof(*out));
+		bool ok = out != NULL;
+		for (uint32_t i = 0; ok && i < n; i++) {
+			const struct fmt_event *ev = &req->hits[i].ev;
+			Hodei__Audit__V1__StoredEvent *se = pb_arena_alloc(a, sizeof(*se));
+			Hodei__Audit__V1__AuditEvent *e = pb_arena_alloc(a, sizeof(*e));
+			Hodei__Audit__V1__Attribute *at =
+				pb_arena_alloc(a, (ev->attr_count ? ev->attr_count : 1) * sizeof(*at));
+			Hodei__Audit__V1__Attribute **atp =
+				pb_arena_alloc(a, (ev->attr_count ? ev->attr_count : 1) * sizeof(*atp));
+			if (!se || !e || !at || !atp) {
+				ok = false;
+				break;
+			}
+			hodei__audit__v1__audit_event__init(e);
+			e->event_id = (ProtobufCBinaryData){ FMT_EVENT_ID_BYTES, (uint8_t *)ev->event_id };
+			e->occurred_at_ns = ev->occurred_at_ns;
+			e->outcome = (Hodei__Audit__V1__Outcome)ev->outcome;
+			e->actor_id = c_bin(ev->str[FMT_F_ACTOR_ID]);
+			e->actor_type = c_bin(ev->str[FMT_F_ACTOR_TYPE]);
+			e->action = c_bin(ev->str[FMT_F_ACTION]);
+			e->resource_type = c_bin(ev->str[FMT_F_RESOURCE_TYPE]);
+			e->resource_id = c_bin(ev->str[FMT_F_RESOURCE_ID]);
+			e->source_ip = c_bin(ev->str[FMT_F_SOURCE_IP]);
+			e->user_agent = c_bin(ev->str[FMT_F_USER_AGENT]);
+			e->request_id = c_bin(ev->str[FMT_F_REQUEST_ID]);
+			e->trace_id = c_bin(ev->str[FMT_F_TRACE_ID]);
+			e->details_json = c_bin(ev->details_json);
+			e->n_attributes = ev->attr_count;
+			e->attributes = atp;
+			for (uint32_t k = 0; k < ev->attr_count; k++) {
+				hodei__audit__v1__attribute__init(&at[k]);
+				at[k].key = c_bin(ev->attrs[k].key);
+				at[k].value = c_bin(ev->attrs[k].value);
+				atp[k] = &at[k];
+			}
+			hodei__audit__v1__stored_event__init(se);
+			se->event = e;
+			se->tenant_id = c_bin(ev->tenant);
+			se->seq = ev->seq;
+			se->received_at_ns = ev->received_at_ns;
+			se->chain_hash = (ProtobufCBinaryData){ FMT_HASH_BYTES, req->hits[i].chain };
+			out[i] = se;
+		}
+		if (!ok) {
+			call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+				  "out of memory for the response");
+		} else {
+			r.n_events = n;
+			r.events = out;
+			r.next_page_token = (ProtobufCBinaryData){ req->next_page_token_len,
+								   req->next_page_token };
+			call_respond(call, &r.base);
+		}
+	}
+	eng_search_release(req);
+	rpc_flush_calls(call->st);
+}
+
+/* A filter string: valid UTF-8 and within its field's limit. */
+static bool filter_str(struct call *call, const char *field, ProtobufCBinaryData b, uint32_t max,
+		       struct fmt_str *out)
+{
+	if (b.len > max) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: longer than %u bytes",
+			  field, max);
+		return false;
+	}
+	if (!fmt_utf8_valid((const char *)b.data, b.len)) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: not valid UTF-8", field);
+		return false;
+	}
+	*out = pb_str(b);
+	return true;
+}
+
+static void search_start(struct call *call)
+{
+	const struct fmt_limits *lim = &call->sh->srv->limits;
+	Hodei__Audit__V1__SearchRequest *m = hodei__audit__v1__search_request__unpack(
+		&call->arena.allocator, call->credit - GF_PREFIX_BYTES, call->msg);
+	if (!m) {
+		decode_failed(call, "SearchRequest");
+		return;
+	}
+	struct eng_search *req = &call->u.search;
+	struct eng_filter *f = &req->filter;
+	if (m->from_ns < 0 || m->to_ns < 0) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: negative",
+			  m->from_ns < 0 ? "from_ns" : "to_ns");
+		return;
+	}
+	if (m->to_ns && m->from_ns > m->to_ns) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "from_ns: after to_ns");
+		return;
+	}
+	if (m->limit > ENG_SEARCH_LIMIT_MAX) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "limit: over %u",
+			  ENG_SEARCH_LIMIT_MAX);
+		return;
+	}
+	if ((uint32_t)m->outcome > FMT_OUTCOME_DENIED) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "outcome: unknown value %d",
+			  (int)m->outcome);
+		return;
+	}
+	if (m->event_id.len != 0 && m->event_id.len != FMT_EVENT_ID_BYTES) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+			  "event_id: must be 16 bytes (a UUID) or empty");
+		return;
+	}
+	if (m->page_token.len > ENG_PAGE_TOKEN_BYTES) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+			  "page_token: not a token of this tenant and query");
+		return;
+	}
+	if (!filter_str(call, "actor_id", m->actor_id, lim->actor_id_max, &f->actor_id) ||
+	    !filter_str(call, "action", m->action, lim->short_field_max, &f->action) ||
+	    !filter_str(call, "resource_type", m->resource_type, lim->short_field_max,
+			&f->resource_type) ||
+	    !filter_str(call, "resource_id", m->resource_id, lim->resource_id_max, &f->resource_id))
+		return;
+	f->from_ns = m->from_ns;
+	f->to_ns = m->to_ns;
+	f->outcome = (uint32_t)m->outcome;
+	if (m->event_id.len) {
+		f->has_event_id = true;
+		memcpy(f->event_id, m->event_id.data, FMT_EVENT_ID_BYTES);
+	}
+	req->tenant = fmt_str_c(call->tenant);
+	req->limit = m->limit;
+	req->oldest_first = m->oldest_first;
+	req->page_token = m->page_token.len ? m->page_token.data : NULL;
+	req->page_token_len = (uint32_t)m->page_token.len;
+	req->done = search_done;
+	req->ctx = call;
+	call_submit(call);
+}
+
+/* ---- Verify --------------------------------------------------------------- */
+
+static void verify_done(struct eng_verify *req)
+{
+	struct call *call = req->ctx;
+	if (!call_completed(call))
+		return;
+	if (req->status == FMT_E_INVALID) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "from_seq: after to_seq");
+	} else if (req->status != 0) {
+		call_fail(call, R_STORAGE_FAILED, GRPC_INTERNAL, "verify failed: %s",
+			  fmt_strerror(req->status));
+	} else {
+		Hodei__Audit__V1__VerifyResponse r = HODEI__AUDIT__V1__VERIFY_RESPONSE__INIT;
+		r.ok = req->ok;
+		r.events_checked = req->events_checked;
+		r.segments_checked = req->segments_checked;
+		r.chain_hash = (ProtobufCBinaryData){ FMT_HASH_BYTES, req->chain };
+		r.first_bad_seq = req->first_bad_seq;
+		r.problem = (ProtobufCBinaryData){ strlen(req->problem), (uint8_t *)req->problem };
+		call_respond(call, &r.base);
+	}
+	rpc_flush_calls(call->st);
+}
+
+static void verify_start(struct call *call)
+{
+	Hodei__Audit__V1__VerifyRequest *m = hodei__audit__v1__verify_request__unpack(
+		&call->arena.allocator, call->credit - GF_PREFIX_BYTES, call->msg);
+	if (!m) {
+		decode_failed(call, "VerifyRequest");
+		return;
+	}
+	if (m->to_seq && m->from_seq > m->to_seq) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "from_seq: after to_seq");
+		return;
+	}
+	struct eng_verify *req = &call->u.verify;
+	req->tenant = fmt_str_c(call->tenant);
+	req->from_seq = m->from_seq;
+	req->to_seq = m->to_seq;
+	req->done = verify_done;
+	req->ctx = call;
+	call_submit(call);
+}
+
+/* ---- Health --------------------------------------------------------------- */
+
+static void health_check(struct call *call)
+{
+	Grpc__Health__V1__HealthCheckRequest *m = grpc__health__v1__health_check_request__unpack(
+		&call->arena.allocator, call->credit - GF_PREFIX_BYTES, call->msg);
+	if (!m) {
+		decode_failed(call, "HealthCheckRequest");
+		return;
+	}
+	static const char service[] = "hodei.audit.v1.AuditService";
+	if (m->service.len && !(m->service.len == sizeof(service) - 1 &&
+				memcmp(m->service.data, service, m->service.len) == 0)) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_NOT_FOUND, "unknown service");
+		return;
+	}
+	Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	r.status = srv_ready(call->sh->srv) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+					    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+	call_respond(call, &r.base);
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static void call_start(struct call *call)
+{
+	switch (call->method) {
+	case M_APPEND:
+	case M_APPEND_STREAM:
+		append_start(call);
+		break;
+	case M_SEARCH:
+		search_start(call);
+		break;
+	case M_VERIFY:
+		verify_start(call);
+		break;
+	case M_HEALTH:
+		health_check(call);
+		break;
+	case M_COUNT:
+		call_fail(call, R_UNIMPLEMENTED, GRPC_UNIMPLEMENTED,
+			  "Count is not implemented by this server version");
+		break;
+	default:
+		call_fail(call, R_UNIMPLEMENTED, GRPC_UNIMPLEMENTED, "unknown method");
+		break;
+	}
+}
+
+/* Starts the waiting calls of an AppendStream up to its in-flight cap. */
+static void stream_start_waiting(struct stream *st)
+{
+	uint32_t cap = st->c->sh->srv->cfg.stream_inflight_max;
+	for (struct call *call = st->calls_head; call && st->calls_inflight < cap; call = call->next) {
+		if (call->in_engine || call->done || call->status != -1)
+			continue;
+		call->status = -2; /* started */
+		st->calls_inflight++;
+		call_start(call);
+	}
+}
+
+void rpc_on_message(struct stream *st, uint8_t *msg, uint32_t len)
+{
+	if (st->method != M_APPEND_STREAM) {
+		if (st->unary_msg || st->messages) {
+			free(msg);
+			srv_count_reject(st->c->sh, R_INVALID_ARGUMENT);
+			stream_finish(st, GRPC_INVALID_ARGUMENT, "a unary call carries exactly one message");
+			return;
+		}
+		st->messages++;
+		st->unary_msg = msg ? msg : malloc(1);
+		st->unary_len = len;
+		return;
+	}
+	st->messages++;
+	if (atomic_load_explicit(&st->c->sh->srv->draining, memory_order_relaxed)) {
+		/* Draining: this request is refused; those before it complete. */
+		free(msg);
+		stream_give_back(st->c, st->id, GF_PREFIX_BYTES + len);
+		st->discard = true;
+		rpc_flush_calls(st);
+		return;
+	}
+	if (!call_new(st, msg, len)) {
+		srv_count_reject(st->c->sh, R_MEMORY_BUDGET);
+		stream_finish(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	stream_start_waiting(st);
+	rpc_flush_calls(st);
+}
+
+void rpc_on_end(struct stream *st)
+{
+	if (st->method == M_APPEND_STREAM) {
+		rpc_flush_calls(st);
+		return;
+	}
+	if (!st->unary_msg) {
+		srv_count_reject(st->c->sh, R_INVALID_ARGUMENT);
+		stream_finish(st, GRPC_INVALID_ARGUMENT, "request without a message");
+		return;
+	}
+	uint8_t *msg = st->unary_msg;
+	st->unary_msg = NULL;
+	struct call *call = call_new(st, msg, st->unary_len);
+	if (!call) {
+		srv_count_reject(st->c->sh, R_MEMORY_BUDGET);
+		stream_finish(st, GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	call->status = -2;
+	st->calls_inflight++;
+	call_start(call);
+	rpc_flush_calls(st);
+}
+
+void rpc_flush_calls(struct stream *st)
+{
+	if (!st)
+		return;
+	while (st->calls_head && st->calls_head->done && !st->answered) {
+		struct call *call = st->calls_head;
+		st->calls_head = call->next;
+		if (!st->calls_head)
+			st->calls_tail = NULL;
+		st->calls_inflight--;
+		mx_hist_observe_ns(&st->c->sh->stats.request_duration[call->method],
+				   (uint64_t)(srv_now_ns() - call->start_ns));
+		if (call->status == GRPC_OK) {
+			if (stream_send_message(st, call->resp, call->resp_len) != 0)
+				stream_finish(st, GRPC_RESOURCE_EXHAUSTED, "out of memory for the response");
+			else if (st->method != M_APPEND_STREAM)
+				stream_finish(st, GRPC_OK, NULL);
+		} else {
+			stream_finish(st, call->status, call->message);
+		}
+		call_free(call);
+		if (st->method == M_APPEND_STREAM && !st->answered)
+			stream_start_waiting(st);
+	}
+	if (st->answered) {
+		rpc_detach_calls(st);
+		return;
+	}
+	if (st->method != M_APPEND_STREAM || st->calls_head)
+		return;
+	if (st->discard)
+		stream_finish(st, GRPC_UNAVAILABLE, "the server is shutting down; retry on another node");
+	else if (st->end_stream_recv)
+		stream_finish(st, GRPC_OK, NULL);
+}
+
+void rpc_detach_calls(struct stream *st)
+{
+	while (st->calls_head) {
+		struct call *call = st->calls_head;
+		st->calls_head = call->next;
+		/* Credit goes back now: the stream will not hear of it again. */
+		stream_give_back(st->c, st->id, call->credit);
+		call->credit = 0;
+		call->st = NULL;
+		if (!call->in_engine)
+			call_free(call);
+	}
+	st->calls_tail = NULL;
+	st->calls_inflight = 0;
+}
