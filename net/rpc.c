@@ -16,6 +16,7 @@
  * counts) and of Search/Verify arguments.
  */
 #include "net/internal.h"
+#include "net/decode.h"
 #include "net/log.h"
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -182,17 +183,9 @@ static void call_respond(struct call *call, const ProtobufCMessage *m)
 
 static void decode_failed(struct call *call, const char *what)
 {
-	if (call->arena.exceeded)
-		call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
-			  "%s: decoding needs more than the per-request memory cap", what);
-	else
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
-			  "%s: not a valid protobuf message", what);
-}
-
-static struct fmt_str pb_str(ProtobufCBinaryData b)
-{
-	return (struct fmt_str){ (const char *)b.data, (uint32_t)b.len };
+	struct dec_error e;
+	dec_failed(&call->arena, what, &e);
+	call_fail(call, (enum srv_reason)e.reason, e.status, "%s", e.msg);
 }
 
 static ProtobufCBinaryData c_bin(struct fmt_str s)
@@ -331,76 +324,14 @@ static void append_done(struct eng_append *req)
 
 static void append_start(struct call *call)
 {
-	const struct srv *srv = call->sh->srv;
-	const struct fmt_limits *lim = &srv->limits;
-	Hodei__Audit__V1__AppendRequest *m = hodei__audit__v1__append_request__unpack(
-		&call->arena.allocator, call->credit - GF_PREFIX_BYTES, call->msg);
-	if (!m) {
-		decode_failed(call, "AppendRequest");
-		return;
-	}
-	if (m->n_events == 0) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "events: empty");
-		return;
-	}
-	if (m->n_events > lim->events_per_batch_max) {
-		call_fail(call, R_TOO_MANY_EVENTS, GRPC_RESOURCE_EXHAUSTED,
-			  "events: %zu in one request, the limit is %u", m->n_events,
-			  lim->events_per_batch_max);
-		return;
-	}
-	size_t n_attrs = 0;
-	for (size_t i = 0; i < m->n_events; i++) {
-		const Hodei__Audit__V1__AuditEvent *e = m->events[i];
-		if (e->event_id.len != 0 && e->event_id.len != FMT_EVENT_ID_BYTES) {
-			call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
-				  "events[%zu].event_id: must be 16 bytes (a UUID) or empty, got %zu", i,
-				  e->event_id.len);
-			return;
-		}
-		if (e->n_attributes > lim->attrs_max) {
-			call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
-				  "events[%zu].attributes: more than %u", i, lim->attrs_max);
-			return;
-		}
-		n_attrs += e->n_attributes;
-	}
-	struct fmt_event *evs = pb_arena_alloc(&call->arena, m->n_events * sizeof(*evs));
-	struct fmt_attr *attrs = pb_arena_alloc(&call->arena, (n_attrs ? n_attrs : 1) * sizeof(*attrs));
-	if (!evs || !attrs) {
-		decode_failed(call, "AppendRequest");
-		return;
-	}
-	for (size_t i = 0; i < m->n_events; i++) {
-		const Hodei__Audit__V1__AuditEvent *e = m->events[i];
-		struct fmt_event *ev = &evs[i];
-		memset(ev, 0, sizeof(*ev));
-		if (e->event_id.len)
-			memcpy(ev->event_id, e->event_id.data, FMT_EVENT_ID_BYTES);
-		ev->occurred_at_ns = e->occurred_at_ns;
-		ev->outcome = (uint32_t)e->outcome;
-		ev->str[FMT_F_ACTOR_ID] = pb_str(e->actor_id);
-		ev->str[FMT_F_ACTOR_TYPE] = pb_str(e->actor_type);
-		ev->str[FMT_F_ACTION] = pb_str(e->action);
-		ev->str[FMT_F_RESOURCE_TYPE] = pb_str(e->resource_type);
-		ev->str[FMT_F_RESOURCE_ID] = pb_str(e->resource_id);
-		ev->str[FMT_F_SOURCE_IP] = pb_str(e->source_ip);
-		ev->str[FMT_F_USER_AGENT] = pb_str(e->user_agent);
-		ev->str[FMT_F_REQUEST_ID] = pb_str(e->request_id);
-		ev->str[FMT_F_TRACE_ID] = pb_str(e->trace_id);
-		ev->attrs = attrs;
-		ev->attr_count = (uint32_t)e->n_attributes;
-		for (size_t k = 0; k < e->n_attributes; k++) {
-			attrs[k].key = pb_str(e->attributes[k]->key);
-			attrs[k].value = pb_str(e->attributes[k]->value);
-		}
-		attrs += e->n_attributes;
-		ev->details_json = pb_str(e->details_json);
-	}
+	struct dec_error e;
 	struct eng_append *req = &call->u.append;
+	if (dec_append(&call->arena, call->msg, call->credit - GF_PREFIX_BYTES, &call->sh->srv->limits,
+		       req, &e) != GRPC_OK) {
+		call_fail(call, (enum srv_reason)e.reason, e.status, "%s", e.msg);
+		return;
+	}
 	req->tenant = fmt_str_c(call->tenant);
-	req->events = evs;
-	req->count = (uint32_t)m->n_events;
 	req->done = append_done;
 	req->ctx = call;
 	call_submit(call);
@@ -482,81 +413,16 @@ static void search_done(struct eng_search *req)
 	rpc_flush_calls(call->st);
 }
 
-/* A filter string: valid UTF-8 and within its field's limit. */
-static bool filter_str(struct call *call, const char *field, ProtobufCBinaryData b, uint32_t max,
-		       struct fmt_str *out)
-{
-	if (b.len > max) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: longer than %u bytes",
-			  field, max);
-		return false;
-	}
-	if (!fmt_utf8_valid((const char *)b.data, b.len)) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: not valid UTF-8", field);
-		return false;
-	}
-	*out = pb_str(b);
-	return true;
-}
-
 static void search_start(struct call *call)
 {
-	const struct fmt_limits *lim = &call->sh->srv->limits;
-	Hodei__Audit__V1__SearchRequest *m = hodei__audit__v1__search_request__unpack(
-		&call->arena.allocator, call->credit - GF_PREFIX_BYTES, call->msg);
-	if (!m) {
-		decode_failed(call, "SearchRequest");
-		return;
-	}
+	struct dec_error e;
 	struct eng_search *req = &call->u.search;
-	struct eng_filter *f = &req->filter;
-	if (m->from_ns < 0 || m->to_ns < 0) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: negative",
-			  m->from_ns < 0 ? "from_ns" : "to_ns");
+	if (dec_search(&call->arena, call->msg, call->credit - GF_PREFIX_BYTES, &call->sh->srv->limits,
+		       req, &e) != GRPC_OK) {
+		call_fail(call, (enum srv_reason)e.reason, e.status, "%s", e.msg);
 		return;
-	}
-	if (m->to_ns && m->from_ns > m->to_ns) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "from_ns: after to_ns");
-		return;
-	}
-	if (m->limit > ENG_SEARCH_LIMIT_MAX) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "limit: over %u",
-			  ENG_SEARCH_LIMIT_MAX);
-		return;
-	}
-	if ((uint32_t)m->outcome > FMT_OUTCOME_DENIED) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "outcome: unknown value %d",
-			  (int)m->outcome);
-		return;
-	}
-	if (m->event_id.len != 0 && m->event_id.len != FMT_EVENT_ID_BYTES) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
-			  "event_id: must be 16 bytes (a UUID) or empty");
-		return;
-	}
-	if (m->page_token.len > ENG_PAGE_TOKEN_BYTES) {
-		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
-			  "page_token: not a token of this tenant and query");
-		return;
-	}
-	if (!filter_str(call, "actor_id", m->actor_id, lim->actor_id_max, &f->actor_id) ||
-	    !filter_str(call, "action", m->action, lim->short_field_max, &f->action) ||
-	    !filter_str(call, "resource_type", m->resource_type, lim->short_field_max,
-			&f->resource_type) ||
-	    !filter_str(call, "resource_id", m->resource_id, lim->resource_id_max, &f->resource_id))
-		return;
-	f->from_ns = m->from_ns;
-	f->to_ns = m->to_ns;
-	f->outcome = (uint32_t)m->outcome;
-	if (m->event_id.len) {
-		f->has_event_id = true;
-		memcpy(f->event_id, m->event_id.data, FMT_EVENT_ID_BYTES);
 	}
 	req->tenant = fmt_str_c(call->tenant);
-	req->limit = m->limit;
-	req->oldest_first = m->oldest_first;
-	req->page_token = m->page_token.len ? m->page_token.data : NULL;
-	req->page_token_len = (uint32_t)m->page_token.len;
 	req->done = search_done;
 	req->ctx = call;
 	call_submit(call);

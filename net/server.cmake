@@ -8,5 +8,6 @@ target_sources(hodei_net PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/json_check.c
   ${CMAKE_CURRENT_LIST_DIR}/auth.c
   ${CMAKE_CURRENT_LIST_DIR}/conn.c
+  ${CMAKE_CURRENT_LIST_DIR}/decode.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc.c
   ${CMAKE_CURRENT_LIST_DIR}/server.c)

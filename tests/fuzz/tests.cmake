@@ -5,3 +5,6 @@ foreach(t segment wal)
       ${CMAKE_CURRENT_LIST_DIR}/corpus/${t} hodei_format)
   endif()
 endforeach()
+# The gRPC request path (framing, protobuf decode, validation) lives in net/.
+hodei_fuzz_target(fuzz_request ${CMAKE_CURRENT_LIST_DIR}/fuzz_request.c
+  ${CMAKE_CURRENT_LIST_DIR}/corpus/request hodei_net)
