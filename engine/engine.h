@@ -168,6 +168,10 @@ struct eng_append {
 	uint32_t count;
 	eng_append_done_fn done;
 	void *ctx;
+	/* The caller already ran fmt_event_validate() on every event with the
+	 * engine's limits (net/ does, to answer in request order): the shard
+	 * skips it. */
+	bool validated;
 	/* Out, valid in the callback. status: 0, FMT_E_INVALID (see invalid,
 	 * invalid_index), FMT_E_TOO_BIG (too many events or too many bytes),
 	 * FMT_E_NOMEM (memory budget), FMT_E_FULL (tenants_max), -EIO (the

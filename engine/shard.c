@@ -179,7 +179,7 @@ static int append_check(struct eng_shard *s, struct eng_append *req, uint64_t *b
 	uint64_t need = FMT_REC_HEADER_BYTES;
 	for (uint32_t i = 0; i < req->count; i++) {
 		struct fmt_event ev = req->events[i];
-		int rc = fmt_event_validate(&ev, &cfg->limits, &req->invalid);
+		int rc = req->validated ? 0 : fmt_event_validate(&ev, &cfg->limits, &req->invalid);
 		if (rc) {
 			req->invalid_index = i;
 			return rc;

@@ -576,35 +576,33 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
 	}
 	st->received += (uint32_t)len;
 	st->last_data_ns = srv_now_ns();
-	while (len && !st->answered) {
+	while (len && !st->answered && !st->discard) {
 		struct gf_message m;
 		enum gf_result r = gf_reader_feed(&st->rd, &data, &len, &m);
 		if (r == GF_NEED_MORE)
 			break;
 		char msg[200];
 		if (r == GF_E_TOO_BIG) {
-			srv_count_reject(c->sh, R_MESSAGE_TOO_BIG);
 			snprintf(msg, sizeof(msg), "message of %u bytes is over the limit of %u bytes",
 				 m.declared_len, st->rd.max_len);
-			stream_finish(st, GRPC_RESOURCE_EXHAUSTED, msg);
+			rpc_stream_fail(st, R_MESSAGE_TOO_BIG, GRPC_RESOURCE_EXHAUSTED, msg);
 			break;
 		}
 		if (r == GF_E_NOMEM) {
-			srv_count_reject(c->sh, R_MEMORY_BUDGET);
-			stream_finish(st, GRPC_RESOURCE_EXHAUSTED, "out of memory for the message");
+			rpc_stream_fail(st, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+					"out of memory for the message");
 			break;
 		}
 		if (r == GF_E_FLAG || (r == GF_MESSAGE && m.compressed)) {
 			free(m.data);
-			srv_count_reject(c->sh, R_UNIMPLEMENTED);
-			stream_finish(st, GRPC_UNIMPLEMENTED,
-				      "compressed messages are not supported: send identity");
+			rpc_stream_fail(st, R_UNIMPLEMENTED, GRPC_UNIMPLEMENTED,
+					"compressed messages are not supported: send identity");
 			break;
 		}
 		st->credited += GF_PREFIX_BYTES + m.len;
 		rpc_on_message(st, m.data, m.len);
 	}
-	if (st->answered) {
+	if (st->answered || st->discard) {
 		/* Whatever is left of this chunk is dropped (N1). */
 		stream_give_back(c, id, st->received - st->credited);
 		st->credited = st->received;

@@ -104,8 +104,20 @@ int dec_append(struct pb_arena *a, const uint8_t *msg, size_t len, const struct 
 		attrs += pe->n_attributes;
 		ev->details_json = pb_str(pe->details_json);
 	}
+	/* The engine's own validation, here on the connection's shard: a bad
+	 * request is refused before it reaches the tenant's shard, so on an
+	 * AppendStream nothing after it is ever submitted. */
+	for (size_t i = 0; i < m->n_events; i++) {
+		struct fmt_invalid why;
+		if (fmt_event_validate(&evs[i], lim, &why) != 0) {
+			fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "events[%zu].%s: %s", i,
+			     why.field, why.reason);
+			return e->status;
+		}
+	}
 	req->events = evs;
 	req->count = (uint32_t)m->n_events;
+	req->validated = true;
 	return GRPC_OK;
 }
 

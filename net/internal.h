@@ -64,6 +64,7 @@ enum srv_reason {
 	R_DEADLINE,
 	R_UNIMPLEMENTED,
 	R_STORAGE_FAILED,
+	R_NOT_READY,
 	R_REASONS
 };
 
@@ -210,6 +211,8 @@ struct srv {
 	_Atomic(struct auth_table *) keys;
 	struct srv_retired_keys *retired;
 	_Atomic bool started;
+	pthread_t recovery_thread;  /* answers UNAVAILABLE until started */
+	bool recovery_running;
 	_Atomic bool draining;
 	_Atomic uint32_t conns_open;
 	struct mx_labelset tenants;
@@ -245,6 +248,9 @@ void rpc_on_message(struct stream *st, uint8_t *msg, uint32_t len);
 void rpc_on_end(struct stream *st);
 /* Writes out every finished call at the head of st's list (N3). */
 void rpc_flush_calls(struct stream *st);
+/* Ends st with an error; on an AppendStream, after the responses of the
+ * requests before it (N3). reason: enum srv_reason. */
+void rpc_stream_fail(struct stream *st, int reason, int status, const char *message);
 /* The stream is gone: detach its calls. */
 void rpc_detach_calls(struct stream *st);
 void rpc_retry_submits(struct srv_shard *sh);

@@ -524,17 +524,48 @@ static void call_start(struct call *call)
 	}
 }
 
-/* Starts the waiting calls of an AppendStream up to its in-flight cap. */
+/* Starts the waiting calls of an AppendStream up to its in-flight cap;
+ * nothing after a failed call is started (its stream ends there). */
 static void stream_start_waiting(struct stream *st)
 {
 	uint32_t cap = st->c->sh->srv->cfg.stream_inflight_max;
-	for (struct call *call = st->calls_head; call && st->calls_inflight < cap; call = call->next) {
-		if (call->in_engine || call->done || call->status != -1)
-			continue;
-		call->status = -2; /* started */
-		st->calls_inflight++;
-		call_start(call);
+	for (struct call *call = st->calls_head; call; call = call->next) {
+		if (call->status == -1) {
+			if (st->calls_inflight >= cap)
+				break;
+			call->status = -2; /* started */
+			st->calls_inflight++;
+			call_start(call);
+		}
+		if (call->done && call->status != GRPC_OK)
+			break;
 	}
+}
+
+void rpc_stream_fail(struct stream *st, int reason, int status, const char *message)
+{
+	srv_count_reject(st->c->sh, (enum srv_reason)reason);
+	struct call *call = st->method == M_APPEND_STREAM && st->calls_head
+				    ? calloc(1, sizeof(*call))
+				    : NULL;
+	if (!call) {
+		stream_finish(st, status, message);
+		return;
+	}
+	/* Requests before this point are answered first (N3): the error
+	 * waits at the tail as a finished call. */
+	call->method = st->method;
+	call->st = st;
+	call->sh = st->c->sh;
+	call->start_ns = srv_now_ns();
+	call->status = status;
+	call->done = true;
+	snprintf(call->message, sizeof(call->message), "%s", message);
+	st->calls_tail->next = call;
+	st->calls_tail = call;
+	st->calls_inflight++;
+	st->discard = true;
+	rpc_flush_calls(st);
 }
 
 void rpc_on_message(struct stream *st, uint8_t *msg, uint32_t len)
@@ -552,12 +583,17 @@ void rpc_on_message(struct stream *st, uint8_t *msg, uint32_t len)
 		return;
 	}
 	st->messages++;
+	if (st->discard) { /* the stream already failed: drop what follows */
+		free(msg);
+		stream_give_back(st->c, st->id, GF_PREFIX_BYTES + len);
+		return;
+	}
 	if (atomic_load_explicit(&st->c->sh->srv->draining, memory_order_relaxed)) {
 		/* Draining: this request is refused; those before it complete. */
 		free(msg);
 		stream_give_back(st->c, st->id, GF_PREFIX_BYTES + len);
-		st->discard = true;
-		rpc_flush_calls(st);
+		rpc_stream_fail(st, R_DRAINING, GRPC_UNAVAILABLE,
+				"the server is shutting down; retry on another node");
 		return;
 	}
 	if (!call_new(st, msg, len)) {
@@ -624,9 +660,7 @@ void rpc_flush_calls(struct stream *st)
 	}
 	if (st->method != M_APPEND_STREAM || st->calls_head)
 		return;
-	if (st->discard)
-		stream_finish(st, GRPC_UNAVAILABLE, "the server is shutting down; retry on another node");
-	else if (st->end_stream_recv)
+	if (st->end_stream_recv && !st->discard)
 		stream_finish(st, GRPC_OK, NULL);
 }
 

@@ -31,6 +31,8 @@
 #include <netdb.h>
 #include <openssl/err.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -327,6 +329,108 @@ fail:;
 	return -1;
 }
 
+/* ---- while the engine recovers ---------------------------------------------- */
+
+/* Before the shards serve, one thread answers every gRPC call on the
+ * listeners with UNAVAILABLE ("not ready", DESIGN.md §5), so clients fail
+ * fast and retry instead of hanging in the accept backlog. It serves one
+ * connection at a time, briefly: recovery is seconds, and the calls it
+ * sees are probes and retries. */
+
+#define RECOVERY_CONN_NS (1000 * 1000000ll)
+
+struct recovery_conn {
+	struct srv *srv;
+	bool answered;
+};
+
+static int recovery_on_frame(nghttp2_session *h2, const nghttp2_frame *frame, void *user_data)
+{
+	struct recovery_conn *rc = user_data;
+	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	static const char code[] = "14", msg[] = "not ready: the server is recovering; retry";
+	nghttp2_nv nv[] = {
+		{ (uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"grpc-status", (uint8_t *)code, 11, sizeof(code) - 1, NGHTTP2_NV_FLAG_NONE },
+		{ (uint8_t *)"grpc-message", (uint8_t *)msg, 12, sizeof(msg) - 1, NGHTTP2_NV_FLAG_NONE },
+	};
+	nghttp2_submit_response(h2, frame->hd.stream_id, nv, 4, NULL);
+	srv_count_reject(&rc->srv->shards[0], R_NOT_READY);
+	rc->answered = true;
+	return 0;
+}
+
+static void recovery_serve(struct srv *s, nghttp2_session_callbacks *cbs, int fd)
+{
+	struct recovery_conn rc = { .srv = s };
+	nghttp2_session *h2;
+	if (nghttp2_session_server_new(&h2, cbs, &rc) != 0) {
+		close(fd);
+		return;
+	}
+	nghttp2_submit_settings(h2, NGHTTP2_FLAG_NONE, NULL, 0);
+	int64_t end = srv_now_ns() + RECOVERY_CONN_NS;
+	bool goaway = false;
+	while (srv_now_ns() < end) {
+		const uint8_t *out;
+		ssize_t n;
+		while ((n = nghttp2_session_mem_send(h2, &out)) > 0)
+			if (send(fd, out, (size_t)n, MSG_NOSIGNAL) != n)
+				goto done;
+		if (rc.answered && !goaway) {
+			/* Answered: say goodbye, so the client reconnects (to the
+			 * shards, once they serve) rather than reusing this. */
+			nghttp2_submit_goaway(h2, NGHTTP2_FLAG_NONE,
+					      nghttp2_session_get_last_proc_stream_id(h2),
+					      NGHTTP2_NO_ERROR, NULL, 0);
+			goaway = true;
+			continue;
+		}
+		if (goaway && !nghttp2_session_want_write(h2))
+			break;
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		uint8_t buf[16384];
+		ssize_t got = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (got <= 0 && !(got < 0 && errno == EAGAIN))
+			break;
+		if (got > 0 && nghttp2_session_mem_recv(h2, buf, (size_t)got) < 0)
+			break;
+	}
+done:
+	nghttp2_session_del(h2);
+	close(fd);
+}
+
+static void *recovery_main(void *arg)
+{
+	struct srv *s = arg;
+	nghttp2_session_callbacks *cbs;
+	if (nghttp2_session_callbacks_new(&cbs) != 0)
+		return NULL;
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, recovery_on_frame);
+	struct pollfd *pfd = calloc(s->shard_count, sizeof(*pfd));
+	while (pfd && !atomic_load(&s->started)) {
+		for (uint32_t i = 0; i < s->shard_count; i++)
+			pfd[i] = (struct pollfd){ .fd = s->shards[i].listen_fd, .events = POLLIN };
+		if (poll(pfd, s->shard_count, 50) <= 0)
+			continue;
+		for (uint32_t i = 0; i < s->shard_count && !atomic_load(&s->started); i++) {
+			if (!(pfd[i].revents & POLLIN))
+				continue;
+			int fd = accept4(pfd[i].fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (fd >= 0)
+				recovery_serve(s, cbs, fd);
+		}
+	}
+	free(pfd);
+	nghttp2_session_callbacks_del(cbs);
+	return NULL;
+}
+
 /* ---- lifecycle ------------------------------------------------------------- */
 
 int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_limits *limits,
@@ -388,6 +492,8 @@ int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_l
 			snprintf(portbuf, sizeof(portbuf), "%u", s->port); /* port 0: the same for all */
 		}
 	}
+	if (s->tls == NULL && pthread_create(&s->recovery_thread, NULL, recovery_main, s) == 0)
+		s->recovery_running = true; /* TLS clients just wait in the backlog */
 	*out = s;
 	return 0;
 fail:
@@ -395,10 +501,18 @@ fail:
 	return -1;
 }
 
+static void recovery_stop(struct srv *s)
+{
+	atomic_store(&s->started, true);
+	if (s->recovery_running)
+		pthread_join(s->recovery_thread, NULL);
+	s->recovery_running = false;
+}
+
 void srv_start(struct srv *s, struct eng_engine *eng)
 {
 	(void)eng;
-	atomic_store(&s->started, true);
+	recovery_stop(s);
 }
 
 uint16_t srv_port(const struct srv *s)
@@ -471,6 +585,7 @@ void srv_destroy(struct srv *s)
 {
 	if (!s)
 		return;
+	recovery_stop(s);
 	for (uint32_t i = 0; s->shards && i < s->shard_count; i++)
 		if (s->shards[i].listen_fd >= 0)
 			close(s->shards[i].listen_fd);
@@ -505,6 +620,7 @@ static const char *const reason_names[R_REASONS] = {
 	[R_DEADLINE] = "deadline_exceeded",
 	[R_UNIMPLEMENTED] = "unimplemented",
 	[R_STORAGE_FAILED] = "storage_failed",
+	[R_NOT_READY] = "not_ready",
 };
 
 static uint64_t sum_shards(const struct srv *s, size_t offset)
