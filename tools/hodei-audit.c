@@ -1,31 +1,38 @@
 // SPDX-License-Identifier: Apache-2.0
 /*
- * hodei-audit.c — the operator CLI (DESIGN.md §6). Commands so far:
+ * hodei-audit.c — the operator CLI (DESIGN.md §6). Commands:
  *
  *   hodei-audit inspect FILE [--json]         dump a segment, WAL or manifest
  *   hodei-audit verify --data-dir DIR [--json] check a whole data directory
  *
- * Both work on files only, read-only, with no server running: `inspect` is
- * what an operator runs on the file a refused start names; `verify` is what
- * an auditor runs on a data directory or a restored copy. The file type is
- * told by its magic, never by its name, so a renamed or copied file still
- * inspects.
+ * and the client commands of hodei-audit-client.c (append, search, tail,
+ * count, verify --server, health, keys new), which talk to a server.
+ *
+ * inspect and verify --data-dir work on files only, read-only, with no
+ * server running: `inspect` is what an operator runs on the file a refused
+ * start names; `verify` is what an auditor runs on a data directory or a
+ * restored copy. The file type is told by its magic, never by its name, so
+ * a renamed or copied file still inspects.
  *
  * Output: human text by default; with --json, `inspect` prints one JSON
  * document and `verify` prints NDJSON (one object per finding, then a
  * summary object), all built with jansson so that strings are escaped.
  *
- * Exit codes, for scripts:
- *   0  everything checked is intact (warnings, such as a torn WAL tail that
- *      was never acknowledged, do not count)
+ * Exit codes, for scripts (enum cli_exit in hodei-audit-client.h):
+ *   0  success; for verify: everything checked is intact (warnings, such as
+ *      a torn WAL tail that was never acknowledged, do not count)
  *   1  problems were found (damage, tampering, a file failing its checks)
- *   2  usage error (unknown command or flag, missing argument)
+ *   2  usage error (unknown command or flag, missing argument, an input
+ *      line of `append` that does not parse)
  *   3  the file or directory cannot be read
+ *   4  the server refused the credentials (UNAUTHENTICATED, PERMISSION_DENIED)
+ *   5  the server answered another error, or could not be reached
  */
 #include "engine/offline.h"
 #include "format/hash.h"
 #include "format/record.h"
 #include "format/segment.h"
+#include "tools/hodei-audit-client.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -48,7 +55,7 @@ static const char man_magic[8] = { 'H', 'O', 'D', 'E', 'I', 'M', 'A', 'N' };
 
 #define MANIFEST_PAYLOAD_MAX 4096 /* what the engine accepts (engine/manifest.c) */
 
-static const char usage_text[] =
+static const char usage_head[] =
 	"usage: hodei-audit COMMAND [ARGS]\n"
 	"\n"
 	"commands:\n"
@@ -59,8 +66,22 @@ static const char usage_text[] =
 	"                                  roots, missing/inserted/reordered segments\n"
 	"  help                            print this help\n"
 	"\n"
-	"--json prints JSON (inspect: one document; verify: one object per line).\n"
-	"exit codes: 0 intact, 1 problems found, 2 usage error, 3 cannot read.\n";
+	"client commands (gRPC to hodei-auditd):\n";
+
+static const char usage_tail[] =
+	"\n"
+	"--json prints JSON (inspect: one document; verify: one object per line;\n"
+	"search, tail: NDJSON of stored events; others: one summary object).\n"
+	"exit codes: 0 success (verify: intact), 1 problems found, 2 usage error or\n"
+	"a bad input line, 3 cannot read, 4 UNAUTHENTICATED or PERMISSION_DENIED,\n"
+	"5 any other server error or no connection (status name and message on stderr).\n";
+
+static void print_usage(FILE *out)
+{
+	fputs(usage_head, out);
+	fputs(cli_usage_text, out);
+	fputs(usage_tail, out);
+}
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -72,7 +93,7 @@ static int usage_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fputs("\n\n", stderr);
 	va_end(ap);
-	fputs(usage_text, stderr);
+	print_usage(stderr);
 	return EXIT_USAGE;
 }
 
@@ -694,7 +715,7 @@ int main(int argc, char **argv)
 	const char *cmd = argv[1];
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || (i == 1 && !strcmp(cmd, "help"))) {
-			fputs(usage_text, stdout);
+			print_usage(stdout);
 			return EXIT_INTACT;
 		}
 	}
@@ -702,7 +723,20 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "inspect"))
 		code = cmd_inspect(argc, argv);
 	else if (!strcmp(cmd, "verify"))
-		code = cmd_verify(argc, argv);
+		code = cli_verify_is_remote(argc, argv) ? cli_verify_remote(argc, argv)
+							: cmd_verify(argc, argv);
+	else if (!strcmp(cmd, "append"))
+		code = cli_append(argc, argv);
+	else if (!strcmp(cmd, "search"))
+		code = cli_search(argc, argv);
+	else if (!strcmp(cmd, "tail"))
+		code = cli_tail(argc, argv);
+	else if (!strcmp(cmd, "count"))
+		code = cli_count(argc, argv);
+	else if (!strcmp(cmd, "health"))
+		code = cli_health(argc, argv);
+	else if (!strcmp(cmd, "keys"))
+		code = cli_keys(argc, argv);
 	else
 		return usage_error("unknown command '%s'", cmd);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
