@@ -82,6 +82,8 @@ struct eng_config {
 	uint32_t producers_max;          /* producer handles at once */
 	uint32_t queue_depth;            /* requests per SPSC queue */
 	uint32_t tenants_max;            /* tenants per shard */
+	uint32_t tenant_rate_eps;        /* events/s one tenant may append; 0: no limit */
+	uint32_t tenant_burst;           /* token bucket size; 0: max(rate, events_per_batch_max) */
 	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
 	uint64_t seal_bytes;             /* ... or this many bytes */
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
@@ -148,6 +150,10 @@ uint32_t eng_producer_pending(const struct eng_producer *p);
 
 /* ---- append ------------------------------------------------------------- */
 
+/* An append refused because its tenant is over its rate (token bucket of
+ * eng_config.tenant_rate_eps events/s): nothing of it was stored. */
+#define ENG_E_RATE (-2001)
+
 struct eng_append;
 typedef void (*eng_append_done_fn)(struct eng_append *req);
 
@@ -174,7 +180,8 @@ struct eng_append {
 	bool validated;
 	/* Out, valid in the callback. status: 0, FMT_E_INVALID (see invalid,
 	 * invalid_index), FMT_E_TOO_BIG (too many events or too many bytes),
-	 * FMT_E_NOMEM (memory budget), FMT_E_FULL (tenants_max), -EIO (the
+	 * FMT_E_NOMEM (memory budget), FMT_E_FULL (tenants_max), ENG_E_RATE
+	 * (the tenant is over tenant_rate_eps), -EIO (the
 	 * WAL could not be made durable: nothing of the request is acked) or
 	 * FMT_E_SHUTDOWN. */
 	int status;
@@ -287,7 +294,7 @@ extern const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS];
 struct eng_shard_stats {
 	uint64_t events_appended, events_duplicate;
 	uint64_t batches_committed;     /* append requests acknowledged */
-	uint64_t requests_rejected_invalid, requests_rejected_budget;
+	uint64_t requests_rejected_invalid, requests_rejected_budget, requests_rejected_rate;
 	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
 	/* Group commits: wal_fsyncs counts them; fsync_ns_* measure each from
 	 * the write's submission to the shard seeing the fsync complete, so

@@ -138,6 +138,8 @@ struct eng_tenant {
 	uint32_t sealing_rows;             /* rows [0, n) being sealed; 0: none */
 	struct eng_segment **segments;     /* manifest order == seq order */
 	uint32_t segment_count, segment_cap;
+	double rate_tokens;                /* token bucket of tenant_rate_eps */
+	int64_t rate_at_ns;                /* when rate_tokens was last refilled */
 };
 
 /* ---- WAL ---------------------------------------------------------------- */

@@ -155,9 +155,28 @@ static void fail_append(struct eng_shard *s, struct eng_append *req, int status)
 	req->accepted = 0;
 	if (status == FMT_E_INVALID)
 		s->stats.requests_rejected_invalid++;
+	else if (status == ENG_E_RATE)
+		s->stats.requests_rejected_rate++;
 	else
 		s->stats.requests_rejected_budget++;
 	eng_complete(s, &req->hdr);
+}
+
+/* The tenant's token bucket, refilled to now: tenant_rate_eps tokens a
+ * second, at most the burst. A new tenant starts full. */
+static double rate_refill(const struct eng_config *cfg, struct eng_tenant *t)
+{
+	double burst = cfg->tenant_burst ? cfg->tenant_burst
+					 : FMT_MAX(cfg->tenant_rate_eps, cfg->limits.events_per_batch_max);
+	int64_t now = eng_mono_ns();
+	if (t->rate_at_ns == 0)
+		t->rate_tokens = burst;
+	else
+		t->rate_tokens += (double)(now - t->rate_at_ns) * cfg->tenant_rate_eps / 1e9;
+	if (t->rate_tokens > burst)
+		t->rate_tokens = burst;
+	t->rate_at_ns = now;
+	return t->rate_tokens;
 }
 
 /* Checks everything that can refuse a request before any state changes,
@@ -190,6 +209,8 @@ static int append_check(struct eng_shard *s, struct eng_append *req, uint64_t *b
 	if (need > s->wal.buf[0].cap || need > UINT32_MAX)
 		return FMT_E_TOO_BIG;
 	struct eng_tenant *t = eng_tenant_find(s, req->tenant);
+	if (cfg->tenant_rate_eps && t && rate_refill(cfg, t) < (double)req->count)
+		return ENG_E_RATE;
 	static const struct eng_memtable empty;
 	uint64_t grow = eng_memtable_growth(t ? &t->active : &empty, req->count, need);
 	if (s->memtable_bytes + grow > cfg->memtable_budget_bytes) {
@@ -274,6 +295,13 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 	if (!t) {
 		fail_append(s, req, rc);
 		return true;
+	}
+	if (s->eng->cfg.tenant_rate_eps) {
+		if (rate_refill(&s->eng->cfg, t) < (double)req->count) {
+			fail_append(s, req, ENG_E_RATE); /* a new tenant's first request */
+			return true;
+		}
+		t->rate_tokens -= req->count;
 	}
 	int64_t now = eng_now_ns();
 	uint64_t mem_before = eng_memtable_bytes(&t->active);

@@ -342,6 +342,39 @@ int stream_send_message(struct stream *st, const uint8_t *msg, uint32_t len)
 	return 0;
 }
 
+#define LOG_LINES_PER_S 20 /* refusal lines per shard and second at info and above */
+
+/* Refusals are logged: auth failures at warn (someone holds a bad or
+ * revoked key), server-side failures at warn, client mistakes at debug.
+ * A flood of bad requests cannot flood the log: past LOG_LINES_PER_S a
+ * second per shard, lines are counted in a metric instead. */
+static void log_refusal(struct stream *st, int status)
+{
+	struct srv_shard *sh = st->c->sh;
+	enum nlog_level level = NLOG_DEBUG;
+	if (status == GRPC_UNAUTHENTICATED || status == GRPC_PERMISSION_DENIED ||
+	    status == GRPC_INTERNAL || status == GRPC_DATA_LOSS)
+		level = NLOG_WARN;
+	else if (status == GRPC_UNAVAILABLE || status == GRPC_RESOURCE_EXHAUSTED)
+		level = NLOG_INFO;
+	if (level > nlog_get_level())
+		return;
+	int64_t now = srv_now_ns();
+	if (now - sh->log_window_ns >= 1000000000ll) {
+		sh->log_window_ns = now;
+		sh->log_lines = 0;
+	}
+	if (++sh->log_lines > LOG_LINES_PER_S) {
+		atomic_fetch_add_explicit(&sh->stats.log_suppressed, 1, memory_order_relaxed);
+		return;
+	}
+	nlog(level,
+	     &(struct nlog_fields){ .tenant = st->tenant, .request_id = st->request_id,
+				     .peer = st->c->peer, .method = rpc_method_name(st->method),
+				     .code = status },
+	     "%s: %s", grpc_status_name(status), st->final_message);
+}
+
 void stream_finish(struct stream *st, int status, const char *message)
 {
 	if (st->answered)
@@ -351,11 +384,7 @@ void stream_finish(struct stream *st, int status, const char *message)
 	snprintf(st->final_message, sizeof(st->final_message), "%s", message ? message : "");
 	srv_count_request(st->c->sh, st->method, status);
 	if (status != GRPC_OK)
-		nlog(status == GRPC_INTERNAL ? NLOG_WARN : NLOG_DEBUG,
-		     &(struct nlog_fields){ .tenant = st->tenant, .request_id = st->request_id,
-					     .peer = st->c->peer, .method = rpc_method_name(st->method),
-					     .code = status },
-		     "%s: %s", grpc_status_name(status), st->final_message);
+		log_refusal(st, status);
 	if (!st->headers_sent) {
 		/* Trailers-only: one HEADERS frame with END_STREAM. */
 		char code[12], msg[3 * sizeof(st->final_message) + 1];

@@ -65,6 +65,7 @@ enum srv_reason {
 	R_UNIMPLEMENTED,
 	R_STORAGE_FAILED,
 	R_NOT_READY,
+	R_RATE_LIMITED,
 	R_REASONS
 };
 
@@ -169,6 +170,7 @@ struct srv_stats {
 	_Atomic uint64_t conns_idle_closed, conns_slow_closed;
 	_Atomic uint64_t bytes_received, bytes_sent;
 	_Atomic uint64_t submit_retries;
+	_Atomic uint64_t log_suppressed;
 	struct mx_hist append_duration;
 	struct mx_hist request_duration[M_METHODS];
 };
@@ -188,6 +190,8 @@ struct srv_shard {
 	uint32_t conn_count;
 	uint32_t calls_in_engine;
 	int64_t next_sweep_ns;
+	int64_t log_window_ns;      /* refusal log lines: at most LOG_LINES_PER_S */
+	uint32_t log_lines;
 	bool drain_seen;
 	_Atomic uint64_t epoch;     /* ticks completed (key table reclamation) */
 	_Atomic bool drained;       /* draining and nothing left in flight */
@@ -202,6 +206,7 @@ struct srv_retired_keys {
 
 struct srv {
 	struct srv_config cfg;
+	uint32_t tenant_rate_eps;
 	struct fmt_limits limits;
 	char listen_host[256];
 	uint16_t port;

@@ -310,6 +310,11 @@ static void append_done(struct eng_append *req)
 		call_fail(call, R_TENANTS_FULL, GRPC_RESOURCE_EXHAUSTED,
 			  "this node holds its maximum number of tenants");
 		break;
+	case ENG_E_RATE:
+		call_fail(call, R_RATE_LIMITED, GRPC_RESOURCE_EXHAUSTED,
+			  "tenant %s is over its rate of %u events/s; retry later", call->tenant,
+			  call->sh->srv->tenant_rate_eps);
+		break;
 	case FMT_E_SHUTDOWN:
 		engine_gone(call);
 		break;

@@ -452,6 +452,7 @@ int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_l
 		return -1;
 	}
 	s->cfg = *cfg;
+	s->tenant_rate_eps = cfg->tenant_rate_eps;
 	s->limits = *limits;
 	snprintf(s->keys_file, sizeof(s->keys_file), "%s", cfg->keys_file ? cfg->keys_file : "");
 	s->shard_count = shards;
@@ -621,6 +622,7 @@ static const char *const reason_names[R_REASONS] = {
 	[R_UNIMPLEMENTED] = "unimplemented",
 	[R_STORAGE_FAILED] = "storage_failed",
 	[R_NOT_READY] = "not_ready",
+	[R_RATE_LIMITED] = "rate_limited",
 };
 
 static uint64_t sum_shards(const struct srv *s, size_t offset)
@@ -708,11 +710,16 @@ int srv_render_metrics(struct srv *s, struct mx_buf *b)
 	counter(b, "hodei_grpc_received_bytes_total", "Bytes read from gRPC connections.",
 		SUM(bytes_received));
 	counter(b, "hodei_grpc_sent_bytes_total", "Bytes written to gRPC connections.", SUM(bytes_sent));
+	counter(b, "hodei_log_lines_suppressed_total",
+		"Refusal log lines not written because a shard wrote its maximum per second.",
+		SUM(log_suppressed));
 	counter(b, "hodei_engine_queue_full_total",
 		"Requests that found the engine's queue full and were retried.", SUM(submit_retries));
 	gauge(b, "hodei_grpc_max_message_bytes", "Largest gRPC message accepted.",
 	      s->cfg.max_message_bytes);
 	gauge(b, "hodei_grpc_max_streams", "Concurrent streams per connection.", s->cfg.max_streams);
+	gauge(b, "hodei_tenant_rate_limit_events_per_second",
+	      "Events per second one tenant may append (0: no limit).", s->cfg.tenant_rate_eps);
 	gauge(b, "hodei_grpc_max_events_per_request", "Events one request may carry.",
 	      s->limits.events_per_batch_max);
 	gauge(b, "hodei_api_keys", "API keys loaded from the keys file.",

@@ -44,6 +44,7 @@ struct srv_config {
 	uint32_t conn_window_bytes;       /* per connection, buffered request bytes */
 	uint32_t stream_inflight_max;     /* AppendStream requests in the engine at once */
 	uint32_t tenant_labels_max;       /* tenants with their own metric label */
+	uint32_t tenant_rate_eps;         /* the engine's, for messages and metrics */
 	int64_t idle_timeout_ns;          /* connection with no stream */
 	int64_t request_timeout_ns;       /* a request (or the preface) must arrive within */
 };

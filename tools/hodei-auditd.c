@@ -94,6 +94,10 @@ static const struct opt opts[] = {
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
 	  "unsealed events per shard before appends are refused (512MiB)" },
 	{ "tenants-max", "HODEI_TENANTS_MAX", O_U32, D(eng_cfg.tenants_max), 0, "tenants per shard" },
+	{ "tenant-rate", "HODEI_TENANT_RATE", O_U32, D(eng_cfg.tenant_rate_eps), 0,
+	  "events/s one tenant may append; over it RESOURCE_EXHAUSTED (0: no limit)" },
+	{ "tenant-burst", "HODEI_TENANT_BURST", O_U32, D(eng_cfg.tenant_burst), 0,
+	  "events a tenant may append at once above its rate (0: max(rate, max-events))" },
 	{ "max-events", "HODEI_MAX_EVENTS", O_U32, D(eng_cfg.limits.events_per_batch_max), 0,
 	  "events per request (10000)" },
 	{ "max-message-bytes", "HODEI_MAX_MESSAGE_BYTES", O_SIZE, D(srv_cfg.max_message_bytes), 0,
@@ -319,6 +323,7 @@ static int configure(struct daemon *d, int argc, char **argv)
 		snprintf(d->keys_file, sizeof(d->keys_file), "%s/keys", d->data_dir);
 	d->eng_cfg.data_dir = d->data_dir;
 	d->srv_cfg.keys_file = d->keys_file;
+	d->srv_cfg.tenant_rate_eps = d->eng_cfg.tenant_rate_eps;
 	if (d->srv_cfg.max_message_bytes + 65536u > d->srv_cfg.conn_window_bytes)
 		d->srv_cfg.conn_window_bytes = d->srv_cfg.max_message_bytes + 65536u;
 	return EXIT_OK;
