@@ -60,6 +60,18 @@ static inline struct fmt_str fmt_str_c(const char *s)
 	return r;
 }
 
+/* The value of one hex digit (either case), or -1. */
+static inline int fmt_hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 static inline int fmt_str_eq(struct fmt_str a, struct fmt_str b)
 {
 	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);

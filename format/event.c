@@ -371,17 +371,6 @@ void fmt_uuid_format(const uint8_t id[16], char out[37])
 	*p = 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int fmt_uuid_parse(const char *s, size_t len, uint8_t out[16])
 {
 	if (len != 36)
@@ -394,7 +383,7 @@ int fmt_uuid_parse(const char *s, size_t len, uint8_t out[16])
 			i++;
 			continue;
 		}
-		int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+		int hi = fmt_hex_digit(s[i]), lo = fmt_hex_digit(s[i + 1]);
 		if (hi < 0 || lo < 0)
 			return FMT_E_INVALID;
 		out[j++] = (uint8_t)(hi << 4 | lo);

@@ -22,10 +22,10 @@
  * be called from another thread.
  */
 #include "net/admin.h"
+#include "net/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -75,36 +75,6 @@ struct admin_req {
 
 /* ---- logging ---------------------------------------------------------- */
 
-/* One JSON line on stderr in the process' log format (DESIGN.md §6; the
- * keys of net/log.h: time, level, msg, plus component), written with one
- * write(2). Kept here rather than calling net/log.c so that this file
- * builds alone. msg may hold client bytes (a URL): anything but printable
- * ASCII becomes '?', so jansson always accepts it. */
-static void admin_log(const char *level, const char *msg)
-{
-	char clean[LOG_LINE_BYTES], when[40];
-	size_t n = 0;
-	for (; msg[n] && n < sizeof(clean) - 1; n++)
-		clean[n] = msg[n] >= 0x20 && msg[n] < 0x7f ? msg[n] : '?';
-	clean[n] = '\0';
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	size_t w = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + w, sizeof(when) - w, ".%03ldZ", ts.tv_nsec / 1000000);
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "time", when, "level", level, "msg", clean,
-			      "component", "admin");
-	char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
-	if (!line)
-		return;
-	size_t len = strlen(line);
-	line[len] = '\n'; /* json_dumps' NUL becomes the newline: one write */
-	(void)!write(STDERR_FILENO, line, len + 1);
-	free(line);
-}
-
 /* libmicrohttpd's own messages; fmt is its format string. */
 __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt,
 							      va_list ap)
@@ -114,7 +84,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
 	size_t n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
-	admin_log("warn", msg);
+	nlog(NLOG_WARN, NULL, "admin port: %s", msg);
 }
 
 /* ---- listen address ----------------------------------------------------- */
@@ -262,7 +232,7 @@ static enum MHD_Result answer_metrics(struct admin *a, struct MHD_Connection *c,
 		char msg[LOG_LINE_BYTES];
 		int n = snprintf(msg, sizeof(msg) - 1, "metrics exposition failed: %s (limit %u bytes)",
 				 fmt_strerror(rc ? rc : -ENOMEM), a->ops.limits.metrics_bytes_max);
-		admin_log("error", msg);
+		nlog(NLOG_ERROR, NULL, "admin port: %s", msg);
 		strcpy(msg + FMT_MIN((size_t)n, sizeof(msg) - 2), "\n");
 		return respond_copy(a, c, r, MHD_HTTP_INTERNAL_SERVER_ERROR, msg);
 	}
@@ -318,7 +288,7 @@ static enum MHD_Result answer_other(struct admin *a, struct MHD_Connection *c,
 		char msg[LOG_LINE_BYTES];
 		int n = snprintf(msg, sizeof(msg) - 1, "%s %s failed: %s", method, url,
 				 fmt_strerror(rc ? rc : -ENOMEM));
-		admin_log("error", msg);
+		nlog(NLOG_ERROR, NULL, "admin port: %s", msg);
 		strcpy(msg + FMT_MIN((size_t)n, sizeof(msg) - 2), "\n");
 		return respond_copy(a, c, r, MHD_HTTP_INTERNAL_SERVER_ERROR, msg);
 	}

@@ -80,17 +80,6 @@ void auth_table_free(struct auth_table *t)
 	free(t);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Splits the next whitespace-separated word off *p. */
 static bool next_word(const char **p, const char **w, size_t *len)
 {
@@ -118,7 +107,7 @@ static int parse_line(const char *line, struct auth_key *key, const char **why)
 		return -1;
 	}
 	for (size_t i = 0; i < AUTH_HASH_BYTES; i++) {
-		int hi = hexval(w[2 * i]), lo = hexval(w[2 * i + 1]);
+		int hi = fmt_hex_digit(w[2 * i]), lo = fmt_hex_digit(w[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			*why = "the key hash is not hex";
 			return -1;

@@ -228,17 +228,6 @@ static int parse_int(const uint8_t *v, size_t len, int *out)
 	return 0;
 }
 
-static int hex_digit(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* grpc-message is percent-encoded (gRPC over HTTP/2, "Responses"). */
 static void percent_decode(const uint8_t *v, size_t len, char *out, size_t cap)
 {
@@ -246,8 +235,8 @@ static void percent_decode(const uint8_t *v, size_t len, char *out, size_t cap)
 	for (size_t i = 0; i < len && n + 1 < cap; i++) {
 		int hi = -1, lo = -1;
 		if (v[i] == '%' && len - i > 2) {
-			hi = hex_digit(v[i + 1]);
-			lo = hex_digit(v[i + 2]);
+			hi = fmt_hex_digit(v[i + 1]);
+			lo = fmt_hex_digit(v[i + 2]);
 		}
 		if (hi >= 0 && lo >= 0) {
 			out[n++] = (char)(hi << 4 | lo);
