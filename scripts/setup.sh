@@ -3,7 +3,9 @@
 #
 # setup.sh — the first command on a fresh Debian 12 machine: installs the
 # Debian packages hodei-audit needs (only the missing ones, so a second run
-# does no apt work at all), configures and builds the project with CMake and
+# does no apt work at all), makes the Python virtual environment .venv/ of
+# the integration tests (tests/integration/requirements.txt; skipped when it
+# is already up to date), configures and builds the project with CMake and
 # Ninja, then runs hodei-auditd on its embedded defaults.
 #
 #   scripts/setup.sh [--no-run] [--] [hodei-auditd arguments...]
@@ -49,7 +51,7 @@ packages=(
 	liburing-dev libzstd-dev libxxhash-dev libssl-dev libcriterion-dev
 	libjansson-dev clang libclang-rt-14-dev python3 python3-venv
 	libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
-	libcurl4-openssl-dev libmicrohttpd-dev
+	libcurl4-openssl-dev libmicrohttpd-dev prometheus openssl
 )
 
 install_missing() {
@@ -75,9 +77,31 @@ install_missing() {
 	"${apt[@]}" install -y --no-install-recommends "${missing[@]}"
 }
 
+# The integration tests' Python packages (grpcio, grpcio-tools, pytest...)
+# in .venv/, from PyPI. A stamp holding the requirements file's hash makes a
+# second run do nothing, and a changed requirements file reinstall.
+setup_venv() {
+	local venv=.venv req=tests/integration/requirements.txt
+	local stamp="$venv/.hodei-requirements.sha256" want
+	[ -f "$req" ] || return 0
+	want=$(sha256sum "$req" | cut -d' ' -f1)
+	if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+		say "venv: $venv/ up to date"
+		return
+	fi
+	say "venv: installing $req into $venv/"
+	if [ ! -x "$venv/bin/python" ]; then
+		python3 -m venv "$venv" || die "python3 -m venv $venv failed (is python3-venv installed?)"
+	fi
+	"$venv/bin/python" -m pip install -q -r "$req" ||
+		die "pip install -r $req failed (PyPI unreachable?)"
+	printf '%s\n' "$want" >"$stamp"
+}
+
 command -v dpkg-query >/dev/null 2>&1 ||
 	die "this script installs Debian packages: run it on Debian 12 (bookworm)"
 install_missing
+setup_venv
 
 cmake_args=(-S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE="$build_type")
 if [ -n "${CC:-}" ]; then

@@ -10,7 +10,8 @@
 #
 #   all    main, then asan, then tsan (the default)
 #   main   every CTest label in ${BUILD_DIR:-build}/ (honours CC, CMAKE_BUILD_TYPE)
-#   asan   ASan+UBSan, Debug, -Werror, clang if present: labels unit|fuzz-regress
+#   asan   ASan+UBSan, Debug, -Werror, clang if present: labels unit|fuzz-regress,
+#          and the integration suite against the sanitized server
 #   tsan   TSan, Debug, clang if present, in build-tsan/: label tsan
 #
 # HODEI_TEST_QUICK=1 makes "all" skip the sanitizer pass (local iteration).
@@ -141,7 +142,7 @@ stage_asan() {
 		HODEI_CMAKE_ARGS="-DHODEI_SANITIZE=address -DHODEI_WERROR=ON" || return
 	ASAN_OPTIONS="detect_leaks=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
 	UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}" \
-		run_tests asan build-asan "$asan_pattern" -L 'unit|fuzz-regress'
+		run_tests asan build-asan "$asan_pattern" -L 'unit|fuzz-regress|integration'
 }
 
 stage_tsan() {

@@ -1,0 +1,306 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Every RPC's happy path with the official grpcio client (issue #3):
+Append, AppendStream (1,000 requests, one response each, in order), Search
+with each filter and paging, Verify, Health/Check, Count (UNIMPLEMENTED until
+issue #5), and 32 concurrent clients appending to 100 tenants, after which
+every acked event is found with the acked seq and a chain recomputed here
+from docs/FORMAT.md."""
+import queue
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+
+import hodei
+from hodei import check_chain, event, events, search_all, status_of
+
+
+def test_health_check_serving_without_key(server, stubs):
+    h = stubs.health_pb2
+    for service in ("", "hodei.audit.v1.AuditService"):
+        resp = server.health().Check(h.HealthCheckRequest(service=service))
+        assert resp.status == h.HealthCheckResponse.SERVING, service
+    code, details, _ = status_of(lambda: server.health().Check(h.HealthCheckRequest(service="no.such.Service")))
+    assert code == grpc.StatusCode.NOT_FOUND, (code, details)
+
+
+def test_append_search_verify_roundtrip(server, stubs):
+    a = stubs.audit_pb2
+    writer = server.add_key("acme", "writer")
+    reader = server.add_key("acme", "reader")
+    sent = [
+        event(0, source_ip="203.0.113.7", trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+              attributes=[("region", "eu-west-1"), ("mfa", "true")],
+              details_json=b'{"via":"console","nested":{"a":[1,2,3]}}'),
+        event(1, source_ip="2001:db8::42", outcome=a.OUTCOME_DENIED, attributes=[],
+              details_json=b""),
+        event(2, source_ip="", outcome=a.OUTCOME_FAILURE, actor_type="service",
+              actor_id="svc-\u00e9\u4e2d\U0001f600", action="invoice.create",
+              details_json='"caf\u00e9"'.encode()),
+    ]
+    resp = server.stub(writer).Append(a.AppendRequest(events=sent))
+    assert (resp.accepted, resp.duplicates, resp.first_seq, resp.last_seq) == (3, 0, 1, 3)
+    assert len(resp.chain_hash) == 32
+
+    got = search_all(server.stub(reader))
+    assert [s.seq for s in got] == [1, 2, 3]
+    for s, e in zip(got, sent):
+        assert s.tenant_id == "acme"
+        assert s.event == e, f"seq {s.seq}: stored event differs from the one sent"
+        assert s.received_at_ns > 0
+        assert len(s.chain_hash) == 32
+    final = check_chain(got, "acme")
+    assert resp.chain_hash == final, "AppendResponse.chain_hash is not the chain after last_seq"
+
+    v = server.stub(reader).Verify(a.VerifyRequest())
+    assert v.ok, v.problem
+    assert v.events_checked == 3
+    assert v.chain_hash == final
+    assert v.first_bad_seq == 0 and v.problem == ""
+
+    # A second append continues the seq and the chain.
+    resp2 = server.stub(writer).Append(a.AppendRequest(events=events(2, start=10)))
+    assert (resp2.accepted, resp2.first_seq, resp2.last_seq) == (2, 4, 5)
+    got = search_all(server.stub(reader))
+    assert resp2.chain_hash == check_chain(got, "acme")
+
+
+def test_server_assigns_event_id_and_time(server, stubs):
+    a = stubs.audit_pb2
+    w = server.add_key("t1", "writer")
+    r = server.add_key("t1", "reader")
+    before = time.time_ns()
+    resp = server.stub(w).Append(a.AppendRequest(
+        events=[event(0, event_id=b"", occurred_at_ns=0), event(1, event_id=b"", occurred_at_ns=0)]))
+    after = time.time_ns()
+    assert resp.accepted == 2
+    got = search_all(server.stub(r), to_ns=after + 1)
+    assert len(got) == 2
+    ids = set()
+    for s in got:
+        eid = s.event.event_id
+        assert len(eid) == 16 and eid != bytes(16)
+        assert uuid.UUID(bytes=eid).version == 7, "server-assigned ids are UUIDv7"
+        ids.add(eid)
+        assert before <= s.event.occurred_at_ns <= after, "occurred_at 0 means receive time"
+        assert before <= s.received_at_ns <= after
+    assert len(ids) == 2
+    check_chain(got, "t1")
+
+
+def test_search_filters_order_and_paging(server, stubs):
+    a = stubs.audit_pb2
+    w = server.add_key("acme", "writer")
+    r = server.stub(server.add_key("acme", "reader"))
+    base = time.time_ns() - 100 * 1_000_000_000
+    sent = []
+    for i in range(30):
+        sent.append(event(
+            i, occurred_at_ns=base + i * 1_000_000_000,
+            actor_id=f"user-{i % 3}", action=("doc.read", "doc.write")[i % 2],
+            resource_type=("doc", "invoice")[i % 2 if i < 20 else 0],
+            resource_id=f"r-{i % 5}",
+            outcome=(a.OUTCOME_SUCCESS, a.OUTCOME_FAILURE, a.OUTCOME_DENIED)[i % 3]))
+    server.stub(w).Append(a.AppendRequest(events=sent))
+
+    def ids(evs):
+        return [s.event.event_id for s in evs]
+
+    def expect(pred):
+        return [e.event_id for e in sent if pred(e)]
+
+    # Default: newest first, limit 100.
+    resp = r.Search(a.SearchRequest())
+    assert ids(resp.events) == list(reversed(ids_sent := [e.event_id for e in sent]))
+    assert resp.next_page_token == b""
+    assert ids(search_all(r)) == ids_sent
+
+    cases = [
+        (dict(actor_id="user-1"), lambda e: e.actor_id == "user-1"),
+        (dict(action="doc.write"), lambda e: e.action == "doc.write"),
+        (dict(resource_type="invoice"), lambda e: e.resource_type == "invoice"),
+        (dict(resource_id="r-2"), lambda e: e.resource_id == "r-2"),
+        (dict(outcome=a.OUTCOME_DENIED), lambda e: e.outcome == a.OUTCOME_DENIED),
+        (dict(event_id=sent[7].event_id), lambda e: e.event_id == sent[7].event_id),
+        (dict(actor_id="user-0", action="doc.read"),
+         lambda e: e.actor_id == "user-0" and e.action == "doc.read"),
+        (dict(from_ns=base + 10 * 10**9, to_ns=base + 20 * 10**9),
+         lambda e: base + 10 * 10**9 <= e.occurred_at_ns < base + 20 * 10**9),
+        (dict(from_ns=base + 25 * 10**9), lambda e: e.occurred_at_ns >= base + 25 * 10**9),
+        (dict(actor_id="nobody"), lambda e: False),
+        (dict(event_id=hodei.uuid7()), lambda e: False),
+    ]
+    for filters, pred in cases:
+        got = search_all(r, **filters)
+        assert ids(got) == expect(pred), f"filters {filters}"
+        newest = search_all(r, oldest_first=False, **filters)
+        assert ids(newest) == list(reversed(expect(pred))), f"filters {filters}, newest first"
+
+    # Paging: pages of 7, both directions, no event twice, none missing.
+    for oldest in (True, False):
+        seen, token, pages = [], b"", 0
+        while True:
+            resp = r.Search(a.SearchRequest(limit=7, oldest_first=oldest, page_token=token))
+            assert len(resp.events) <= 7
+            seen += ids(resp.events)
+            pages += 1
+            token = resp.next_page_token
+            if not token:
+                break
+            assert pages < 100
+        want = ids_sent if oldest else list(reversed(ids_sent))
+        assert seen == want, f"paging oldest_first={oldest}"
+
+
+def test_search_limit_max_1000(server, stubs):
+    """limit is 1-1000, 0 meaning 100 (docs/API.md); 1001 is refused."""
+    a = stubs.audit_pb2
+    w = server.add_key("big", "writer")
+    r = server.stub(server.add_key("big", "reader"))
+    server.stub(w).Append(a.AppendRequest(events=events(1100)))
+    resp = r.Search(a.SearchRequest(oldest_first=True))
+    assert len(resp.events) == 100 and resp.next_page_token
+    resp = r.Search(a.SearchRequest(limit=1000, oldest_first=True))
+    assert len(resp.events) == 1000 and resp.next_page_token
+    assert [s.seq for s in resp.events] == list(range(1, 1001))
+    code, details, _ = status_of(lambda: r.Search(a.SearchRequest(limit=1001)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "limit" in details, (code, details)
+    got = search_all(r, limit=1000)
+    assert len(got) == 1100
+    check_chain(got, "big")
+
+
+def test_verify_ranges(server, stubs):
+    a = stubs.audit_pb2
+    w = server.stub(server.add_key("v", "writer"))
+    r = server.stub(server.add_key("v", "reader"))
+    for i in range(5):
+        w.Append(a.AppendRequest(events=events(10, start=i * 10)))
+    got = search_all(r)
+    final = check_chain(got, "v")
+    v = r.Verify(a.VerifyRequest())
+    assert v.ok and v.events_checked == 50 and v.chain_hash == final
+    v = r.Verify(a.VerifyRequest(from_seq=11, to_seq=25))
+    assert v.ok, v.problem
+    assert v.events_checked == 15
+    assert v.chain_hash == got[24].chain_hash, "Verify's chain_hash is the chain after to_seq"
+
+
+def test_verify_empty_tenant(server, stubs):
+    v = server.stub(server.add_key("empty", "reader")).Verify(stubs.audit_pb2.VerifyRequest())
+    assert v.ok and v.events_checked == 0
+
+
+def test_append_stream_1000_requests_in_order(server, stubs):
+    a = stubs.audit_pb2
+    w = server.stub(server.add_key("stream", "writer"))
+    reqs = [a.AppendRequest(events=[event(i)]) for i in range(1000)]
+    sent_ids = [r.events[0].event_id for r in reqs]
+    responses = list(w.AppendStream(iter(reqs)))
+    assert len(responses) == 1000, "one response per request"
+    for i, resp in enumerate(responses):
+        assert (resp.accepted, resp.duplicates, resp.first_seq, resp.last_seq) == (1, 0, i + 1, i + 1), \
+            f"response {i} out of order or wrong"
+    got = search_all(server.stub(server.add_key("stream", "reader")))
+    assert [s.event.event_id for s in got] == sent_ids
+    final = check_chain(got, "stream")
+    assert responses[-1].chain_hash == final
+    for resp, s in zip(responses, got):
+        assert resp.chain_hash == s.chain_hash
+
+
+def test_append_stream_batches_interleaved(server, stubs):
+    """Responses come while the client is still sending (not only at the
+    end): each request is sent only after the previous answer arrived."""
+    a = stubs.audit_pb2
+    w = server.stub(server.add_key("lock", "writer"))
+    q = queue.Queue()
+
+    def gen():
+        for i in range(20):
+            yield a.AppendRequest(events=events(3, start=i * 3))
+            q.get(timeout=30)
+
+    call = w.AppendStream(gen())
+    n = 0
+    for resp in call:
+        assert resp.first_seq == n * 3 + 1 and resp.last_seq == n * 3 + 3
+        n += 1
+        q.put(None)
+    assert n == 20
+
+
+def test_count_is_unimplemented(server, stubs):
+    a = stubs.audit_pb2
+    r = server.stub(server.add_key("c", "reader"))
+    code, details, _ = status_of(lambda: r.Count(a.CountRequest(group_by="action")))
+    assert code == grpc.StatusCode.UNIMPLEMENTED, (code, details)
+    # The connection is still usable.
+    assert r.Verify(a.VerifyRequest()).ok
+
+
+def test_io_sync_backend(server_factory, stubs):
+    a = stubs.audit_pb2
+    srv = server_factory(args=["--io", "sync"])
+    w = srv.stub(srv.add_key("s", "writer"))
+    resp = w.Append(a.AppendRequest(events=events(20)))
+    assert resp.accepted == 20
+    check_chain(srv.stored("s"), "s")
+
+
+@pytest.mark.slow
+def test_32_clients_100_tenants(server_factory, stubs):
+    a = stubs.audit_pb2
+    srv = server_factory(start=False)
+    tenants = [f"tenant-{i:03d}" for i in range(100)]
+    writers = {t: srv.add_key(t, "writer") for t in tenants}
+    srv.start()
+
+    requests_per_client, batch = 25, 8
+    acked = []  # (tenant, [event ids], first_seq, last_seq, chain_hash)
+    errors = []
+    lock = threading.Lock()
+
+    def client(c):
+        try:
+            ch = srv.channel()
+            stubs_by_tenant = {}
+            for j in range(requests_per_client):
+                t = tenants[(c * 7 + j * 13) % 100]
+                st = stubs_by_tenant.get(t)
+                if st is None:
+                    st = stubs_by_tenant[t] = srv.stub(writers[t], channel=ch)
+                evs = events(batch, start=j * batch, actor_id=f"client-{c}")
+                resp = st.Append(a.AppendRequest(events=evs))
+                with lock:
+                    acked.append((t, [e.event_id for e in evs], resp))
+        except Exception as e:  # reported below
+            errors.append(f"client {c}: {e!r}")
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert len(acked) == 32 * requests_per_client
+
+    by_tenant = {}
+    for t, ids, resp in acked:
+        assert resp.accepted == batch and resp.duplicates == 0
+        assert resp.last_seq - resp.first_seq + 1 == batch
+        by_tenant.setdefault(t, []).append((ids, resp))
+    for t, batches in by_tenant.items():
+        got = srv.stored(t)
+        final = check_chain(got, t)
+        assert len(got) == batch * len(batches), f"{t}: stored {len(got)}"
+        by_seq = {s.seq: s for s in got}
+        for ids, resp in batches:
+            for k, eid in enumerate(ids):
+                s = by_seq[resp.first_seq + k]
+                assert s.event.event_id == eid, f"{t}: seq {resp.first_seq + k} holds another event"
+            assert by_seq[resp.last_seq].chain_hash == resp.chain_hash
+        v = srv.verify(t)
+        assert v.ok and v.events_checked == len(got) and v.chain_hash == final
