@@ -73,10 +73,11 @@ def test_idle_connections_are_closed_so_active_clients_get_in(server_factory):
     assert append_one(srv).accepted == 1
 
 
-def partial_request(port, path, key, tenant, body, timeout_s=30):
+def partial_request(port, path, key, tenant, body, timeout_s=30, headers=(), settings=None):
     """Sends a gRPC request whose body never ends, with the h2 library (a
     real HTTP/2 implementation), and returns the grpc-status the server
-    answers with, or None if it never answers."""
+    answers with, or None if it never answers. settings: a dict that gets
+    the server's SETTINGS."""
     import h2.config
     import h2.connection
     import h2.events
@@ -89,7 +90,7 @@ def partial_request(port, path, key, tenant, body, timeout_s=30):
         (":method", "POST"), (":scheme", "http"), (":path", path),
         (":authority", f"127.0.0.1:{port}"), ("content-type", "application/grpc"),
         ("te", "trailers"), ("authorization", f"Bearer {key}"), ("x-hodei-tenant", tenant),
-    ])
+    ] + list(headers))
     conn.send_data(sid, body, end_stream=False)
     sock.sendall(conn.data_to_send())
     try:
@@ -98,9 +99,11 @@ def partial_request(port, path, key, tenant, body, timeout_s=30):
             if not data:
                 return None
             for ev in conn.receive_data(data):
-                headers = getattr(ev, "headers", None)
-                if headers:
-                    for k, v in headers:
+                if settings is not None and isinstance(ev, h2.events.RemoteSettingsChanged):
+                    settings.update({k: v.new_value for k, v in ev.changed_settings.items()})
+                got = getattr(ev, "headers", None)
+                if got:
+                    for k, v in got:
                         k = k.decode() if isinstance(k, bytes) else k
                         if k == "grpc-status":
                             return int(v)
@@ -119,6 +122,31 @@ def test_a_request_that_never_finishes_times_out(server_factory):
     assert status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert srv.metrics().get("hodei_connections_slow_closed_total") >= 1
     assert append_one(srv).accepted == 1
+
+
+def test_grpc_timeout_is_honoured_by_the_server(server_factory):
+    """A grpc-timeout of 200 ms on a request whose body never arrives: the
+    server answers DEADLINE_EXCEEDED itself (the request timeout is far)."""
+    srv = server_factory(args=["--request-timeout", "1h"])
+    status = partial_request(srv.grpc_port, "/hodei.audit.v1.AuditService/Search",
+                             srv.admin_key, "acme", b"\x00\x00\x00\x00\x10abc",
+                             headers=[("grpc-timeout", "200m")])
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert srv.metrics().get("hodei_requests_rejected_total", reason="deadline_exceeded") == 1
+
+
+def test_max_streams_is_announced_to_clients(server_factory):
+    import h2.settings
+
+    srv = server_factory(args=["--max-streams", "7", "--max-message-bytes", "65536"])
+    settings = {}
+    partial_request(srv.grpc_port, "/hodei.audit.v1.AuditService/Nope", srv.admin_key, "acme",
+                    b"", settings=settings)
+    assert settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS) == 7
+    # A stream's window holds the largest message (it is credited back
+    # only when the request is done).
+    assert settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE) >= 65536 + 5
+    assert srv.metrics().get("hodei_grpc_max_streams") == 7
 
 
 def test_non_grpc_requests_get_http_415(server):
