@@ -33,6 +33,7 @@ void eng_config_default(struct eng_config *c)
 	c->producers_max = 64;
 	c->queue_depth = 1024;
 	c->tenants_max = 100000;
+	c->disk_reserve_bytes = 256ull << 20;
 	c->seal_rows = 500000;
 	c->seal_bytes = 64ull << 20;
 	c->seal_age_ns = 60ll * 1000000000;

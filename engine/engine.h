@@ -84,6 +84,8 @@ struct eng_config {
 	uint32_t tenants_max;            /* tenants per shard */
 	uint32_t tenant_rate_eps;        /* events/s one tenant may append; 0: no limit */
 	uint32_t tenant_burst;           /* token bucket size; 0: max(rate, events_per_batch_max) */
+	uint64_t disk_budget_bytes;      /* WAL + local segments, all shards; 0: no limit */
+	uint64_t disk_reserve_bytes;     /* refuse appends when the file system has less free */
 	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
 	uint64_t seal_bytes;             /* ... or this many bytes */
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
@@ -153,6 +155,9 @@ uint32_t eng_producer_pending(const struct eng_producer *p);
 /* An append refused because its tenant is over its rate (token bucket of
  * eng_config.tenant_rate_eps events/s): nothing of it was stored. */
 #define ENG_E_RATE (-2001)
+/* An append refused because the data directory is over its disk budget or
+ * its file system under the free-space reserve (DESIGN.md §2.6). */
+#define ENG_E_DISK (-2002)
 
 struct eng_append;
 typedef void (*eng_append_done_fn)(struct eng_append *req);
@@ -181,7 +186,7 @@ struct eng_append {
 	/* Out, valid in the callback. status: 0, FMT_E_INVALID (see invalid,
 	 * invalid_index), FMT_E_TOO_BIG (too many events or too many bytes),
 	 * FMT_E_NOMEM (memory budget), FMT_E_FULL (tenants_max), ENG_E_RATE
-	 * (the tenant is over tenant_rate_eps), -EIO (the
+	 * (the tenant is over tenant_rate_eps), ENG_E_DISK (disk budget), -EIO (the
 	 * WAL could not be made durable: nothing of the request is acked) or
 	 * FMT_E_SHUTDOWN. */
 	int status;
@@ -295,6 +300,7 @@ struct eng_shard_stats {
 	uint64_t events_appended, events_duplicate;
 	uint64_t batches_committed;     /* append requests acknowledged */
 	uint64_t requests_rejected_invalid, requests_rejected_budget, requests_rejected_rate;
+	uint64_t requests_rejected_disk;
 	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
 	/* Group commits: wal_fsyncs counts them; fsync_ns_* measure each from
 	 * the write's submission to the shard seeing the fsync complete, so
@@ -313,6 +319,8 @@ struct eng_shard_stats {
 	uint64_t queue_full;            /* submits refused because a queue was full */
 	int io_backend;                 /* enum eng_io_backend */
 	bool failed;                    /* write path stopped after an I/O error */
+	bool disk_full;                 /* appends refused: disk budget or reserve */
+	uint64_t disk_used_bytes;       /* WAL (upper bound) + local segments */
 };
 
 /* Copies shard i's counters; they are updated by the shard thread with

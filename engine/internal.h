@@ -201,6 +201,8 @@ struct eng_shard {
 	uint64_t req_gen;                  /* bumped per search / verify */
 	uint64_t memtable_bytes;
 	bool failed;                       /* write path stopped after an I/O error */
+	bool disk_full;                    /* over its disk budget or under the reserve */
+	int64_t disk_next_check_ns;
 
 	/* The seal in progress (one round at a time per shard), and the
 	 * shard's seal worker, which builds segment images off the shard

@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS] = {
@@ -157,6 +158,8 @@ static void fail_append(struct eng_shard *s, struct eng_append *req, int status)
 		s->stats.requests_rejected_invalid++;
 	else if (status == ENG_E_RATE)
 		s->stats.requests_rejected_rate++;
+	else if (status == ENG_E_DISK)
+		s->stats.requests_rejected_disk++;
 	else
 		s->stats.requests_rejected_budget++;
 	eng_complete(s, &req->hdr);
@@ -189,6 +192,8 @@ static int append_check(struct eng_shard *s, struct eng_append *req, uint64_t *b
 		req->invalid = (struct fmt_invalid){ "tenant_id", "not 1-64 chars of [A-Za-z0-9._-]", 64 };
 		return FMT_E_INVALID;
 	}
+	if (s->disk_full)
+		return ENG_E_DISK;
 	if (req->count == 0) {
 		req->invalid = (struct fmt_invalid){ "events", "empty", 0 };
 		return FMT_E_INVALID;
@@ -562,6 +567,42 @@ static void hooks_start(struct eng_shard *s)
 	s->hook_started = true;
 }
 
+#define DISK_CHECK_EVERY_NS (100 * 1000000ll)
+
+/* The disk budget (DESIGN.md §2.6): this shard's share of
+ * disk_budget_bytes, counting its local segments and its WAL files (old
+ * ones at their full size: an upper bound), and the file system's free
+ * space against disk_reserve_bytes, checked every 100 ms. Appends are
+ * refused (ENG_E_DISK) while either is crossed; nothing already stored is
+ * touched, and a shard never reaches ENOSPC, which would stop it. */
+static void disk_check(struct eng_shard *s)
+{
+	const struct eng_config *cfg = &s->eng->cfg;
+	if (!cfg->disk_budget_bytes && !cfg->disk_reserve_bytes)
+		return;
+	int64_t now = eng_mono_ns();
+	if (now < s->disk_next_check_ns)
+		return;
+	s->disk_next_check_ns = now + DISK_CHECK_EVERY_NS;
+	uint64_t wal_old = s->stats.wal_files ? s->stats.wal_files - 1 : 0;
+	uint64_t used = s->stats.segment_bytes_local + wal_old * cfg->wal_file_bytes + s->wal.size;
+	bool full = cfg->disk_budget_bytes && used > cfg->disk_budget_bytes / s->eng->shard_count;
+	struct statvfs v;
+	if (!full && cfg->disk_reserve_bytes && statvfs(s->dir, &v) == 0 &&
+	    (uint64_t)v.f_bavail * v.f_frsize < cfg->disk_reserve_bytes)
+		full = true;
+	if (full != s->disk_full)
+		eng_log(s->eng, full ? ENG_LOG_WARN : ENG_LOG_INFO,
+			"shard %u: %s (%llu bytes used, budget %llu for this shard, reserve %llu)", s->id,
+			full ? "disk budget reached: refusing appends" : "disk budget ok again: appending",
+			(unsigned long long)used,
+			(unsigned long long)(cfg->disk_budget_bytes / s->eng->shard_count),
+			(unsigned long long)cfg->disk_reserve_bytes);
+	s->disk_full = full;
+	s->stats.disk_full = full;
+	s->stats.disk_used_bytes = used;
+}
+
 static void *shard_main(void *arg)
 {
 	struct eng_shard *s = arg;
@@ -572,6 +613,7 @@ static void *shard_main(void *arg)
 		if (atomic_load(&s->eng->power_cut))
 			return NULL; /* leave everything in flight, as a power cut does */
 		bool stopping = atomic_load(&s->eng->stopping);
+		disk_check(s);
 		enum drain_result left = drain_inboxes(s);
 		commit_start(s);
 		eng_seal_progress(s);

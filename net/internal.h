@@ -66,6 +66,7 @@ enum srv_reason {
 	R_STORAGE_FAILED,
 	R_NOT_READY,
 	R_RATE_LIMITED,
+	R_DISK_BUDGET,
 	R_REASONS
 };
 

@@ -310,6 +310,11 @@ static void append_done(struct eng_append *req)
 		call_fail(call, R_TENANTS_FULL, GRPC_RESOURCE_EXHAUSTED,
 			  "this node holds its maximum number of tenants");
 		break;
+	case ENG_E_DISK:
+		call_fail(call, R_DISK_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+			  "the node's disk budget is reached: nothing was stored; retry later or on "
+			  "another node");
+		break;
 	case ENG_E_RATE:
 		call_fail(call, R_RATE_LIMITED, GRPC_RESOURCE_EXHAUSTED,
 			  "tenant %s is over its rate of %u events/s; retry later", call->tenant,

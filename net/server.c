@@ -623,6 +623,7 @@ static const char *const reason_names[R_REASONS] = {
 	[R_STORAGE_FAILED] = "storage_failed",
 	[R_NOT_READY] = "not_ready",
 	[R_RATE_LIMITED] = "rate_limited",
+	[R_DISK_BUDGET] = "disk_budget",
 };
 
 static uint64_t sum_shards(const struct srv *s, size_t offset)

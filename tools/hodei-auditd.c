@@ -93,6 +93,10 @@ static const struct opt opts[] = {
 	  "event_id dedup window (15m)" },
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
 	  "unsealed events per shard before appends are refused (512MiB)" },
+	{ "disk-budget", "HODEI_DISK_BUDGET", O_SIZE, D(eng_cfg.disk_budget_bytes), 0,
+	  "WAL + local segments before appends are refused (0: no limit)" },
+	{ "disk-reserve", "HODEI_DISK_RESERVE", O_SIZE, D(eng_cfg.disk_reserve_bytes), 0,
+	  "free space kept on the data file system; below it appends are refused (256MiB)" },
 	{ "tenants-max", "HODEI_TENANTS_MAX", O_U32, D(eng_cfg.tenants_max), 0, "tenants per shard" },
 	{ "tenant-rate", "HODEI_TENANT_RATE", O_U32, D(eng_cfg.tenant_rate_eps), 0,
 	  "events/s one tenant may append; over it RESOURCE_EXHAUSTED (0: no limit)" },
@@ -225,7 +229,8 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 	case O_SIZE:
 		if (parse_size(v, &u))
 			goto bad;
-		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes)) {
+		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
+		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes)) {
 			*(uint64_t *)(base + o->off) = u;
 		} else {
 			if (u > UINT32_MAX)
@@ -383,7 +388,7 @@ static int render(void *ctx, struct mx_buf *b)
 	for (int i = 0; i < ENG_LATENCY_BOUNDS; i++)
 		bounds[i] = (double)eng_latency_bounds_ns[i] / 1e9;
 	mx_hist_init(&fsync, bounds, ENG_LATENCY_BOUNDS);
-	uint32_t failed = 0, shards = d->eng && atomic_load(&d->phase) != PHASE_RECOVERING
+	uint32_t failed = 0, disk_full = 0, shards = d->eng && atomic_load(&d->phase) != PHASE_RECOVERING
 					      ? eng_shard_count(d->eng)
 					      : 0;
 	for (uint32_t i = 0; i < shards; i++) {
@@ -407,7 +412,9 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.dedup_evicted_early += st.dedup_evicted_early;
 		sum.tenants += st.tenants;
 		sum.queue_full += st.queue_full;
+		sum.disk_used_bytes += st.disk_used_bytes;
 		failed += st.failed;
+		disk_full += st.disk_full;
 	}
 	ENGINE_COUNTER("hodei_engine_events_total", "Events written to the WAL and acknowledged.",
 		       events_appended);
@@ -433,6 +440,14 @@ static int render(void *ctx, struct mx_buf *b)
 	ENGINE_GAUGE("hodei_tenants", "Tenants with data on this node.", sum.tenants);
 	ENGINE_GAUGE("hodei_shards", "Shard threads.", shards);
 	ENGINE_GAUGE("hodei_shards_failed", "Shards whose write path stopped after an I/O error.", failed);
+	ENGINE_GAUGE("hodei_disk_used_bytes", "WAL (upper bound) and local segments, all shards.",
+		     sum.disk_used_bytes);
+	ENGINE_GAUGE("hodei_disk_budget_bytes", "Disk budget of the data directory (0: none).",
+		     d->eng_cfg.disk_budget_bytes);
+	ENGINE_GAUGE("hodei_disk_reserve_bytes", "Free space kept on the data file system.",
+		     d->eng_cfg.disk_reserve_bytes);
+	ENGINE_GAUGE("hodei_shards_disk_full", "Shards refusing appends: disk budget or reserve.",
+		     disk_full);
 	struct statvfs vfs;
 	if (statvfs(d->data_dir, &vfs) == 0)
 		ENGINE_GAUGE("hodei_disk_free_bytes", "Free bytes on the data directory's file system.",

@@ -200,3 +200,30 @@ def test_tenant_rate_limit_refuses_with_resource_exhausted(server_factory):
     m = srv.metrics()
     assert m.get("hodei_requests_rejected_total", reason="rate_limited") == 1
     assert m.get("hodei_tenant_rate_limit_events_per_second") == 10
+
+
+def test_disk_budget_refuses_appends_and_keeps_what_is_stored(server_factory):
+    """Past --disk-budget, appends get RESOURCE_EXHAUSTED and store nothing;
+    everything acknowledged before stays readable and verifiable. The
+    budget is checked every 100 ms, so the test appends until the refusal
+    comes (bounded), rather than at an exact byte."""
+    srv = server_factory(shards=1, args=["--disk-budget", "1MiB"])
+    stub = srv.stub(srv.admin_key, "big")
+    acked, refused = 0, None
+    for i in range(400):  # ~80 KiB of WAL each: 1 MiB is passed after ~13
+        try:
+            acked += stub.Append(hodei.append_request(
+                hodei.events(200, start=200 * i, details_json=b'"' + b"x" * 300 + b'"'))).accepted
+        except grpc.RpcError as e:
+            refused = e
+            break
+    assert refused is not None, "the disk budget never refused an append"
+    assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "disk budget" in refused.details()
+    got = srv.stored("big")
+    assert len(got) == acked and [e.seq for e in got] == list(range(1, acked + 1))
+    assert srv.verify("big").ok
+    m = srv.metrics()
+    assert m.get("hodei_requests_rejected_total", reason="disk_budget") >= 1
+    assert m.get("hodei_shards_disk_full") == 1
+    assert m.get("hodei_disk_budget_bytes") == 1 << 20
