@@ -213,6 +213,7 @@ static void shard_free(struct eng_shard *s)
 	}
 	free(s->tenant_slots);
 	eng_segment_cache_free(s);
+	eng_export_free(s);
 	eng_seal_worker_stop(s);
 	if (s->io)
 		eng_io_destroy(s->io); /* before the buffers its ops point into */
@@ -253,6 +254,7 @@ int eng_open(const struct eng_config *cfg, struct eng_engine **out)
 	if (eng->shard_count < 1)
 		eng->shard_count = 1;
 	pthread_mutex_init(&eng->producers_lock, NULL);
+	eng->seal_event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	eng->shards = calloc(eng->shard_count, sizeof(*eng->shards));
 	eng->producers = calloc(cfg->producers_max, sizeof(*eng->producers));
 	if (!eng->shards || !eng->producers) {
@@ -324,6 +326,8 @@ void eng_close(struct eng_engine *eng)
 	}
 	free(eng->shards);
 	free(eng->producers);
+	if (eng->seal_event_fd >= 0)
+		close(eng->seal_event_fd);
 	pthread_mutex_destroy(&eng->producers_lock);
 	free(eng);
 }
@@ -450,6 +454,18 @@ static void run_callback(struct eng_req_hdr *hdr)
 			r->done(r);
 		break;
 	}
+	case ENG_REQ_EXPORT_LIST: {
+		struct eng_export_list *r = (struct eng_export_list *)hdr;
+		if (r->done)
+			r->done(r);
+		break;
+	}
+	case ENG_REQ_EXPORT_MARK: {
+		struct eng_export_mark *r = (struct eng_export_mark *)hdr;
+		if (r->done)
+			r->done(r);
+		break;
+	}
 	default:
 		ASSERT(0);
 	}
@@ -485,15 +501,16 @@ int eng_producer_wait(struct eng_producer *p, int64_t timeout_ns)
 	return eng_producer_poll(p, UINT32_MAX);
 }
 
-static int submit(struct eng_producer *p, struct eng_req_hdr *hdr, int kind, struct fmt_str tenant)
+static int submit_to(struct eng_producer *p, struct eng_req_hdr *hdr, int kind, uint32_t shard)
 {
 	struct eng_engine *eng = p->eng;
 	if (atomic_load_explicit(&eng->stopping, memory_order_relaxed))
 		return FMT_E_SHUTDOWN;
+	if (shard >= eng->shard_count)
+		return FMT_E_INVALID;
 	hdr->kind = kind;
 	hdr->producer = p;
 	hdr->submitted_ns = eng_mono_ns();
-	uint32_t shard = eng_shard_of(eng, tenant);
 	struct eng_shard *s = &eng->shards[shard];
 	/* Bounding a producer's requests per shard by the queue depth bounds
 	 * the completions the shard can owe it, so its outbox never fills. */
@@ -506,6 +523,28 @@ static int submit(struct eng_producer *p, struct eng_req_hdr *hdr, int kind, str
 	p->pending_shard[shard]++;
 	eng_shard_wake(s);
 	return 0;
+}
+
+static int submit(struct eng_producer *p, struct eng_req_hdr *hdr, int kind, struct fmt_str tenant)
+{
+	return submit_to(p, hdr, kind, eng_shard_of(p->eng, tenant));
+}
+
+int eng_export_list_submit(struct eng_producer *p, struct eng_export_list *req)
+{
+	return submit_to(p, &req->hdr, ENG_REQ_EXPORT_LIST, req->shard);
+}
+
+int eng_export_mark_submit(struct eng_producer *p, struct eng_export_mark *req)
+{
+	if (!fmt_tenant_valid(req->tenant))
+		return FMT_E_INVALID;
+	return submit(p, &req->hdr, ENG_REQ_EXPORT_MARK, req->tenant);
+}
+
+int eng_seal_event_fd(const struct eng_engine *eng)
+{
+	return eng->seal_event_fd;
 }
 
 int eng_append_submit(struct eng_producer *p, struct eng_append *req)
@@ -572,6 +611,19 @@ int eng_search_wait(struct eng_producer *p, struct eng_search *req)
 int eng_verify_wait(struct eng_producer *p, struct eng_verify *req)
 {
 	WAIT_FOR(p, req, verify_waited, eng_verify_submit);
+}
+
+static void list_waited(struct eng_export_list *r) { ((struct wait_ctx *)r->ctx)->done = true; }
+static void mark_waited(struct eng_export_mark *r) { ((struct wait_ctx *)r->ctx)->done = true; }
+
+int eng_export_list_wait(struct eng_producer *p, struct eng_export_list *req)
+{
+	WAIT_FOR(p, req, list_waited, eng_export_list_submit);
+}
+
+int eng_export_mark_wait(struct eng_producer *p, struct eng_export_mark *req)
+{
+	WAIT_FOR(p, req, mark_waited, eng_export_mark_submit);
 }
 
 void eng_shard_stats(const struct eng_engine *eng, uint32_t shard, struct eng_shard_stats *out)

@@ -282,6 +282,81 @@ struct eng_verify {
 
 int eng_verify_submit(struct eng_producer *p, struct eng_verify *req);
 
+/* ---- exports: sealed segments leaving the node ---------------------------- */
+/* Background threads outside the engine (net/: the S3 replicator and the
+ * ClickHouse mirror) take sealed segments off the node. They learn what to
+ * do with an export list request to one shard, and record what they did
+ * with an export mark request, which the shard makes durable (a manifest
+ * record, fsync'd) before the callback runs: after a crash the manifest
+ * says exactly what was confirmed. Both go through a producer like every
+ * other request; the shard never waits for the network. */
+
+enum eng_export_kind {
+	ENG_EXPORT_REPLICATE = 1,  /* uploaded to S3, checksum confirmed; ref: version id */
+	ENG_EXPORT_MIRROR = 2,     /* every row is in ClickHouse */
+};
+
+#define ENG_EXPORT_REF_MAX 255
+
+struct eng_export_item {
+	char tenant[FMT_TENANT_MAX + 1];
+	uint64_t segment_id;
+	char path[4200];           /* the local file */
+	uint64_t file_size, file_checksum;
+	uint64_t first_seq, last_seq;
+	uint32_t row_count;
+	int64_t min_occurred_ns, max_occurred_ns;
+	int64_t min_received_ns, max_received_ns;
+	bool replicated, mirrored;
+	char version_id[ENG_EXPORT_REF_MAX + 1];  /* S3 version id once replicated */
+};
+
+struct eng_export_list;
+typedef void (*eng_export_list_done_fn)(struct eng_export_list *req);
+
+/* Lists up to `cap` segments of shard `shard` that still need `kind`,
+ * oldest first (manifest order per tenant, tenants in any order). */
+struct eng_export_list {
+	struct eng_req_hdr hdr;
+	uint32_t shard;
+	enum eng_export_kind kind;
+	struct eng_export_item *items;  /* cap slots, caller's memory */
+	uint32_t cap;
+	eng_export_list_done_fn done;
+	void *ctx;
+	/* Out. */
+	int status;
+	uint32_t count;
+	uint64_t pending;               /* segments needing kind on the shard, in all */
+	uint64_t pending_bytes;
+	int64_t oldest_pending_ns;      /* max_received_ns of the oldest (0: none) */
+};
+
+struct eng_export_mark;
+typedef void (*eng_export_mark_done_fn)(struct eng_export_mark *req);
+
+/* Records that `kind` was done for a segment. status FMT_E_NOT_FOUND: no
+ * such segment of that tenant; FMT_E_INVALID: ref too long; -errno: the
+ * manifest write failed (nothing is recorded; the shard stops appends). */
+struct eng_export_mark {
+	struct eng_req_hdr hdr;
+	struct fmt_str tenant;
+	uint64_t segment_id;
+	enum eng_export_kind kind;
+	struct fmt_str ref;             /* the S3 version id for REPLICATE */
+	eng_export_mark_done_fn done;
+	void *ctx;
+	int status;
+	void *next;                     /* engine-private */
+};
+
+int eng_export_list_submit(struct eng_producer *p, struct eng_export_list *req);
+int eng_export_mark_submit(struct eng_producer *p, struct eng_export_mark *req);
+
+/* An eventfd that becomes readable when a shard sealed a segment (for
+ * exporters to wake up at once rather than on their next poll). */
+int eng_seal_event_fd(const struct eng_engine *eng);
+
 /* ---- synchronous helpers (tools, tests) --------------------------------- */
 
 /* Submit and wait for the callback on this thread (req->done may be NULL).
@@ -289,6 +364,8 @@ int eng_verify_submit(struct eng_producer *p, struct eng_verify *req);
 int eng_append_wait(struct eng_producer *p, struct eng_append *req);
 int eng_search_wait(struct eng_producer *p, struct eng_search *req);
 int eng_verify_wait(struct eng_producer *p, struct eng_verify *req);
+int eng_export_list_wait(struct eng_producer *p, struct eng_export_list *req);
+int eng_export_mark_wait(struct eng_producer *p, struct eng_export_mark *req);
 
 /* ---- stats (for metrics) ------------------------------------------------ */
 
@@ -311,6 +388,7 @@ struct eng_shard_stats {
 	 * entry those above every bound. */
 	uint64_t fsync_hist[ENG_LATENCY_BOUNDS + 1];
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
+	uint64_t segments_replicated, segments_mirrored;  /* marked in the manifest */
 	uint64_t segments_open, segments_evicted;  /* the open-segment cache */
 	uint64_t memtable_bytes, memtable_rows;
 	uint64_t dedup_entries, dedup_evicted_early;

@@ -41,7 +41,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-enum eng_req_kind { ENG_REQ_APPEND = 1, ENG_REQ_SEARCH = 2, ENG_REQ_VERIFY = 3 };
+enum eng_req_kind {
+	ENG_REQ_APPEND = 1,
+	ENG_REQ_SEARCH = 2,
+	ENG_REQ_VERIFY = 3,
+	ENG_REQ_EXPORT_LIST = 4,
+	ENG_REQ_EXPORT_MARK = 5,
+};
 
 int64_t eng_now_ns(void);      /* CLOCK_REALTIME in ns */
 int64_t eng_mono_ns(void);     /* CLOCK_MONOTONIC in ns */
@@ -109,6 +115,8 @@ struct eng_segment {
 	uint8_t chain_before[FMT_HASH_BYTES];
 	uint8_t chain_after[FMT_HASH_BYTES];
 	uint8_t merkle_root[FMT_HASH_BYTES];
+	bool replicated, mirrored;         /* export marks in the manifest */
+	char *version_id;                  /* S3 version id once replicated (malloc) */
 	struct fmt_segment *footer;        /* NULL unless in the open cache */
 	int fd;                            /* -1 unless in the open cache */
 	uint64_t used_gen;                 /* shard's req_gen when last used */
@@ -118,6 +126,20 @@ struct eng_segment {
 struct eng_segment_cache {
 	struct eng_segment **slots;
 	uint32_t count, cap, hand;
+};
+
+/* Manifest record payload for FMT_REC_EXPORT (docs/FORMAT.md §6). */
+#define ENG_MANIFEST_EXPORT_BYTES (1 + FMT_TENANT_MAX + 8 + 1 + 8 + 2 + ENG_EXPORT_REF_MAX)
+
+/* One manifest append (record bytes) queued on the shard's manifest
+ * writer: writes go one at a time, each at the end of the file, each
+ * followed by an fsync; `done` runs after the fsync (err 0 or -errno). */
+struct eng_manifest_write {
+	struct eng_manifest_write *next;
+	const uint8_t *buf;
+	uint32_t len;
+	void (*done)(struct eng_manifest_write *w, int err);
+	void *ctx;
 };
 
 /* Manifest record payload for FMT_REC_SEGMENT (docs/FORMAT.md §6). */
@@ -195,6 +217,16 @@ struct eng_shard {
 	struct eng_wal wal;
 	int manifest_fd;
 	uint64_t manifest_size;
+	/* The manifest writer (manifest.c): one write + fsync in flight. */
+	struct eng_manifest_write *man_head, *man_tail, *man_cur;
+	struct eng_io_op man_op_write, man_op_fsync;
+	int man_write_result;
+	/* Export marks waiting for their manifest record (export.c). */
+	struct eng_export_mark *marks_head, *marks_tail;
+	uint8_t *marks_buf;
+	struct eng_export_mark **marks_inflight;
+	uint32_t marks_inflight_count, marks_cap;
+	struct eng_manifest_write marks_write;
 	uint64_t next_segment_no;
 	struct eng_dedup *dedup;
 	struct eng_segment_cache open_segments;
@@ -245,6 +277,7 @@ struct eng_engine {
 	struct eng_producer *producers;    /* [producers_max] */
 	pthread_mutex_t producers_lock;    /* open/close only, never the data path */
 	_Atomic bool stopping;
+	int seal_event_fd;                 /* eventfd written after each seal round */
 	_Atomic bool power_cut;            /* eng_power_cut(): stop where you are */
 };
 
@@ -266,6 +299,20 @@ void eng_wal_reclaim(struct eng_shard *s);
 
 /* manifest.c */
 int eng_manifest_load(struct eng_shard *s);
+void eng_manifest_append(struct eng_shard *s, struct eng_manifest_write *w);
+void eng_manifest_encode_export(const struct eng_tenant *t, uint64_t segment_id, uint8_t kind,
+				int64_t at_ns, struct fmt_str ref,
+				uint8_t out[ENG_MANIFEST_EXPORT_BYTES]);
+int eng_manifest_decode_export(const uint8_t *in, uint32_t len, char tenant[FMT_TENANT_MAX + 1],
+			       uint64_t *segment_id, uint8_t *kind, int64_t *at_ns,
+			       char ref[ENG_EXPORT_REF_MAX + 1]);
+struct eng_segment *eng_tenant_segment(struct eng_tenant *t, uint64_t segment_id);
+int eng_segment_set_export(struct eng_segment *g, uint8_t kind, const char *ref);
+/* export.c */
+void eng_export_list_run(struct eng_shard *s, struct eng_export_list *req);
+void eng_export_mark_queue(struct eng_shard *s, struct eng_export_mark *req);
+void eng_export_marks_flush(struct eng_shard *s);
+void eng_export_free(struct eng_shard *s);
 int eng_manifest_encode_segment(const struct eng_tenant *t, const struct eng_segment *seg,
 				uint8_t out[ENG_MANIFEST_SEGMENT_BYTES]);
 int eng_manifest_decode_segment(const uint8_t *p, uint32_t len, char tenant[FMT_TENANT_MAX + 1],

@@ -15,6 +15,18 @@
  *   u32 row_count
  *   chain_before[32], chain_after[32], merkle_root[32]
  *
+ * Export record payload (FMT_REC_EXPORT, docs/FORMAT.md §6):
+ *   u8 tenant_len, tenant[64], u64 segment_id, u8 kind (1 replicated,
+ *   2 mirrored), i64 at_ns, u16 ref_len, ref[255] (zero padded; the S3
+ *   version id for kind 1)
+ * It follows the segment's own record; a later one of the same kind for
+ * the same segment replaces the earlier (a re-upload's new version id).
+ *
+ * Writing. Every append goes through one writer per shard
+ * (eng_manifest_append): records are written one request at a time at the
+ * end of the file, each write followed by an fsync, so the file never has
+ * a hole and a record is durable before its caller hears of it.
+ *
  * Loading checks that each tenant's segments continue each other (first
  * seq right after the previous last, chain_before equal to the previous
  * chain_after) and that every named file is there with its recorded size;
@@ -105,6 +117,168 @@ void eng_tenant_add_segment(struct eng_tenant *t, struct eng_segment *seg)
 	memcpy(t->sealed_chain, seg->chain_after, FMT_HASH_BYTES);
 }
 
+/* ---- the writer -------------------------------------------------------- */
+
+static void man_start(struct eng_shard *s);
+
+static void man_write_done(struct eng_io_op *op)
+{
+	struct eng_shard *s = op->ctx;
+	s->man_write_result = op->result < 0 ? op->result
+			      : (uint32_t)op->result == s->man_cur->len ? 0 : -EIO;
+}
+
+static void man_fsync_done(struct eng_io_op *op)
+{
+	struct eng_shard *s = op->ctx;
+	struct eng_manifest_write *w = s->man_cur;
+	int err = s->man_write_result < 0 ? s->man_write_result : op->result;
+	if (err == 0)
+		s->manifest_size += w->len;
+	s->man_cur = NULL;
+	w->done(w, err);
+	man_start(s);
+}
+
+static void man_start(struct eng_shard *s)
+{
+	if (s->man_cur || !s->man_head)
+		return;
+	struct eng_manifest_write *w = s->man_head;
+	s->man_head = w->next;
+	if (!s->man_head)
+		s->man_tail = NULL;
+	w->next = NULL;
+	s->man_cur = w;
+	s->man_write_result = 0;
+	s->man_op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = s->manifest_fd,
+					      .buf = (void *)w->buf, .len = w->len,
+					      .offset = s->manifest_size, .done = man_write_done,
+					      .ctx = s };
+	s->man_op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = s->manifest_fd,
+					      .done = man_fsync_done, .ctx = s };
+	int rc = eng_io_submit(s->io, &s->man_op_write);
+	ASSERT(rc == 0);
+	rc = eng_io_submit(s->io, &s->man_op_fsync);
+	ASSERT(rc == 0);
+}
+
+void eng_manifest_append(struct eng_shard *s, struct eng_manifest_write *w)
+{
+	w->next = NULL;
+	if (s->man_tail)
+		s->man_tail->next = w;
+	else
+		s->man_head = w;
+	s->man_tail = w;
+	man_start(s);
+}
+
+/* ---- export records ------------------------------------------------------- */
+
+void eng_manifest_encode_export(const struct eng_tenant *t, uint64_t segment_id, uint8_t kind,
+				int64_t at_ns, struct fmt_str ref, uint8_t out[ENG_MANIFEST_EXPORT_BYTES])
+{
+	ASSERT(ref.len <= ENG_EXPORT_REF_MAX);
+	memset(out, 0, ENG_MANIFEST_EXPORT_BYTES);
+	out[0] = t->name_len;
+	memcpy(out + 1, t->name, t->name_len);
+	uint8_t *p = out + 1 + FMT_TENANT_MAX;
+	fmt_put_u64(p, segment_id);
+	p[8] = kind;
+	fmt_put_u64(p + 9, (uint64_t)at_ns);
+	fmt_put_u16(p + 17, (uint16_t)ref.len);
+	if (ref.len)
+		memcpy(p + 19, ref.ptr, ref.len);
+	ASSERT(p + 19 + ENG_EXPORT_REF_MAX == out + ENG_MANIFEST_EXPORT_BYTES);
+}
+
+int eng_manifest_decode_export(const uint8_t *in, uint32_t len, char tenant[FMT_TENANT_MAX + 1],
+			       uint64_t *segment_id, uint8_t *kind, int64_t *at_ns,
+			       char ref[ENG_EXPORT_REF_MAX + 1])
+{
+	if (len != ENG_MANIFEST_EXPORT_BYTES || in[0] < 1 || in[0] > FMT_TENANT_MAX)
+		return FMT_E_CORRUPT;
+	memcpy(tenant, in + 1, in[0]);
+	tenant[in[0]] = 0;
+	if (!fmt_tenant_valid((struct fmt_str){ tenant, in[0] }))
+		return FMT_E_CORRUPT;
+	const uint8_t *p = in + 1 + FMT_TENANT_MAX;
+	*segment_id = fmt_get_u64(p);
+	*kind = p[8];
+	*at_ns = (int64_t)fmt_get_u64(p + 9);
+	uint16_t rl = fmt_get_u16(p + 17);
+	if ((*kind != ENG_EXPORT_REPLICATE && *kind != ENG_EXPORT_MIRROR) || rl > ENG_EXPORT_REF_MAX)
+		return FMT_E_CORRUPT;
+	memcpy(ref, p + 19, rl);
+	ref[rl] = 0;
+	return 0;
+}
+
+/* Segments of a tenant have increasing ids in manifest order (a shard
+ * numbers them as it seals), so a binary search finds one. */
+struct eng_segment *eng_tenant_segment(struct eng_tenant *t, uint64_t segment_id)
+{
+	uint32_t lo = 0, hi = t->segment_count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		uint64_t id = t->segments[mid]->segment_id;
+		if (id == segment_id)
+			return t->segments[mid];
+		if (id < segment_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Applies an export mark to a segment in memory. */
+int eng_segment_set_export(struct eng_segment *g, uint8_t kind, const char *ref)
+{
+	if (kind == ENG_EXPORT_REPLICATE) {
+		char *v = strdup(ref);
+		if (!v)
+			return FMT_E_NOMEM;
+		free(g->version_id);
+		g->version_id = v;
+		g->replicated = true;
+	} else {
+		g->mirrored = true;
+	}
+	return 0;
+}
+
+static int load_export(struct eng_shard *s, const char *path, uint64_t offset, const struct fmt_rec *rec)
+{
+	char name[FMT_TENANT_MAX + 1], ref[ENG_EXPORT_REF_MAX + 1];
+	uint64_t id;
+	uint8_t kind;
+	int64_t at;
+	if (eng_manifest_decode_export(rec->payload, rec->payload_len, name, &id, &kind, &at, ref)) {
+		eng_log(s->eng, ENG_LOG_ERROR, "%s: bad export record at offset %llu", path,
+			(unsigned long long)offset);
+		return FMT_E_CORRUPT;
+	}
+	struct eng_tenant *t = eng_tenant_find(s, (struct fmt_str){ name, (uint32_t)strlen(name) });
+	struct eng_segment *g = t ? eng_tenant_segment(t, id) : NULL;
+	if (!g) {
+		eng_log(s->eng, ENG_LOG_ERROR, "%s: export record at offset %llu names segment %016llx "
+			"of tenant %s, which no earlier record adds", path, (unsigned long long)offset,
+			(unsigned long long)id, name);
+		return FMT_E_CORRUPT;
+	}
+	bool was = kind == ENG_EXPORT_REPLICATE ? g->replicated : g->mirrored;
+	int rc = eng_segment_set_export(g, kind, ref);
+	if (rc == 0 && !was) {
+		if (kind == ENG_EXPORT_REPLICATE)
+			s->stats.segments_replicated++;
+		else
+			s->stats.segments_mirrored++;
+	}
+	return rc;
+}
+
 struct man_load {
 	struct eng_shard *s;
 	const char *path;
@@ -135,6 +309,8 @@ static int load_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	char name[FMT_TENANT_MAX + 1];
 	struct eng_segment g;
 	int rc = FMT_E_CORRUPT;
+	if (rec->kind == FMT_REC_EXPORT)
+		return load_export(s, ml->path, offset, rec);
 	if (rec->kind != FMT_REC_SEGMENT ||
 	    eng_manifest_decode_segment(rec->payload, rec->payload_len, name, &g) != 0)
 		goto bad;
@@ -153,6 +329,8 @@ static int load_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	if (!seg)
 		return FMT_E_NOMEM;
 	*seg = g;
+	seg->replicated = seg->mirrored = false;
+	seg->version_id = NULL;
 	eng_tenant_add_segment(t, seg);
 	uint64_t no = g.segment_id & ((1ull << 40) - 1);
 	if (no >= s->next_segment_no)

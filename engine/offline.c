@@ -508,6 +508,30 @@ static int manifest_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	struct off_run *r = ctx;
 	char name[FMT_TENANT_MAX + 1];
 	struct eng_segment g;
+	if (rec->kind == FMT_REC_EXPORT) {
+		/* An export mark (replicated / mirrored): it must name a segment
+		 * an earlier record of the same manifest added. */
+		char ref[ENG_EXPORT_REF_MAX + 1];
+		uint64_t id;
+		uint8_t kind;
+		int64_t at;
+		if (eng_manifest_decode_export(rec->payload, rec->payload_len, name, &id, &kind, &at,
+					       ref) != 0) {
+			note(r, ENG_OFFLINE_PROBLEM, r->path, "", 0, offset, "malformed export record");
+			return 0;
+		}
+		struct off_tenant *t = tenant_get(r, (struct fmt_str){ name, (uint32_t)strlen(name) });
+		if (!t)
+			return r->err = FMT_E_NOMEM;
+		bool known = false;
+		for (uint32_t i = 0; i < t->seg_count && !known; i++)
+			known = t->segs[i].id == id;
+		if (!known)
+			note(r, ENG_OFFLINE_PROBLEM, r->path, t->name, 0, offset,
+			     "export record for segment %016llx, which no earlier record adds",
+			     (unsigned long long)id);
+		return r->err;
+	}
 	if (rec->kind != FMT_REC_SEGMENT) {
 		note(r, ENG_OFFLINE_PROBLEM, r->path, "", 0, offset,
 		     "manifest record of unsupported kind %u", rec->kind);

@@ -75,8 +75,7 @@ struct eng_seal {
 	uint32_t count, pending;
 	struct seal_item item[SEAL_BATCH_MAX];
 	uint8_t records[SEAL_BATCH_MAX * SEAL_RECORD_BYTES];
-	int write_result;
-	struct eng_io_op op_write, op_fsync;
+	struct eng_manifest_write man;
 };
 
 #define SEAL_SCAN_INTERVAL_NS (250 * 1000000ll)
@@ -95,6 +94,7 @@ void eng_segment_free(struct eng_segment *seg)
 		fmt_segment_close(seg->footer);
 	if (seg->fd >= 0)
 		close(seg->fd);
+	free(seg->version_id);
 	free(seg);
 }
 
@@ -273,13 +273,14 @@ static void seal_committed(struct eng_shard *s)
 	}
 	seal_end(s, 0);
 	eng_wal_reclaim(s);
+	uint64_t one = 1; /* exporters (S3, ClickHouse) have new work */
+	(void)!write(s->eng->seal_event_fd, &one, sizeof(one));
 }
 
-static void seal_manifest_done(struct eng_io_op *op)
+static void seal_manifest_done(struct eng_manifest_write *w, int err)
 {
-	struct eng_seal *z = op->ctx;
+	struct eng_seal *z = w->ctx;
 	struct eng_shard *s = z->s;
-	int err = z->write_result < 0 ? z->write_result : op->result;
 	if (err < 0) {
 		eng_log(s->eng, ENG_LOG_ERROR, "shard %u: manifest write failed: %s; refusing appends "
 			"until restart", s->id, fmt_strerror(err));
@@ -287,14 +288,7 @@ static void seal_manifest_done(struct eng_io_op *op)
 		seal_end(s, err);
 		return;
 	}
-	s->manifest_size += (uint64_t)z->count * SEAL_RECORD_BYTES;
 	seal_committed(s);
-}
-
-static void manifest_write_done(struct eng_io_op *op)
-{
-	struct eng_seal *z = op->ctx;
-	z->write_result = op->result < 0 ? op->result : 0;
 }
 
 static void item_write_done(struct eng_io_op *op)
@@ -338,14 +332,9 @@ static void seal_files_durable(struct eng_shard *s)
 		eng_manifest_encode_segment(z->item[i].t, z->item[i].seg, payload);
 		fmt_rec_header_encode(rec, FMT_REC_SEGMENT, 0, 0, payload, ENG_MANIFEST_SEGMENT_BYTES);
 	}
-	z->write_result = 0;
-	z->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = s->manifest_fd,
-					  .buf = z->records, .len = z->count * SEAL_RECORD_BYTES,
-					  .offset = s->manifest_size, .done = manifest_write_done, .ctx = z };
-	z->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = s->manifest_fd,
-					  .done = seal_manifest_done, .ctx = z };
-	submit_op(s, &z->op_write);
-	submit_op(s, &z->op_fsync);
+	z->man = (struct eng_manifest_write){ .buf = z->records, .len = z->count * SEAL_RECORD_BYTES,
+					      .done = seal_manifest_done, .ctx = z };
+	eng_manifest_append(s, &z->man);
 }
 
 static void item_fsync_done(struct eng_io_op *op)

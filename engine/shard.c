@@ -479,6 +479,13 @@ static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
 		eng_segment_cache_release(s);
 		eng_complete(s, hdr);
 		break;
+	case ENG_REQ_EXPORT_LIST:
+		eng_export_list_run(s, (struct eng_export_list *)hdr);
+		eng_complete(s, hdr);
+		break;
+	case ENG_REQ_EXPORT_MARK:
+		eng_export_mark_queue(s, (struct eng_export_mark *)hdr);
+		break;
 	default:
 		ASSERT(0);
 	}
@@ -533,7 +540,8 @@ static void publish_stats(struct eng_shard *s)
 static bool quiescent(struct eng_shard *s)
 {
 	return !s->wal.in_flight && s->wal.buf[s->wal.filling].req_count == 0 &&
-	       !eng_seal_busy(s) && eng_io_in_flight(s->io) == 0;
+	       !eng_seal_busy(s) && eng_io_in_flight(s->io) == 0 && !s->man_cur && !s->man_head &&
+	       !s->marks_head && !s->marks_inflight_count;
 }
 
 #define LOOP_EVENTS_MAX 64
@@ -616,6 +624,7 @@ static void *shard_main(void *arg)
 		disk_check(s);
 		enum drain_result left = drain_inboxes(s);
 		commit_start(s);
+		eng_export_marks_flush(s);
 		eng_seal_progress(s);
 		if (!stopping)
 			eng_seal_maybe(s, false);

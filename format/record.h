@@ -46,6 +46,7 @@ enum fmt_rec_kind {
 	FMT_REC_BATCH = 1,   /* WAL: a batch of canonical events of one tenant */
 	FMT_REC_SEGMENT = 2, /* manifest: a sealed segment was added */
 	FMT_REC_REMOVE = 3,  /* manifest: a segment's local file was removed */
+	FMT_REC_EXPORT = 4,  /* manifest: a segment was replicated or mirrored */
 };
 
 struct fmt_file_header {
