@@ -10,4 +10,5 @@ target_sources(hodei_net PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/conn.c
   ${CMAKE_CURRENT_LIST_DIR}/decode.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc.c
-  ${CMAKE_CURRENT_LIST_DIR}/server.c)
+  ${CMAKE_CURRENT_LIST_DIR}/server.c
+  ${CMAKE_CURRENT_LIST_DIR}/exporter.c)

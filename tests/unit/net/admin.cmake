@@ -14,3 +14,7 @@ target_link_libraries(threads_net_metrics PRIVATE hodei_net hodei_flags)
 target_include_directories(threads_net_metrics PRIVATE ${PROJECT_SOURCE_DIR})
 add_test(NAME threads_net_metrics COMMAND threads_net_metrics)
 set_tests_properties(threads_net_metrics PROPERTIES LABELS "unit;tsan" TIMEOUT 300)
+
+# The export workers (net/exporter.c) with a real engine and a folder as
+# their target.
+hodei_unit_test(test_net_exporter ${CMAKE_CURRENT_LIST_DIR}/test_exporter.c LIBS hodei_net)
