@@ -183,6 +183,13 @@ fail:
 	return rc;
 }
 
+int eng_manifest_export_decode(const uint8_t *payload, uint32_t len, struct eng_manifest_export *out)
+{
+	memset(out, 0, sizeof(*out));
+	return eng_manifest_decode_export(payload, len, out->tenant, &out->segment_id, &out->kind,
+					  &out->at_ns, out->ref);
+}
+
 int eng_manifest_entry_decode(const uint8_t *payload, uint32_t len, struct eng_manifest_entry *out)
 {
 	struct eng_segment g;

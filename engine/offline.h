@@ -29,6 +29,7 @@
 #ifndef HODEI_ENGINE_OFFLINE_H
 #define HODEI_ENGINE_OFFLINE_H
 
+#include "engine/engine.h"
 #include "format/event.h"
 
 #include <stdbool.h>
@@ -102,6 +103,18 @@ struct eng_manifest_entry {
 /* Decodes the payload of a FMT_REC_SEGMENT manifest record.
  * Returns 0 or FMT_E_CORRUPT. */
 int eng_manifest_entry_decode(const uint8_t *payload, uint32_t len, struct eng_manifest_entry *out);
+
+/* A manifest export record (FMT_REC_EXPORT, docs/FORMAT.md §6). */
+struct eng_manifest_export {
+	char tenant[FMT_TENANT_MAX + 1];
+	uint64_t segment_id;
+	uint8_t kind;                      /* enum eng_export_kind */
+	int64_t at_ns;
+	char ref[ENG_EXPORT_REF_MAX + 1];  /* the S3 version id for kind 1 */
+};
+
+/* Decodes the payload of a FMT_REC_EXPORT record. Returns 0 or FMT_E_CORRUPT. */
+int eng_manifest_export_decode(const uint8_t *payload, uint32_t len, struct eng_manifest_export *out);
 
 /* "info", "warning" or "problem". */
 const char *eng_offline_severity_name(enum eng_offline_severity s);

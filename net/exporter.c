@@ -139,8 +139,10 @@ static void count_error(struct exporter *x, uint32_t kind)
 
 /* One pass over every shard's pending segments. Returns 1 when something
  * was exported (look again at once), 0 when there was nothing for this
- * worker, -1 after a failure (back off). */
-static int pass(struct worker *w, struct eng_producer *p, void *conn, struct eng_export_item *items)
+ * worker, -1 after a failure (back off). Without `export` it only counts
+ * the backlog (while the target is unusable, the metrics stay true). */
+static int pass(struct worker *w, struct eng_producer *p, void *conn, struct eng_export_item *items,
+		bool export)
 {
 	struct exporter *x = w->x;
 	uint32_t shards = eng_shard_count(x->eng), nw = x->cfg.workers;
@@ -160,7 +162,8 @@ static int pass(struct worker *w, struct eng_producer *p, void *conn, struct eng
 		bytes += req.pending_bytes;
 		if (req.oldest_pending_ns && (!oldest || req.oldest_pending_ns < oldest))
 			oldest = req.oldest_pending_ns;
-		for (uint32_t i = 0; i < req.count && result >= 0 && !atomic_load(&x->stop); i++) {
+		for (uint32_t i = 0; export && i < req.count && result >= 0 && !atomic_load(&x->stop);
+		     i++) {
 			const struct eng_export_item *it = &items[i];
 			if (it->segment_id % nw != w->index)
 				continue;
@@ -234,6 +237,8 @@ static void *worker_main(void *arg)
 					nlog(NLOG_ERROR, NULL, "%s: target not usable, segments stay local "
 					     "and ingest goes on: %s", x->ops.name, why);
 				said_refused = true;
+				if (w->index == 0)
+					pass(w, p, conn, items, false);
 				backoff = backoff_next(&x->cfg, backoff);
 				wait_for(x, &seen, jitter(backoff));
 				continue;
@@ -244,7 +249,7 @@ static void *worker_main(void *arg)
 			prepared = true;
 			atomic_fetch_add(&x->ready, 1);
 		}
-		int r = pass(w, p, conn, items);
+		int r = pass(w, p, conn, items, true);
 		if (r < 0) {
 			/* Check the target again before the next try: a bucket
 			 * may have lost its versioning, a table its database. */

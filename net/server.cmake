@@ -11,4 +11,5 @@ target_sources(hodei_net PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/decode.c
   ${CMAKE_CURRENT_LIST_DIR}/rpc.c
   ${CMAKE_CURRENT_LIST_DIR}/server.c
-  ${CMAKE_CURRENT_LIST_DIR}/exporter.c)
+  ${CMAKE_CURRENT_LIST_DIR}/exporter.c
+  ${CMAKE_CURRENT_LIST_DIR}/targets.c)

@@ -52,6 +52,7 @@ packages=(
 	libjansson-dev clang libclang-rt-14-dev python3 python3-venv
 	libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
 	libcurl4-openssl-dev libmicrohttpd-dev prometheus openssl
+	clickhouse-server clickhouse-client zlib1g-dev
 )
 
 install_missing() {

@@ -5,8 +5,10 @@
  *   hodei-audit inspect FILE [--json]         dump a segment, WAL or manifest
  *   hodei-audit verify --data-dir DIR [--json] check a whole data directory
  *
- * and the client commands of hodei-audit-client.c (append, search, tail,
- * count, verify --server, health, keys new), which talk to a server.
+ * the client commands of hodei-audit-client.c (append, search, tail,
+ * count, verify --server, health, keys new), which talk to a server, the
+ * ClickHouse mirror commands of hodei-audit-clickhouse.c, and the S3
+ * commands of hodei-audit-s3.c (s3 check, put, head, get, ls).
  *
  * inspect and verify --data-dir work on files only, read-only, with no
  * server running: `inspect` is what an operator runs on the file a refused
@@ -33,6 +35,8 @@
 #include "format/record.h"
 #include "format/segment.h"
 #include "tools/hodei-audit-client.h"
+#include "tools/hodei-audit-s3.h"
+#include "tools/hodei-audit-clickhouse.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -68,6 +72,10 @@ static const char usage_head[] =
 	"\n"
 	"client commands (gRPC to hodei-auditd):\n";
 
+static const char usage_s3_head[] =
+	"\n"
+	"S3 commands (the bucket the server replicates to; docs/S3.md):\n";
+
 static const char usage_tail[] =
 	"\n"
 	"--json prints JSON (inspect: one document; verify: one object per line;\n"
@@ -80,6 +88,10 @@ static void print_usage(FILE *out)
 {
 	fputs(usage_head, out);
 	fputs(cli_usage_text, out);
+	fputs("\nClickHouse mirror:\n", out);
+	fputs(cli_clickhouse_usage_text, out);
+	fputs(usage_s3_head, out);
+	fputs(cli_s3_usage_text, out);
 	fputs(usage_tail, out);
 }
 
@@ -385,6 +397,22 @@ static json_t *manifest_entry_json(uint64_t offset, const struct fmt_rec *rec)
 	struct eng_manifest_entry m;
 	json_t *o = json_object();
 	json_object_set_new(o, "offset", j_u64(offset));
+	struct eng_manifest_export x;
+	if (rec->kind == FMT_REC_EXPORT) {
+		if (eng_manifest_export_decode(rec->payload, rec->payload_len, &x) != 0) {
+			json_object_set_new(o, "kind", json_integer(rec->kind));
+			json_object_set_new(o, "error", json_string("malformed export record"));
+			return o;
+		}
+		json_object_set_new(o, "kind", json_string(x.kind == ENG_EXPORT_REPLICATE ? "replicated"
+											   : "mirrored"));
+		json_object_set_new(o, "tenant", json_string(x.tenant));
+		json_object_set_new(o, "segment_id", j_hex64(x.segment_id));
+		json_object_set_new(o, "at_ns", json_integer(x.at_ns));
+		if (x.ref[0])
+			json_object_set_new(o, "version_id", json_string(x.ref));
+		return o;
+	}
 	if (rec->kind != FMT_REC_SEGMENT || eng_manifest_entry_decode(rec->payload, rec->payload_len, &m)) {
 		json_object_set_new(o, "kind", json_integer(rec->kind));
 		json_object_set_new(o, "error", json_string(rec->kind != FMT_REC_SEGMENT
@@ -480,6 +508,15 @@ static void manifest_print_records(const json_t *records)
 			printf("@%lld: record kind %lld: %s\n", off,
 			       (long long)json_integer_value(json_object_get(o, "kind")),
 			       json_string_value(json_object_get(o, "error")));
+			continue;
+		}
+		const char *kind = json_string_value(json_object_get(o, "kind"));
+		if (strcmp(kind, "segment") != 0) {
+			const char *ver = json_string_value(json_object_get(o, "version_id"));
+			printf("@%lld: %s segment %s tenant %s%s%s\n", off, kind,
+			       json_string_value(json_object_get(o, "segment_id")),
+			       json_string_value(json_object_get(o, "tenant")), ver ? " version " : "",
+			       ver ? ver : "");
 			continue;
 		}
 		printf("@%lld: segment %s tenant %s seq %lld..%lld rows %lld size %lld checksum %s\n", off,
@@ -737,6 +774,10 @@ int main(int argc, char **argv)
 		code = cli_health(argc, argv);
 	else if (!strcmp(cmd, "keys"))
 		code = cli_keys(argc, argv);
+	else if (!strcmp(cmd, "s3"))
+		code = cli_s3(argc, argv);
+	else if (!strcmp(cmd, "clickhouse"))
+		code = cli_clickhouse(argc, argv);
 	else
 		return usage_error("unknown command '%s'", cmd);
 	if (fflush(stdout) != 0 || ferror(stdout)) {

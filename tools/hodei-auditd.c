@@ -24,6 +24,7 @@
 #include "net/json_check.h"
 #include "net/log.h"
 #include "net/server.h"
+#include "net/targets.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -56,13 +57,20 @@ struct daemon {
 	struct srv *srv;
 	struct admin *admin;
 	_Atomic int phase; /* enum phase */
+	/* Sealed segments leaving the node (issue #4). */
+	uint32_t replication_workers, mirror_workers;
+	struct replicator_ctx s3;
+	struct mirror_ctx ch;
+	struct exporter *replicator, *mirror;
+	int mirror_lock_fd;
+	atomic_bool cancel;
 };
 
 enum phase { PHASE_RECOVERING = 0, PHASE_SERVING = 1, PHASE_DRAINING = 2, PHASE_FAILED = 3 };
 
 /* ---- configuration ------------------------------------------------------- */
 
-enum opt_kind { O_STR, O_U32, O_SIZE, O_DUR, O_IO, O_LEVEL, O_BOOL };
+enum opt_kind { O_STR, O_U32, O_SIZE, O_DUR, O_IO, O_LEVEL, O_BOOL, O_ENV };
 
 struct opt {
 	const char *flag;  /* without "--" */
@@ -121,6 +129,26 @@ static const struct opt opts[] = {
 	{ "request-timeout", "HODEI_REQUEST_TIMEOUT", O_DUR, D(srv_cfg.request_timeout_ns), 0,
 	  "a request or TLS handshake must arrive within (30s)" },
 	{ "grace", "HODEI_GRACE", O_DUR, D(grace_ns), 0, "SIGTERM: time to finish calls in flight (10s)" },
+	{ "s3-endpoint", "HODEI_S3_ENDPOINT", O_ENV, 0, 0,
+	  "S3-compatible endpoint URL (none: AWS for the region)" },
+	{ "s3-bucket", "HODEI_S3_BUCKET", O_ENV, 0, 0,
+	  "bucket (versioning Enabled) that sealed segments replicate to; none: S3 off" },
+	{ "s3-prefix", "HODEI_S3_PREFIX", O_ENV, 0, 0, "object key prefix" },
+	{ "s3-region", "HODEI_S3_REGION", O_ENV, 0, 0, "region for SigV4 (us-east-1)" },
+	{ "s3-path-style", "HODEI_S3_PATH_STYLE", O_ENV, 0, 0,
+	  "auto, true (path-style URLs) or false (virtual-hosted)" },
+	{ "s3-multipart-threshold", "HODEI_S3_MULTIPART_THRESHOLD", O_ENV, 0, 0,
+	  "segments larger than this upload in parts (64MiB)" },
+	{ "s3-part-size", "HODEI_S3_PART_SIZE", O_ENV, 0, 0, "multipart part size (16MiB)" },
+	{ "replication-workers", "HODEI_REPLICATION_WORKERS", O_U32, D(replication_workers), 0,
+	  "uploads in flight at once (2); credentials: AWS_* variables or HODEI_S3_CREDENTIALS_FILE" },
+	{ "clickhouse-url", "HODEI_CLICKHOUSE_URL", O_ENV, 0, 0,
+	  "ClickHouse HTTP URL to mirror sealed segments to; none: mirror off" },
+	{ "clickhouse-user", "HODEI_CLICKHOUSE_USER", O_ENV, 0, 0,
+	  "ClickHouse user (password: HODEI_CLICKHOUSE_PASSWORD only)" },
+	{ "clickhouse-database", "HODEI_CLICKHOUSE_DATABASE", O_ENV, 0, 0, "database (hodei_audit)" },
+	{ "mirror-workers", "HODEI_MIRROR_WORKERS", O_U32, D(mirror_workers), 0,
+	  "ClickHouse inserts in flight at once (2)" },
 	{ "log-level", "HODEI_LOG_LEVEL", O_LEVEL, D(log_level), 0, "error, warn, info or debug (info)" },
 	{ "repair", "HODEI_REPAIR", O_BOOL, D(eng_cfg.repair), 0,
 	  "cut a WAL at mid-file damage instead of refusing to start" },
@@ -257,6 +285,12 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 		if (nlog_level_parse(v, &d->log_level))
 			goto bad;
 		return 0;
+	case O_ENV:
+		/* Read by the S3 / ClickHouse configuration (net/s3.c,
+		 * net/clickhouse.c): the flag is its variable, set. */
+		if (setenv(o->env, v, 1) != 0)
+			goto bad;
+		return 0;
 	case O_BOOL:
 		if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
 			*(bool *)(base + o->off) = true;
@@ -281,6 +315,9 @@ static int configure(struct daemon *d, int argc, char **argv)
 	snprintf(d->admin_listen, sizeof(d->admin_listen), "127.0.0.1:8080");
 	d->grace_ns = 10 * 1000000000ll;
 	d->log_level = NLOG_INFO;
+	d->replication_workers = 2;
+	d->mirror_workers = 2;
+	d->mirror_lock_fd = -1;
 	/* Environment first, then flags over it. */
 	for (size_t i = 0; i < N_OPTS; i++) {
 		const char *v = getenv(opts[i].env);
@@ -406,6 +443,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.segments_sealed += st.segments_sealed;
 		sum.segments_local += st.segments_local;
 		sum.segment_bytes_local += st.segment_bytes_local;
+		sum.segments_replicated += st.segments_replicated;
+		sum.segments_mirrored += st.segments_mirrored;
 		sum.memtable_bytes += st.memtable_bytes;
 		sum.memtable_rows += st.memtable_rows;
 		sum.dedup_entries += st.dedup_entries;
@@ -425,6 +464,11 @@ static int render(void *ctx, struct mx_buf *b)
 	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);
 	ENGINE_COUNTER("hodei_segments_sealed_total", "Segments sealed.", segments_sealed);
 	ENGINE_GAUGE("hodei_segments_local", "Sealed segments on local disk.", sum.segments_local);
+	ENGINE_GAUGE("hodei_segments_replicated", "Sealed segments the manifest records as in S3.",
+		     sum.segments_replicated);
+	ENGINE_GAUGE("hodei_segments_mirrored",
+		     "Sealed segments the manifest records as mirrored to ClickHouse.",
+		     sum.segments_mirrored);
 	ENGINE_GAUGE("hodei_segment_local_bytes", "Bytes of sealed segments on local disk.",
 		     sum.segment_bytes_local);
 	ENGINE_GAUGE("hodei_memtable_bytes", "Bytes of unsealed events in memory.", sum.memtable_bytes);
@@ -452,7 +496,89 @@ static int render(void *ctx, struct mx_buf *b)
 	if (statvfs(d->data_dir, &vfs) == 0)
 		ENGINE_GAUGE("hodei_disk_free_bytes", "Free bytes on the data directory's file system.",
 			     (uint64_t)vfs.f_bavail * vfs.f_frsize);
+	/* The exporters are set before PHASE_SERVING is stored (seq_cst) and
+	 * freed only after the admin port stopped. */
+	if (atomic_load(&d->phase) == PHASE_RECOVERING)
+		return admin_write_metrics(d->admin, b);
+	mx_family(b, "hodei_replication_enabled", "gauge", "1 when S3 replication is configured.");
+	mx_sample_u64(b, "hodei_replication_enabled", NULL, 0, d->replicator ? 1 : 0);
+	if (d->replicator) {
+		exporter_render_metrics(d->replicator, b);
+		replicator_render_metrics(&d->s3, b);
+	}
+	mx_family(b, "hodei_mirror_enabled", "gauge", "1 when the ClickHouse mirror is configured.");
+	mx_sample_u64(b, "hodei_mirror_enabled", NULL, 0, d->mirror ? 1 : 0);
+	if (d->mirror) {
+		exporter_render_metrics(d->mirror, b);
+		mirror_render_metrics(&d->ch, b);
+	}
 	return admin_write_metrics(d->admin, b);
+}
+
+/* ---- exporters ----------------------------------------------------------------- */
+
+/* Starts the S3 replicator and the ClickHouse mirror when configured.
+ * A configuration error stops the start (an operator who set a bucket
+ * wants replication, not a silent local-only node); an unreachable or
+ * unversioned target does not (ingest goes on, the metrics say why). */
+static int exporters_start(struct daemon *d)
+{
+	char why[512];
+	struct exporter_config xc;
+	exporter_config_default(&xc);
+	struct exporter_ops ops;
+	if (s3_config_from_env(&d->s3.cfg, why, sizeof(why)) != 0 ||
+	    (s3_config_enabled(&d->s3.cfg) && s3_config_validate(&d->s3.cfg, why, sizeof(why)) != 0)) {
+		nlog(NLOG_ERROR, NULL, "S3 configuration: %s", why);
+		return -1;
+	}
+	if (s3_config_enabled(&d->s3.cfg)) {
+		d->s3.cancel = &d->cancel;
+		replicator_ops(&d->s3, &ops);
+		xc.workers = d->replication_workers;
+		int rc = exporter_start(d->eng, &ops, &xc, &d->replicator);
+		if (rc) {
+			nlog(NLOG_ERROR, NULL, "cannot start the S3 replicator: %s", strerror(-rc));
+			return -1;
+		}
+		nlog(NLOG_INFO, NULL, "replicating sealed segments to s3://%s/%s (%s)", d->s3.cfg.bucket,
+		     d->s3.cfg.prefix, d->s3.cfg.endpoint[0] ? d->s3.cfg.endpoint : "AWS");
+	}
+	const char *url = getenv("HODEI_CLICKHOUSE_URL");
+	if (url && *url) {
+		if (ch_config_from_env(&d->ch.cfg, why, sizeof(why)) != 0) {
+			nlog(NLOG_ERROR, NULL, "ClickHouse configuration: %s", why);
+			return -1;
+		}
+		int rc = ch_mirror_lock(d->data_dir, &d->mirror_lock_fd);
+		if (rc) {
+			nlog(NLOG_ERROR, NULL, "cannot lock %s/clickhouse-mirror.lock: %s (is a "
+			     "`hodei-audit clickhouse mirror` running on this directory?)", d->data_dir,
+			     strerror(-rc));
+			return -1;
+		}
+		mirror_ops(&d->ch, &ops);
+		xc.workers = d->mirror_workers;
+		rc = exporter_start(d->eng, &ops, &xc, &d->mirror);
+		if (rc) {
+			nlog(NLOG_ERROR, NULL, "cannot start the ClickHouse mirror: %s", strerror(-rc));
+			return -1;
+		}
+		nlog(NLOG_INFO, NULL, "mirroring sealed segments to ClickHouse %s, database %s",
+		     d->ch.cfg.url, d->ch.cfg.database);
+	}
+	return 0;
+}
+
+static void exporters_stop(struct daemon *d)
+{
+	atomic_store(&d->cancel, true); /* S3 transfers in progress stop within a second */
+	exporter_stop(d->replicator);
+	exporter_stop(d->mirror);
+	d->replicator = d->mirror = NULL;
+	if (d->mirror_lock_fd >= 0)
+		close(d->mirror_lock_fd);
+	d->mirror_lock_fd = -1;
 }
 
 /* ---- main ------------------------------------------------------------------ */
@@ -576,6 +702,13 @@ int main(int argc, char **argv)
 		srv_destroy(d.srv);
 		return EXIT_FAIL;
 	}
+	if (exporters_start(&d) != 0) {
+		admin_stop(d.admin);
+		exporters_stop(&d);
+		eng_close(d.eng);
+		srv_destroy(d.srv);
+		return EXIT_FAIL;
+	}
 	srv_start(d.srv, d.eng);
 	atomic_store(&d.phase, PHASE_SERVING);
 	const char *host = d.srv_cfg.grpc_listen;
@@ -612,9 +745,12 @@ int main(int argc, char **argv)
 		break;
 	}
 	drain_and_wait(&d, sfd);
+	/* The admin port goes first: its scrapes read the exporters and the
+	 * engine, which stop next. */
+	admin_stop(d.admin);
+	exporters_stop(&d);
 	eng_close(d.eng); /* the shards' stop hooks close what is left */
 	d.eng = NULL;
-	admin_stop(d.admin);
 	srv_destroy(d.srv);
 	nlog(NLOG_INFO, NULL, "stopped");
 	return EXIT_OK;

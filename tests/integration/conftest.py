@@ -74,6 +74,20 @@ def shared_server(tmp_path_factory, stubs, request):
 
 
 @pytest.fixture
+def clickhouse(tmp_path, request):
+    """A running clickhouse-server (chserver.py) on 127.0.0.1 and free
+    ports, data in tmp_path/clickhouse; stop() and start() it again on the
+    same data for outage tests. Stopped at teardown."""
+    import chserver
+
+    ch = chserver.ClickHouse(tmp_path / "clickhouse")
+    request.node._hodei_clickhouse = ch
+    ch.start()
+    yield ch
+    ch.finish()
+
+
+@pytest.fixture
 def channel(server):
     """A plain channel to `server` (no metadata)."""
     return server.channel()
@@ -84,6 +98,18 @@ def stub(server):
     """A function (key=None, tenant=None) -> AuditService stub of `server`
     whose calls carry `authorization: Bearer key` / `x-hodei-tenant`."""
     return server.stub
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """A moto S3 server with signature checks on (s3server.py), shared by a
+    module: buckets s3server.VERSIONED (versioning Enabled) and
+    s3server.PLAIN (never versioned). Tests use their own keys."""
+    import s3server
+
+    srv = s3server.S3Server(tmp_path_factory.mktemp("moto")).start()
+    yield srv
+    srv.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -102,3 +128,6 @@ def pytest_runtest_makereport(item, call):
             out = s.stdout()
             if out.strip():
                 rep.sections.append((f"hodei-auditd stdout ({s.dir.name})", out[-4000:]))
+        ch = getattr(item, "_hodei_clickhouse", None)
+        if ch is not None:
+            rep.sections.append(("clickhouse-server log (last 40 lines)", ch.log_tail()))

@@ -536,6 +536,29 @@ class Server:
         return env
 
     def start(self, wait_ready=True, timeout_s=120):
+        """Starts the server. free_port() can race with another process
+        taking the port before the server binds it: when the server exits
+        with "Address already in use", it is started again on new ports (a
+        few times), so the suite is not flaky on a busy machine."""
+        for attempt in range(4):
+            seen = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
+            self._launch()
+            if not wait_ready:
+                return self
+            try:
+                self.wait_ready(timeout_s)
+                return self
+            except AssertionError:
+                fresh = self.stderr_path.read_bytes()[seen:].decode(errors="replace")
+                if attempt == 3 or "Address already in use" not in fresh:
+                    raise
+                self.grpc_port, self.admin_port = free_port(), free_port()
+                self.grpc_addr = f"127.0.0.1:{self.grpc_port}"
+                self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+                self.close_channels()
+        return self
+
+    def _launch(self):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         assert DAEMON.exists(), f"{DAEMON} is missing: build the project first"
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
@@ -545,9 +568,6 @@ class Server:
                 preexec_fn=_die_with_parent,
             )
         self.expect_dead = False
-        if wait_ready:
-            self.wait_ready(timeout_s)
-        return self
 
     def wait_ready(self, timeout_s=120):
         def ready():
