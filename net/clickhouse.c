@@ -480,6 +480,13 @@ size_t ch_sql_quote(const char *s, size_t len, char *out, size_t cap)
 	return n;
 }
 
+/* Where output n of a cap-byte buffer goes; out may be NULL (cap 0) when
+ * the caller only wants the length, and NULL + 0 is not defined in C. */
+static char *at(char *out, size_t n, size_t cap)
+{
+	return out ? out + FMT_MIN(n, cap) : NULL;
+}
+
 /* Statement i (0: database, 1: table) of the schema, without ';'. */
 static size_t schema_statement(int i, const char *db, char *out, size_t cap)
 {
@@ -487,10 +494,10 @@ static size_t schema_statement(int i, const char *db, char *out, size_t cap)
 		return (size_t)snprintf(out, cap, "CREATE DATABASE IF NOT EXISTS `%s`", db);
 	size_t n = (size_t)snprintf(out, cap, "CREATE TABLE IF NOT EXISTS `%s`.%s\n(\n", db, CH_TABLE);
 	for (int k = 0; k < CH_COLUMN_COUNT; k++)
-		n += (size_t)snprintf(out + FMT_MIN(n, cap), cap - FMT_MIN(n, cap), "    %s %s%s\n",
+		n += (size_t)snprintf(at(out, n, cap), cap - FMT_MIN(n, cap), "    %s %s%s\n",
 				      ch_column_names[k], ch_column_types[k],
 				      k + 1 < CH_COLUMN_COUNT ? "," : "");
-	n += (size_t)snprintf(out + FMT_MIN(n, cap), cap - FMT_MIN(n, cap),
+	n += (size_t)snprintf(at(out, n, cap), cap - FMT_MIN(n, cap),
 			      ")\nENGINE = MergeTree\n"
 			      "PARTITION BY toYYYYMM(occurred_at)\n"
 			      "ORDER BY (tenant_id, occurred_at, seq)\n"
@@ -502,8 +509,8 @@ size_t ch_schema_sql(const char *database, char *out, size_t cap)
 {
 	size_t n = 0;
 	for (int i = 0; i < 2; i++) {
-		n += schema_statement(i, database, out + FMT_MIN(n, cap), cap - FMT_MIN(n, cap));
-		n += (size_t)snprintf(out + FMT_MIN(n, cap), cap - FMT_MIN(n, cap), i ? ";\n" : ";\n\n");
+		n += schema_statement(i, database, at(out, n, cap), cap - FMT_MIN(n, cap));
+		n += (size_t)snprintf(at(out, n, cap), cap - FMT_MIN(n, cap), i ? ";\n" : ";\n\n");
 	}
 	return n;
 }
@@ -1227,7 +1234,7 @@ static size_t insert_settings_params(const struct ch_client *c, uint32_t rows, c
 	unsigned long long above = (unsigned long long)rows + 1;
 	size_t n = 0;
 #define ADD(bit, ...) do { if (c->settings & (bit)) \
-		n += (size_t)snprintf(out + FMT_MIN(n, cap), cap - FMT_MIN(n, cap), __VA_ARGS__); } while (0)
+		n += (size_t)snprintf(at(out, n, cap), cap - FMT_MIN(n, cap), __VA_ARGS__); } while (0)
 	ADD(SET_MAX_BLOCK, "&max_insert_block_size=%llu", above);
 	ADD(SET_MIN_ROWS, "&min_insert_block_size_rows=%llu", above);
 	ADD(SET_MIN_BYTES, "&min_insert_block_size_bytes=%llu", BLOCK_BYTES_NEVER);

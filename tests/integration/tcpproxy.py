@@ -4,10 +4,13 @@ to make a real server (moto, ClickHouse) unreachable without losing its
 state: down() closes the listener and every connection in flight (the
 client sees resets and refusals, as with a dead server), up() listens
 again on the same port. cut_after(n) takes the proxy down once n more
-bytes went from client to server (an outage in the middle of an upload).
+bytes went from client to server (an outage in the middle of an upload);
+throttle(bytes_per_s) slows the client-to-server direction, so that an
+upload lasts long enough to be interrupted on purpose.
 """
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -22,6 +25,12 @@ class TcpProxy:
         self.listener = None
         self.cut_budget = None
         self.sent_to_server = 0
+        self.rate = None
+
+    @property
+    def is_up(self):
+        with self.lock:
+            return self.listener is not None
 
     @property
     def endpoint(self):
@@ -54,6 +63,9 @@ class TcpProxy:
                 pass
             c.close()
 
+    def throttle(self, bytes_per_s):
+        self.rate = bytes_per_s
+
     def cut_after(self, nbytes):
         with self.lock:
             self.cut_budget = nbytes
@@ -84,6 +96,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if upstream and self.rate:
+                    time.sleep(len(data) / self.rate)
                 dst.sendall(data)
                 if upstream:
                     cut = False

@@ -18,6 +18,7 @@ boto3 — never with the server's own client:
 The S3 endpoint is reached through a TCP proxy (tcpproxy.py) so a test can
 take "S3" down without losing moto's in-memory state."""
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -172,14 +173,18 @@ def test_cut_in_the_middle_of_a_multipart_upload(server_factory, s3_server, prox
     stub = srv.stub(srv.admin_key, "bulk")
     acked = 0
     for b in range(20):
-        evs = [hodei.event(b * 4000 + i, details_json=b'"' + uuid.uuid4().hex.encode() * 6 + b'"')
+        evs = [hodei.event(b * 4000 + i, details_json=b'"' + os.urandom(192).hex().encode() + b'"')
                for i in range(4000)]
         acked += stub.Append(hodei.append_request(evs)).accepted
     hodei.wait_until(lambda: sealed(srv) >= 2, 120, "two big segments sealed")
+    sizes = [p.stat().st_size for p in Path(srv.data_dir).glob("shard-*/segments/*.hseg")]
+    assert min(sizes) > 5 << 20, f"segments of {sizes} bytes would not go multipart"
     proxy.cut_after(7 << 20)
     proxy.up()
-    hodei.wait_until(lambda: srv.metrics().get("hodei_replication_errors_total", kind="network") >= 1,
-                     120, "the cut upload failed")
+    hodei.wait_until(lambda: not proxy.is_up, 120, "the connection cut after 7 MiB")
+    errors = srv.metrics().get("hodei_replication_errors_total", kind="network")
+    hodei.wait_until(lambda: srv.metrics().get("hodei_replication_errors_total", kind="network")
+                     > errors, 120, "the cut upload failed")
     proxy.up()
     wait_drained(srv)
     check_bucket_matches(srv, s3_server, prefix)
@@ -200,3 +205,35 @@ def test_kill_between_upload_and_manifest_record(server_factory, s3_server, prox
     check_bucket_matches(srv, s3_server, prefix)
     assert srv.metrics().get("hodei_replication_reused_total") >= 1
     assert len(srv.stored("acme")) == acked["acme"]
+
+
+def test_kill9_in_the_middle_of_an_upload(server_factory, s3_server, proxy):
+    """kill -9 of hodei-auditd while a multipart upload is on the wire: after
+    the restart every segment is in the bucket once, and the manifest agrees
+    with the bucket (an unfinished multipart upload is not an object)."""
+    srv, prefix = start(server_factory, s3_server, proxy,
+                        args=["--seal-rows", "40000", "--seal-age", "1h"],
+                        extra={"HODEI_S3_MULTIPART_THRESHOLD": "5MiB", "HODEI_S3_PART_SIZE": "5MiB"})
+    proxy.down()
+    stub = srv.stub(srv.admin_key, "bulk")
+    acked = 0
+    for b in range(20):
+        evs = [hodei.event(b * 4000 + i, details_json=b'"' + os.urandom(192).hex().encode() + b'"')
+               for i in range(4000)]
+        acked += stub.Append(hodei.append_request(evs)).accepted
+    hodei.wait_until(lambda: sealed(srv) >= 2, 120, "two big segments sealed")
+    sizes = [p.stat().st_size for p in Path(srv.data_dir).glob("shard-*/segments/*.hseg")]
+    assert min(sizes) > 5 << 20, f"segments of {sizes} bytes would not go multipart"
+    before = proxy.sent_to_server
+    proxy.throttle(4 << 20)  # an upload lasts seconds: the kill lands inside it
+    proxy.up()
+    hodei.wait_until(lambda: proxy.sent_to_server - before >= 3 << 20, 120,
+                     "an upload under way", interval_s=0.001)
+    srv.kill()
+    proxy.throttle(None)
+    assert bucket_versions(s3_server, s3server.VERSIONED, prefix) == {}, \
+        "the first segment finished before the kill: the test did not cut an upload"
+    srv.start()
+    wait_drained(srv)
+    check_bucket_matches(srv, s3_server, prefix)
+    assert len(srv.stored("bulk")) == acked
