@@ -34,6 +34,8 @@ void eng_config_default(struct eng_config *c)
 	c->queue_depth = 1024;
 	c->tenants_max = 100000;
 	c->disk_reserve_bytes = 256ull << 20;
+	c->local_retention_ns = -1;
+	c->remote_cache_bytes = 1ull << 30;
 	c->seal_rows = 500000;
 	c->seal_bytes = 64ull << 20;
 	c->seal_age_ns = 60ll * 1000000000;
@@ -150,6 +152,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->rand_used = sizeof(s->rand_buf);
 	s->req_gen = 1;
 	pthread_mutex_init(&s->stats_lock, NULL);
+	pthread_mutex_init(&s->fetch_mu, NULL);
 	snprintf(s->dir, sizeof(s->dir), "%s/shard-%03u", eng->data_dir, i);
 	int rc = mkdir_p(s->dir);
 	if (rc)
@@ -214,6 +217,7 @@ static void shard_free(struct eng_shard *s)
 	free(s->tenant_slots);
 	eng_segment_cache_free(s);
 	eng_export_free(s);
+	eng_remote_free(s);
 	eng_seal_worker_stop(s);
 	if (s->io)
 		eng_io_destroy(s->io); /* before the buffers its ops point into */
@@ -235,6 +239,7 @@ static void shard_free(struct eng_shard *s)
 	free(s->woken_mark);
 	fmt_sha256_ctx_free(s->sha);
 	pthread_mutex_destroy(&s->stats_lock);
+	pthread_mutex_destroy(&s->fetch_mu);
 }
 
 int eng_open(const struct eng_config *cfg, struct eng_engine **out)

@@ -72,6 +72,27 @@ int eng_watch_del(struct eng_engine *eng, uint32_t shard, int fd);
 enum eng_log_level { ENG_LOG_ERROR = 0, ENG_LOG_WARN = 1, ENG_LOG_INFO = 2, ENG_LOG_DEBUG = 3 };
 typedef void (*eng_log_fn)(void *ctx, enum eng_log_level level, const char *msg);
 
+/* Segments that live only in S3 (local retention passed) are read through
+ * a local cache. The fetcher, given by net/ at start, copies one segment
+ * into `dest_path` (write elsewhere, check, rename) on its own thread and
+ * then calls eng_fetch_done(). fetch() runs on a shard thread: it must only
+ * queue the work. Returns 0 or an error (the requests needing the segment
+ * fail with it). */
+struct eng_fetch_req {
+	uint32_t shard;
+	char tenant[FMT_TENANT_MAX + 1];
+	uint64_t segment_id;
+	uint64_t file_size, file_checksum;   /* XXH3-64 the copy must have */
+	int64_t min_received_ns;             /* for the object key */
+	char version_id[256];
+	char dest_path[4200];
+};
+
+struct eng_fetcher {
+	void *ctx;
+	int (*fetch)(void *ctx, const struct eng_fetch_req *req);
+};
+
 struct eng_config {
 	const char *data_dir;
 	uint32_t shards;                 /* 0: one per online CPU */
@@ -86,6 +107,14 @@ struct eng_config {
 	uint32_t tenant_burst;           /* token bucket size; 0: max(rate, events_per_batch_max) */
 	uint64_t disk_budget_bytes;      /* WAL + local segments, all shards; 0: no limit */
 	uint64_t disk_reserve_bytes;     /* refuse appends when the file system has less free */
+	/* Local retention: a segment's file is removed once it is replicated
+	 * (and mirrored, when retention_needs_mirror) and its newest event was
+	 * received this long ago. <0: never. Reads then go through the
+	 * fetcher and a cache of remote_cache_bytes per shard. */
+	int64_t local_retention_ns;
+	bool retention_needs_mirror;
+	uint64_t remote_cache_bytes;
+	struct eng_fetcher fetcher;
 	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
 	uint64_t seal_bytes;             /* ... or this many bytes */
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
@@ -353,6 +382,10 @@ struct eng_export_mark {
 int eng_export_list_submit(struct eng_producer *p, struct eng_export_list *req);
 int eng_export_mark_submit(struct eng_producer *p, struct eng_export_mark *req);
 
+/* The fetcher's completion of eng_fetch_req (any thread): status 0 when
+ * dest_path holds the segment, else an error for the waiting requests. */
+void eng_fetch_done(struct eng_engine *eng, uint32_t shard, uint64_t segment_id, int status);
+
 /* An eventfd that becomes readable when a shard sealed a segment (for
  * exporters to wake up at once rather than on their next poll). */
 int eng_seal_event_fd(const struct eng_engine *eng);
@@ -389,6 +422,8 @@ struct eng_shard_stats {
 	uint64_t fsync_hist[ENG_LATENCY_BOUNDS + 1];
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
 	uint64_t segments_replicated, segments_mirrored;  /* marked in the manifest */
+	uint64_t segments_remote;       /* local file removed: in S3 only */
+	uint64_t remote_fetches, remote_fetch_errors, remote_cache_bytes;
 	uint64_t segments_open, segments_evicted;  /* the open-segment cache */
 	uint64_t memtable_bytes, memtable_rows;
 	uint64_t dedup_entries, dedup_evicted_early;

@@ -116,6 +116,10 @@ struct eng_segment {
 	uint8_t chain_after[FMT_HASH_BYTES];
 	uint8_t merkle_root[FMT_HASH_BYTES];
 	bool replicated, mirrored;         /* export marks in the manifest */
+	bool remote;                       /* local file removed (FMT_REC_REMOVE) */
+	bool cached, fetching;             /* remote: a copy in <shard>/cache/ */
+	int fetch_error;                   /* last failed fetch, 0 once fetched */
+	uint64_t cache_used_gen;           /* for the cache's LRU */
 	char *version_id;                  /* S3 version id once replicated (malloc) */
 	struct fmt_segment *footer;        /* NULL unless in the open cache */
 	int fd;                            /* -1 unless in the open cache */
@@ -127,6 +131,9 @@ struct eng_segment_cache {
 	struct eng_segment **slots;
 	uint32_t count, cap, hand;
 };
+
+/* Manifest record payload for FMT_REC_REMOVE (docs/FORMAT.md §6). */
+#define ENG_MANIFEST_REMOVE_BYTES (1 + FMT_TENANT_MAX + 8 + 8)
 
 /* Manifest record payload for FMT_REC_EXPORT (docs/FORMAT.md §6). */
 #define ENG_MANIFEST_EXPORT_BYTES (1 + FMT_TENANT_MAX + 8 + 1 + 8 + 2 + ENG_EXPORT_REF_MAX)
@@ -221,6 +228,18 @@ struct eng_shard {
 	struct eng_manifest_write *man_head, *man_tail, *man_cur;
 	struct eng_io_op man_op_write, man_op_fsync;
 	int man_write_result;
+	/* Local retention and remote reads (remote.c). */
+	int64_t retention_next_ns;
+	struct eng_segment **removing;     /* segments whose REMOVE record is in flight */
+	uint32_t removing_count;
+	uint8_t *remove_buf;
+	struct eng_manifest_write remove_write;
+	struct eng_req_hdr *parked_head, *parked_tail; /* waiting for fetches */
+	pthread_mutex_t fetch_mu;          /* fetch completions from the fetcher's thread */
+	struct eng_fetch_done_item { uint64_t segment_id; int status; } *fetch_done;
+	uint32_t fetch_done_count, fetch_done_cap;
+	uint64_t cache_bytes;
+	uint32_t fetches_outstanding;      /* fetches started, completion not applied */
 	/* Export marks waiting for their manifest record (export.c). */
 	struct eng_export_mark *marks_head, *marks_tail;
 	uint8_t *marks_buf;
@@ -308,6 +327,20 @@ int eng_manifest_decode_export(const uint8_t *in, uint32_t len, char tenant[FMT_
 			       char ref[ENG_EXPORT_REF_MAX + 1]);
 struct eng_segment *eng_tenant_segment(struct eng_tenant *t, uint64_t segment_id);
 int eng_segment_set_export(struct eng_segment *g, uint8_t kind, const char *ref);
+/* remote.c */
+void eng_retention_tick(struct eng_shard *s);
+/* Before a search or verify: true when every segment it needs is readable;
+ * otherwise fetches are started and the request must be parked. *err is
+ * set when a needed segment cannot be fetched (fail the request). */
+bool eng_remote_ready(struct eng_shard *s, struct eng_req_hdr *hdr, int *err);
+void eng_park(struct eng_shard *s, struct eng_req_hdr *hdr);
+/* Applies fetch completions; returns the parked requests to run again. */
+struct eng_req_hdr *eng_fetch_progress(struct eng_shard *s);
+void eng_remote_free(struct eng_shard *s);
+void eng_segment_read_path(const struct eng_shard *s, const struct eng_segment *g, char *out,
+			   size_t cap);
+int eng_manifest_decode_remove(const uint8_t *in, uint32_t len, char tenant[FMT_TENANT_MAX + 1],
+			       uint64_t *segment_id);
 /* export.c */
 void eng_export_list_run(struct eng_shard *s, struct eng_export_list *req);
 void eng_export_mark_queue(struct eng_shard *s, struct eng_export_mark *req);
@@ -335,6 +368,8 @@ void eng_seal_worker_stop(struct eng_shard *s);
 /* Frees a seal left in flight by a power cut (its I/O never completes). */
 void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);
+/* Closes seg's file and footer and drops it from the open-segment cache. */
+void eng_segment_close(struct eng_shard *s, struct eng_segment *seg);
 /* Reads exactly len bytes at off, continuing short reads and EINTR.
  * Returns 0, -errno, or FMT_E_TRUNCATED when the file ends first. */
 int eng_pread_full(int fd, uint8_t *buf, size_t len, uint64_t off);

@@ -311,6 +311,18 @@ static int load_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	int rc = FMT_E_CORRUPT;
 	if (rec->kind == FMT_REC_EXPORT)
 		return load_export(s, ml->path, offset, rec);
+	if (rec->kind == FMT_REC_REMOVE) {
+		uint64_t id;
+		struct eng_tenant *rt = NULL;
+		struct eng_segment *rg = NULL;
+		if (eng_manifest_decode_remove(rec->payload, rec->payload_len, name, &id) == 0 &&
+		    (rt = eng_tenant_find(s, (struct fmt_str){ name, (uint32_t)strlen(name) })) &&
+		    (rg = eng_tenant_segment(rt, id))) {
+			rg->remote = true; /* its file is checked (or removed) after the scan */
+			return 0;
+		}
+		goto bad;
+	}
 	if (rec->kind != FMT_REC_SEGMENT ||
 	    eng_manifest_decode_segment(rec->payload, rec->payload_len, name, &g) != 0)
 		goto bad;
@@ -323,8 +335,6 @@ static int load_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 			(unsigned long long)g.first_seq, (unsigned long long)t->sealed_seq);
 		return FMT_E_CHAIN;
 	}
-	if ((rc = check_file(s, &g)) != 0)
-		return rc;
 	struct eng_segment *seg = malloc(sizeof(*seg));
 	if (!seg)
 		return FMT_E_NOMEM;
@@ -335,8 +345,6 @@ static int load_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	uint64_t no = g.segment_id & ((1ull << 40) - 1);
 	if (no >= s->next_segment_no)
 		s->next_segment_no = no + 1;
-	s->stats.segments_local++;
-	s->stats.segment_bytes_local += g.file_size;
 	return 0;
 bad:
 	eng_log(s->eng, ENG_LOG_ERROR, "%s: bad record at offset %llu", ml->path,
@@ -437,6 +445,26 @@ int eng_manifest_load(struct eng_shard *s)
 	}
 	s->manifest_fd = fd;
 	s->manifest_size = sc.valid_end;
+	/* Files, once the whole manifest is known: a local segment's file must
+	 * be there with its size; a removed one's is deleted if a crash left it
+	 * (between the REMOVE record and the unlink). */
+	for (uint32_t i = 0; i < s->tenant_slot_count && rc == 0; i++) {
+		struct eng_tenant *t = s->tenant_slots[i];
+		for (uint32_t k = 0; t && k < t->segment_count && rc == 0; k++) {
+			struct eng_segment *g = t->segments[k];
+			if (g->remote) {
+				char seg_path[4200];
+				eng_segment_path(s, g->segment_id, seg_path, sizeof(seg_path));
+				unlink(seg_path);
+				s->stats.segments_remote++;
+			} else if ((rc = check_file(s, g)) == 0) {
+				s->stats.segments_local++;
+				s->stats.segment_bytes_local += g->file_size;
+			}
+		}
+	}
+	if (rc)
+		return rc;
 	remove_orphans(s);
 	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
 		struct eng_tenant *t = s->tenant_slots[i];

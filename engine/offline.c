@@ -88,6 +88,9 @@ struct off_run {
 	void *ctx;
 	struct eng_offline_summary *sum;
 	int err;                           /* FMT_E_NOMEM from inside a visitor */
+	/* Segments whose local file was removed (FMT_REC_REMOVE): in S3 only. */
+	uint64_t *removed;
+	uint32_t removed_count, removed_cap;
 	/* The shard being checked. */
 	uint32_t shard;
 	char dir[OFF_PATH_MAX];
@@ -327,6 +330,9 @@ static void shard_finish(struct off_run *r)
 	}
 	free(r->slots);
 	free(r->ids);
+	free(r->removed);
+	r->removed = NULL;
+	r->removed_count = r->removed_cap = 0;
 	r->slots = NULL;
 	r->ids = NULL;
 	r->slot_count = r->tenant_count = r->id_count = r->id_cap = 0;
@@ -510,11 +516,47 @@ static int ids_push(struct off_run *r, uint64_t id)
 	return 0;
 }
 
+/* First pass over a manifest: the segments whose local file was removed. */
+static int removed_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
+{
+	struct off_run *r = ctx;
+	char name[FMT_TENANT_MAX + 1];
+	uint64_t id;
+	(void)offset;
+	if (rec->kind != FMT_REC_REMOVE ||
+	    eng_manifest_decode_remove(rec->payload, rec->payload_len, name, &id) != 0)
+		return 0;
+	if (r->removed_count == r->removed_cap) {
+		uint32_t cap = r->removed_cap ? 2 * r->removed_cap : 64;
+		uint64_t *p = realloc(r->removed, cap * sizeof(*p));
+		if (!p)
+			return r->err = FMT_E_NOMEM;
+		r->removed = p;
+		r->removed_cap = cap;
+	}
+	r->removed[r->removed_count++] = id;
+	return 0;
+}
+
+static bool is_removed(const struct off_run *r, uint64_t id)
+{
+	for (uint32_t i = 0; i < r->removed_count; i++)
+		if (r->removed[i] == id)
+			return true;
+	return false;
+}
+
 static int manifest_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 {
 	struct off_run *r = ctx;
 	char name[FMT_TENANT_MAX + 1];
 	struct eng_segment g;
+	if (rec->kind == FMT_REC_REMOVE) {
+		uint64_t id;
+		if (eng_manifest_decode_remove(rec->payload, rec->payload_len, name, &id) != 0)
+			note(r, ENG_OFFLINE_PROBLEM, r->path, "", 0, offset, "malformed remove record");
+		return 0;
+	}
 	if (rec->kind == FMT_REC_EXPORT) {
 		/* An export mark (replicated / mirrored): it must name a segment
 		 * an earlier record of the same manifest added. */
@@ -552,7 +594,8 @@ static int manifest_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	if (!t || ids_push(r, g.segment_id) != 0 || segs_push(t, &g) != 0)
 		return r->err = FMT_E_NOMEM;
 	segment_continuity(r, t, &g, offset);
-	segment_file(r, t->name, &g);
+	if (!is_removed(r, g.segment_id))
+		segment_file(r, t->name, &g); /* a removed one lives in S3 only */
 	t->segments++;
 	r->sum->segments++;
 	r->sum->events += g.row_count;
@@ -616,7 +659,9 @@ static void check_manifest(struct off_run *r)
 	}
 	struct fmt_log_scan sc;
 	r->path = path;
-	rc = fmt_log_scan(buf, len, man_magic, OFF_MANIFEST_PAYLOAD_MAX, manifest_visit, r, &sc);
+	rc = fmt_log_scan(buf, len, man_magic, OFF_MANIFEST_PAYLOAD_MAX, removed_visit, r, &sc);
+	if (rc == 0 && !r->err)
+		rc = fmt_log_scan(buf, len, man_magic, OFF_MANIFEST_PAYLOAD_MAX, manifest_visit, r, &sc);
 	free(buf);
 	r->path = NULL;
 	if (rc == FMT_E_NOMEM || r->err)

@@ -159,6 +159,20 @@ static int segment_cache_add(struct eng_shard *s, struct eng_segment *seg)
 	return 0;
 }
 
+void eng_segment_close(struct eng_shard *s, struct eng_segment *seg)
+{
+	struct eng_segment_cache *c = &s->open_segments;
+	for (uint32_t i = 0; i < c->count; i++)
+		if (c->slots[i] == seg) {
+			c->slots[i] = c->slots[--c->count];
+			if (c->hand >= c->count)
+				c->hand = 0;
+			break;
+		}
+	if (seg->footer || seg->fd >= 0)
+		segment_uncache(seg);
+}
+
 void eng_segment_cache_release(struct eng_shard *s)
 {
 	s->req_gen++; /* nothing is in use any more */
@@ -177,7 +191,7 @@ int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 	if (seg->footer)
 		return 0;
 	char path[4200];
-	eng_segment_path(s, seg->segment_id, path, sizeof(path));
+	eng_segment_read_path(s, seg, path, sizeof(path));
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -653,8 +667,8 @@ int eng_dedup_from_segments(struct eng_shard *s)
 		struct eng_tenant *t = s->tenant_slots[i];
 		for (uint32_t k = 0; t && k < t->segment_count; k++) {
 			struct eng_segment *seg = t->segments[k];
-			if (seg->max_received_ns < horizon)
-				continue;
+			if (seg->max_received_ns < horizon || seg->remote)
+				continue; /* remote: older than any sane retention */
 			s->req_gen++;
 			int rc = eng_segment_open_footer(s, seg);
 			for (uint32_t b = 0; rc == 0 && b < seg->footer->meta.block_count; b++) {

@@ -458,6 +458,25 @@ static void commit_start(struct eng_shard *s)
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/* Search and verify may need segments that live only in S3 (remote.c):
+ * returns true when the request was parked or failed instead of run. */
+static bool not_readable(struct eng_shard *s, struct eng_req_hdr *hdr)
+{
+	int err = 0;
+	if (eng_remote_ready(s, hdr, &err))
+		return false;
+	if (!err) {
+		eng_park(s, hdr);
+		return true;
+	}
+	if (hdr->kind == ENG_REQ_SEARCH)
+		((struct eng_search *)hdr)->status = err;
+	else
+		((struct eng_verify *)hdr)->status = err;
+	eng_complete(s, hdr);
+	return true;
+}
+
 static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
 {
 	*keep = false;
@@ -466,6 +485,8 @@ static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
 		*keep = !append_run(s, (struct eng_append *)hdr);
 		break;
 	case ENG_REQ_SEARCH:
+		if (not_readable(s, hdr))
+			break;
 		s->req_gen++;
 		s->stats.searches++;
 		eng_search_run(s, (struct eng_search *)hdr);
@@ -473,6 +494,8 @@ static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
 		eng_complete(s, hdr);
 		break;
 	case ENG_REQ_VERIFY:
+		if (not_readable(s, hdr))
+			break;
 		s->req_gen++;
 		s->stats.verifies++;
 		eng_verify_run(s, (struct eng_verify *)hdr);
@@ -537,11 +560,26 @@ static void publish_stats(struct eng_shard *s)
 	pthread_mutex_unlock(&s->stats_lock);
 }
 
+/* Stopping: parked reads will not get their segments any more. */
+static void fail_parked(struct eng_shard *s)
+{
+	while (s->parked_head) {
+		struct eng_req_hdr *r = s->parked_head;
+		s->parked_head = r->next;
+		if (r->kind == ENG_REQ_SEARCH)
+			((struct eng_search *)r)->status = FMT_E_SHUTDOWN;
+		else
+			((struct eng_verify *)r)->status = FMT_E_SHUTDOWN;
+		eng_complete(s, r);
+	}
+	s->parked_tail = NULL;
+}
+
 static bool quiescent(struct eng_shard *s)
 {
 	return !s->wal.in_flight && s->wal.buf[s->wal.filling].req_count == 0 &&
 	       !eng_seal_busy(s) && eng_io_in_flight(s->io) == 0 && !s->man_cur && !s->man_head &&
-	       !s->marks_head && !s->marks_inflight_count;
+	       !s->marks_head && !s->marks_inflight_count && !s->removing_count && !s->parked_head;
 }
 
 #define LOOP_EVENTS_MAX 64
@@ -622,6 +660,15 @@ static void *shard_main(void *arg)
 			return NULL; /* leave everything in flight, as a power cut does */
 		bool stopping = atomic_load(&s->eng->stopping);
 		disk_check(s);
+		for (struct eng_req_hdr *r = eng_fetch_progress(s), *next; r; r = next) {
+			next = r->next; /* parked requests whose segments may have arrived */
+			bool keep;
+			dispatch(s, r, &keep);
+		}
+		if (stopping)
+			fail_parked(s);
+		else
+			eng_retention_tick(s);
 		enum drain_result left = drain_inboxes(s);
 		commit_start(s);
 		eng_export_marks_flush(s);

@@ -41,7 +41,7 @@ static void problem(struct eng_verify *req, uint64_t seq, const char *fmt, ...)
 static int read_segment(struct eng_shard *s, const struct eng_segment *g, uint8_t **out)
 {
 	char path[4200];
-	eng_segment_path(s, g->segment_id, path, sizeof(path));
+	eng_segment_read_path(s, g, path, sizeof(path));
 	size_t len = 0;
 	int rc = eng_file_read_all(path, out, &len);
 	if (rc == 0 && len != g->file_size) {

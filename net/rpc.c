@@ -349,6 +349,29 @@ static void append_start(struct call *call)
 
 /* ---- Search --------------------------------------------------------------- */
 
+/* A search or verify that could not read its data: segments that live only
+ * in S3 may be unreachable (UNAVAILABLE: retry), too many to read back at
+ * once (RESOURCE_EXHAUSTED), or damaged (INTERNAL). Returns false for 0. */
+static bool read_failed(struct call *call, int status, const char *what)
+{
+	if (status == 0)
+		return false;
+	if (status == FMT_E_TOO_BIG || status == FMT_E_FULL)
+		call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+			  "%s needs more data read back from S3 than the node's cache holds; narrow the "
+			  "time range", what);
+	else if (status == FMT_E_SHUTDOWN)
+		call_fail(call, R_DRAINING, GRPC_UNAVAILABLE, "the server is shutting down");
+	else if (status == FMT_E_CORRUPT || status == FMT_E_CHAIN || status == FMT_E_TRUNCATED)
+		call_fail(call, R_STORAGE_FAILED, GRPC_INTERNAL, "%s failed: %s", what,
+			  fmt_strerror(status));
+	else
+		call_fail(call, R_STORAGE_FAILED, GRPC_UNAVAILABLE,
+			  "%s could not read part of the data back from S3 (%s); retry", what,
+			  fmt_strerror(status));
+	return true;
+}
+
 static void search_done(struct eng_search *req)
 {
 	struct call *call = req->ctx;
@@ -357,9 +380,7 @@ static void search_done(struct eng_search *req)
 	if (req->status == FMT_E_INVALID) {
 		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
 			  "page_token: not a token of this tenant and query (or a filter is invalid)");
-	} else if (req->status != 0) {
-		call_fail(call, R_STORAGE_FAILED, GRPC_INTERNAL, "search failed: %s",
-			  fmt_strerror(req->status));
+	} else if (read_failed(call, req->status, "search")) {
 	} else {
 		Hodei__Audit__V1__SearchResponse r = HODEI__AUDIT__V1__SEARCH_RESPONSE__INIT;
 		struct pb_arena *a = &call->arena;
@@ -447,9 +468,7 @@ static void verify_done(struct eng_verify *req)
 		return;
 	if (req->status == FMT_E_INVALID) {
 		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "from_seq: after to_seq");
-	} else if (req->status != 0) {
-		call_fail(call, R_STORAGE_FAILED, GRPC_INTERNAL, "verify failed: %s",
-			  fmt_strerror(req->status));
+	} else if (read_failed(call, req->status, "verify")) {
 	} else {
 		Hodei__Audit__V1__VerifyResponse r = HODEI__AUDIT__V1__VERIFY_RESPONSE__INIT;
 		r.ok = req->ok;

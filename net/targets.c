@@ -6,6 +6,7 @@
 #include "net/targets.h"
 
 #include "engine/offline.h"
+#include "net/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -185,6 +186,142 @@ int replicator_render_metrics(struct replicator_ctx *ctx, struct mx_buf *b)
 		  "Segments found already uploaded with the same checksum (a crash before the "
 		  "manifest recorded them): their version is recorded, nothing is re-uploaded.");
 	mx_sample_u64(b, "hodei_replication_reused_total", NULL, 0, atomic_load(&ctx->reused));
+	return mx_buf_err(b);
+}
+
+/* ---- reads back from S3 -------------------------------------------------------- */
+
+static int fetch_queue(void *ctx, const struct eng_fetch_req *req)
+{
+	struct fetcher *f = ctx;
+	pthread_mutex_lock(&f->mu);
+	int rc = 0;
+	if (f->stop)
+		rc = FMT_E_SHUTDOWN;
+	else if (f->count == FETCHER_QUEUE_MAX)
+		rc = FMT_E_FULL;
+	else {
+		f->queue[(f->head + f->count++) % FETCHER_QUEUE_MAX] = *req;
+		pthread_cond_signal(&f->cond);
+	}
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+/* One segment: GET into a temporary file, check it, rename. */
+static int fetch_one(struct fetcher *f, struct s3_client *c, const struct eng_fetch_req *r)
+{
+	char key[S3_KEY_BYTES_MAX + 1], tmp[4300];
+	int rc = s3_segment_key(key, sizeof(key), f->cfg.prefix, r->tenant, r->min_received_ns,
+				r->segment_id);
+	if (rc < 0)
+		return rc;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", r->dest_path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	struct s3_error err = { 0 };
+	rc = s3_get_object_to_fd(c, key, r->version_id[0] ? r->version_id : NULL, fd, r->file_size,
+				 NULL, &err);
+	if (rc == 0 && fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	if (rc) {
+		char line[700];
+		s3_error_format(&err, line, sizeof(line));
+		nlog(NLOG_WARN, &(struct nlog_fields){ .tenant = r->tenant, .code = -1 },
+		     "cannot read segment %016llx back from S3: %s", (unsigned long long)r->segment_id,
+		     line);
+		unlink(tmp);
+		return rc;
+	}
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	rc = eng_file_read_all(tmp, &buf, &len);
+	if (rc == 0 && (len != r->file_size || fmt_xxh3(buf, len) != r->file_checksum)) {
+		nlog(NLOG_ERROR, &(struct nlog_fields){ .tenant = r->tenant, .code = -1 },
+		     "segment %016llx read back from S3 does not match the manifest (%zu bytes, "
+		     "checksum differs): not used", (unsigned long long)r->segment_id, len);
+		rc = FMT_E_CORRUPT;
+	}
+	free(buf);
+	if (rc == 0 && rename(tmp, r->dest_path) != 0)
+		rc = -errno;
+	if (rc)
+		unlink(tmp);
+	else
+		atomic_fetch_add(&f->bytes, len);
+	return rc;
+}
+
+static void *fetcher_main(void *arg)
+{
+	struct fetcher *f = arg;
+	struct s3_client *c = NULL;
+	for (;;) {
+		pthread_mutex_lock(&f->mu);
+		while (!f->stop && f->count == 0)
+			pthread_cond_wait(&f->cond, &f->mu);
+		if (f->stop) {
+			pthread_mutex_unlock(&f->mu);
+			break;
+		}
+		struct eng_fetch_req r = f->queue[f->head];
+		f->head = (f->head + 1) % FETCHER_QUEUE_MAX;
+		f->count--;
+		pthread_mutex_unlock(&f->mu);
+		struct s3_error err = { 0 };
+		int rc = c ? 0 : s3_client_new(&f->cfg, &c, &err);
+		if (rc == 0 && f->cancel)
+			s3_client_set_cancel(c, f->cancel);
+		if (rc == 0)
+			rc = fetch_one(f, c, &r);
+		atomic_fetch_add(rc ? &f->failed : &f->fetched, 1);
+		eng_fetch_done(atomic_load(&f->eng), r.shard, r.segment_id, rc);
+	}
+	s3_client_free(c);
+	return NULL;
+}
+
+int fetcher_start(struct fetcher *f)
+{
+	pthread_mutex_init(&f->mu, NULL);
+	pthread_cond_init(&f->cond, NULL);
+	for (uint32_t i = 0; i < FETCHER_WORKERS; i++) {
+		int rc = pthread_create(&f->threads[i], NULL, fetcher_main, f);
+		if (rc)
+			return -rc;
+		f->started++;
+	}
+	return 0;
+}
+
+void fetcher_stop(struct fetcher *f)
+{
+	pthread_mutex_lock(&f->mu);
+	f->stop = true;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->mu);
+	for (uint32_t i = 0; i < f->started; i++)
+		pthread_join(f->threads[i], NULL);
+	f->started = 0;
+}
+
+struct eng_fetcher fetcher_ops(struct fetcher *f)
+{
+	return (struct eng_fetcher){ .ctx = f, .fetch = fetch_queue };
+}
+
+int fetcher_render_metrics(struct fetcher *f, struct mx_buf *b)
+{
+	mx_family(b, "hodei_remote_fetches_total", "counter",
+		  "Segments read back from S3 into the local cache (local retention passed).");
+	mx_sample_u64(b, "hodei_remote_fetches_total", NULL, 0, atomic_load(&f->fetched));
+	mx_family(b, "hodei_remote_fetch_errors_total", "counter",
+		  "Reads back from S3 that failed (network, missing version, checksum).");
+	mx_sample_u64(b, "hodei_remote_fetch_errors_total", NULL, 0, atomic_load(&f->failed));
+	mx_family(b, "hodei_remote_fetched_bytes_total", "counter", "Bytes read back from S3.");
+	mx_sample_u64(b, "hodei_remote_fetched_bytes_total", NULL, 0, atomic_load(&f->bytes));
 	return mx_buf_err(b);
 }
 

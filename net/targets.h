@@ -27,6 +27,7 @@
 #include "net/exporter.h"
 #include "net/s3.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 struct replicator_ctx {
@@ -40,6 +41,36 @@ struct replicator_ctx {
 void replicator_ops(struct replicator_ctx *ctx, struct exporter_ops *ops);
 /* hodei_replication_versioning_enabled, _bucket_info, _reused_total. */
 int replicator_render_metrics(struct replicator_ctx *ctx, struct mx_buf *b);
+
+/* Reads back segments that live only in S3 (local retention passed), for
+ * the engine's eng_fetcher: the shard queues a request (never blocks), a
+ * worker GETs the recorded version into dest_path + ".tmp", checks its
+ * size and XXH3 against the manifest, renames it and reports to the
+ * engine. The queue is bounded; a full queue fails the read (the caller
+ * retries). */
+#define FETCHER_QUEUE_MAX 256
+#define FETCHER_WORKERS 2
+
+struct fetcher {
+	struct s3_config cfg;
+	const atomic_bool *cancel;
+	struct eng_engine *_Atomic eng;     /* set once the engine is open */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct eng_fetch_req queue[FETCHER_QUEUE_MAX];
+	uint32_t head, count;
+	bool stop;
+	pthread_t threads[FETCHER_WORKERS];
+	uint32_t started;
+	_Atomic uint64_t fetched, failed, bytes;
+};
+
+/* Starts the workers; returns 0 or -errno. f->cfg must be set. */
+int fetcher_start(struct fetcher *f);
+void fetcher_stop(struct fetcher *f);
+/* The engine side of it (eng_config.fetcher). */
+struct eng_fetcher fetcher_ops(struct fetcher *f);
+int fetcher_render_metrics(struct fetcher *f, struct mx_buf *b);
 
 struct mirror_ctx {
 	struct ch_config cfg;

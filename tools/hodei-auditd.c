@@ -62,6 +62,8 @@ struct daemon {
 	struct replicator_ctx s3;
 	struct mirror_ctx ch;
 	struct exporter *replicator, *mirror;
+	struct fetcher fetcher;
+	bool fetcher_started;
 	int mirror_lock_fd;
 	atomic_bool cancel;
 };
@@ -140,6 +142,11 @@ static const struct opt opts[] = {
 	{ "s3-multipart-threshold", "HODEI_S3_MULTIPART_THRESHOLD", O_ENV, 0, 0,
 	  "segments larger than this upload in parts (64MiB)" },
 	{ "s3-part-size", "HODEI_S3_PART_SIZE", O_ENV, 0, 0, "multipart part size (16MiB)" },
+	{ "local-retention", "HODEI_LOCAL_RETENTION", O_DUR, D(eng_cfg.local_retention_ns), 0,
+	  "with S3: remove a segment's local file this long after it is replicated (168h); "
+	  "reads then fetch it back" },
+	{ "remote-cache-bytes", "HODEI_REMOTE_CACHE_BYTES", O_SIZE, D(eng_cfg.remote_cache_bytes), 0,
+	  "per shard: segments read back from S3 kept on local disk (1GiB)" },
 	{ "replication-workers", "HODEI_REPLICATION_WORKERS", O_U32, D(replication_workers), 0,
 	  "uploads in flight at once (2); credentials: AWS_* variables or HODEI_S3_CREDENTIALS_FILE" },
 	{ "clickhouse-url", "HODEI_CLICKHOUSE_URL", O_ENV, 0, 0,
@@ -258,6 +265,7 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 		if (parse_size(v, &u))
 			goto bad;
 		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
+		    o->off == D(eng_cfg.remote_cache_bytes) ||
 		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes)) {
 			*(uint64_t *)(base + o->off) = u;
 		} else {
@@ -316,6 +324,7 @@ static int configure(struct daemon *d, int argc, char **argv)
 	d->grace_ns = 10 * 1000000000ll;
 	d->log_level = NLOG_INFO;
 	d->replication_workers = 2;
+	d->eng_cfg.local_retention_ns = INT64_MIN; /* "not set": 168h with S3, never without */
 	d->mirror_workers = 2;
 	d->mirror_lock_fd = -1;
 	/* Environment first, then flags over it. */
@@ -445,6 +454,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.segment_bytes_local += st.segment_bytes_local;
 		sum.segments_replicated += st.segments_replicated;
 		sum.segments_mirrored += st.segments_mirrored;
+		sum.segments_remote += st.segments_remote;
+		sum.remote_cache_bytes += st.remote_cache_bytes;
 		sum.memtable_bytes += st.memtable_bytes;
 		sum.memtable_rows += st.memtable_rows;
 		sum.dedup_entries += st.dedup_entries;
@@ -469,6 +480,15 @@ static int render(void *ctx, struct mx_buf *b)
 	ENGINE_GAUGE("hodei_segments_mirrored",
 		     "Sealed segments the manifest records as mirrored to ClickHouse.",
 		     sum.segments_mirrored);
+	ENGINE_GAUGE("hodei_segments_remote",
+		     "Sealed segments whose local file was removed (local retention): in S3 only.",
+		     sum.segments_remote);
+	ENGINE_GAUGE("hodei_remote_cache_bytes", "Bytes of segments read back from S3 kept locally.",
+		     sum.remote_cache_bytes);
+	mx_family(b, "hodei_local_retention_seconds", "gauge",
+		  "How long a replicated segment stays on local disk (-1: forever).");
+	mx_sample_i64(b, "hodei_local_retention_seconds", NULL, 0,
+		      d->eng_cfg.local_retention_ns < 0 ? -1 : d->eng_cfg.local_retention_ns / 1000000000ll);
 	ENGINE_GAUGE("hodei_segment_local_bytes", "Bytes of sealed segments on local disk.",
 		     sum.segment_bytes_local);
 	ENGINE_GAUGE("hodei_memtable_bytes", "Bytes of unsealed events in memory.", sum.memtable_bytes);
@@ -505,6 +525,7 @@ static int render(void *ctx, struct mx_buf *b)
 	if (d->replicator) {
 		exporter_render_metrics(d->replicator, b);
 		replicator_render_metrics(&d->s3, b);
+		fetcher_render_metrics(&d->fetcher, b);
 	}
 	mx_family(b, "hodei_mirror_enabled", "gauge", "1 when the ClickHouse mirror is configured.");
 	mx_sample_u64(b, "hodei_mirror_enabled", NULL, 0, d->mirror ? 1 : 0);
@@ -521,17 +542,43 @@ static int render(void *ctx, struct mx_buf *b)
  * A configuration error stops the start (an operator who set a bucket
  * wants replication, not a silent local-only node); an unreachable or
  * unversioned target does not (ingest goes on, the metrics say why). */
+/* Before the engine opens: S3 settings decide local retention and the
+ * reads back from S3 (the engine's fetcher). */
+static int exporters_configure(struct daemon *d)
+{
+	char why[512];
+	if (s3_config_from_env(&d->s3.cfg, why, sizeof(why)) != 0 ||
+	    (s3_config_enabled(&d->s3.cfg) && s3_config_validate(&d->s3.cfg, why, sizeof(why)) != 0)) {
+		nlog(NLOG_ERROR, NULL, "S3 configuration: %s", why);
+		return -1;
+	}
+	const char *url = getenv("HODEI_CLICKHOUSE_URL");
+	bool mirror = url && *url;
+	if (!s3_config_enabled(&d->s3.cfg)) {
+		d->eng_cfg.local_retention_ns = -1; /* nothing is in S3: keep everything */
+		return 0;
+	}
+	if (d->eng_cfg.local_retention_ns == INT64_MIN)
+		d->eng_cfg.local_retention_ns = 168 * 3600 * 1000000000ll;
+	d->eng_cfg.retention_needs_mirror = mirror; /* the mirror reads local files */
+	d->fetcher.cfg = d->s3.cfg;
+	d->fetcher.cancel = &d->cancel;
+	if (fetcher_start(&d->fetcher) != 0) {
+		nlog(NLOG_ERROR, NULL, "cannot start the S3 read-back threads");
+		return -1;
+	}
+	d->fetcher_started = true;
+	d->eng_cfg.fetcher = fetcher_ops(&d->fetcher);
+	return 0;
+}
+
 static int exporters_start(struct daemon *d)
 {
 	char why[512];
 	struct exporter_config xc;
 	exporter_config_default(&xc);
 	struct exporter_ops ops;
-	if (s3_config_from_env(&d->s3.cfg, why, sizeof(why)) != 0 ||
-	    (s3_config_enabled(&d->s3.cfg) && s3_config_validate(&d->s3.cfg, why, sizeof(why)) != 0)) {
-		nlog(NLOG_ERROR, NULL, "S3 configuration: %s", why);
-		return -1;
-	}
+	atomic_store(&d->fetcher.eng, d->eng);
 	if (s3_config_enabled(&d->s3.cfg)) {
 		d->s3.cancel = &d->cancel;
 		replicator_ops(&d->s3, &ops);
@@ -575,6 +622,9 @@ static void exporters_stop(struct daemon *d)
 	atomic_store(&d->cancel, true); /* S3 transfers in progress stop within a second */
 	exporter_stop(d->replicator);
 	exporter_stop(d->mirror);
+	if (d->fetcher_started)
+		fetcher_stop(&d->fetcher); /* before the engine closes: it reports to it */
+	d->fetcher_started = false;
 	d->replicator = d->mirror = NULL;
 	if (d->mirror_lock_fd >= 0)
 		close(d->mirror_lock_fd);
@@ -691,6 +741,11 @@ int main(int argc, char **argv)
 		srv_destroy(d.srv);
 		return EXIT_FAIL;
 	}
+	if (exporters_configure(&d) != 0) {
+		admin_stop(d.admin);
+		srv_destroy(d.srv);
+		return EXIT_FAIL;
+	}
 	nlog(NLOG_INFO, NULL, "recovering %s (%u shards)", d.data_dir, shards);
 	d.eng_cfg.hooks = srv_hooks(d.srv);
 	rc = eng_open(&d.eng_cfg, &d.eng);
@@ -699,6 +754,8 @@ int main(int argc, char **argv)
 		nlog(NLOG_ERROR, NULL, "cannot open the data directory %s: %s", d.data_dir,
 		     fmt_strerror(rc));
 		admin_stop(d.admin);
+		if (d.fetcher_started)
+			fetcher_stop(&d.fetcher);
 		srv_destroy(d.srv);
 		return EXIT_FAIL;
 	}

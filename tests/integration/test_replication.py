@@ -237,3 +237,42 @@ def test_kill9_in_the_middle_of_an_upload(server_factory, s3_server, proxy):
     wait_drained(srv)
     check_bucket_matches(srv, s3_server, prefix)
     assert len(srv.stored("bulk")) == acked
+
+
+def test_retention_zero_search_reads_from_s3(server_factory, s3_server, proxy):
+    """With local retention 0, replicated segments leave the local disk, and
+    Search and Verify still answer for their events, reading them back from
+    S3 (also after a restart, with an empty segments folder)."""
+    srv, prefix = start(server_factory, s3_server, proxy, args=["--local-retention", "0s"])
+    acked = append(srv, ["acme", "globex"], 5000)
+    hodei.wait_until(lambda: (m := srv.metrics()).get("hodei_memtable_events") == 0
+                     and m.get("hodei_segments_remote") > 0
+                     and m.get("hodei_segments_local") == 0,
+                     180, "every segment replicated and removed locally")
+    assert not list(Path(srv.data_dir).glob("shard-*/segments/*.hseg")), "local files remain"
+    for round_ in ("after retention", "after a restart"):
+        for t, n in acked.items():
+            got = srv.stored(t)
+            assert [e.seq for e in got] == list(range(1, n + 1)), round_
+            v = srv.verify(t)
+            assert v.ok and v.events_checked == n, (round_, v.problem)
+        assert srv.metrics().get("hodei_remote_fetches_total") > 0
+        if round_ == "after a restart":
+            break
+        srv.stop()
+        for f in Path(srv.data_dir).glob("shard-*/cache/*"):
+            f.unlink()
+        srv.start()
+    # S3 unreachable: a read that needs a segment not cached fails with
+    # UNAVAILABLE (retry), never with wrong or partial data.
+    srv.stop()
+    for f in Path(srv.data_dir).glob("shard-*/cache/*"):
+        f.unlink()
+    proxy.down()
+    srv.start()
+    import grpc
+    with pytest.raises(grpc.RpcError) as e:
+        srv.stored("acme")
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    proxy.up()
+    assert len(srv.stored("acme")) == acked["acme"]
