@@ -60,6 +60,28 @@ static inline struct fmt_str fmt_str_c(const char *s)
 	return r;
 }
 
+/* Unsigned LEB128 varints (the segment codec's, and ClickHouse RowBinary's
+ * string lengths): bytes needed, and the encoder (returns the end). */
+static inline unsigned fmt_varint_size(uint64_t v)
+{
+	unsigned n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static inline uint8_t *fmt_put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
 /* The value of one hex digit (either case), or -1. */
 static inline int fmt_hex_digit(int c)
 {

@@ -108,25 +108,6 @@ static bool encoding_allowed(unsigned c, uint8_t enc)
 
 /* ---- varints and zigzag ------------------------------------------------ */
 
-static unsigned varint_size(uint64_t v)
-{
-	unsigned n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-	while (v >= 0x80) {
-		*p++ = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	*p++ = (uint8_t)v;
-	return p;
-}
 
 /* Zigzag on two's-complement bit patterns, all in unsigned arithmetic. */
 static uint64_t zigzag(uint64_t d)
@@ -311,7 +292,7 @@ static struct fmt_str row_str(const struct fmt_event *ev, unsigned c)
 
 static uint8_t *put_str(uint8_t *p, struct fmt_str s)
 {
-	p = put_varint(p, s.len);
+	p = fmt_put_varint(p, s.len);
 	if (s.len)
 		memcpy(p, s.ptr, s.len);
 	return p + s.len;
@@ -353,7 +334,7 @@ static uint64_t dict_build(struct dict *d, const struct fmt_event *rows, uint32_
 			if (e == 0) {
 				d->first[d->count] = i;
 				e = d->slot[h] = ++d->count;
-				len += varint_size(s.len) + s.len;
+				len += fmt_varint_size(s.len) + s.len;
 				break;
 			}
 			if (fmt_str_eq(row_str(&rows[d->first[e - 1]], c), s))
@@ -361,9 +342,9 @@ static uint64_t dict_build(struct dict *d, const struct fmt_event *rows, uint32_
 		}
 		ASSERT(e != 0);
 		d->idx[i] = e - 1;
-		len += varint_size(e - 1);
+		len += fmt_varint_size(e - 1);
 	}
-	return len + varint_size(d->count);
+	return len + fmt_varint_size(d->count);
 }
 
 /* Reserves the raw buffer for an encoding of exactly size bytes. */
@@ -389,7 +370,7 @@ static int enc_int(struct builder *w, const struct fmt_event *rows, uint32_t n, 
 	uint64_t delta_len = 0, prev = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t v = row_int(&rows[i], c);
-		delta_len += varint_size(zigzag(v - prev));
+		delta_len += fmt_varint_size(zigzag(v - prev));
 		prev = v;
 	}
 	uint64_t plain_len = 8ull * n;
@@ -406,7 +387,7 @@ static int enc_int(struct builder *w, const struct fmt_event *rows, uint32_t n, 
 			fmt_put_u64(p, v);
 			p += 8;
 		} else {
-			p = put_varint(p, zigzag(v - prev));
+			p = fmt_put_varint(p, zigzag(v - prev));
 		}
 		prev = v;
 	}
@@ -420,7 +401,7 @@ static int enc_str(struct builder *w, const struct fmt_event *rows, uint32_t n, 
 	uint64_t plain_len = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		struct fmt_str s = row_str(&rows[i], c);
-		plain_len += varint_size(s.len) + s.len;
+		plain_len += fmt_varint_size(s.len) + s.len;
 	}
 	struct dict *d = &w->dict;
 	uint64_t dict_len = dict_build(d, rows, n, c);
@@ -434,11 +415,11 @@ static int enc_str(struct builder *w, const struct fmt_event *rows, uint32_t n, 
 		for (uint32_t i = 0; i < n; i++)
 			p = put_str(p, row_str(&rows[i], c));
 	} else {
-		p = put_varint(p, d->count);
+		p = fmt_put_varint(p, d->count);
 		for (uint32_t k = 0; k < d->count; k++)
 			p = put_str(p, row_str(&rows[d->first[k]], c));
 		for (uint32_t i = 0; i < n; i++)
-			p = put_varint(p, d->idx[i]);
+			p = fmt_put_varint(p, d->idx[i]);
 	}
 	raw_end(w, p, size);
 	return 0;
@@ -448,11 +429,11 @@ static int enc_attrs(struct builder *w, const struct fmt_event *rows, uint32_t n
 {
 	uint64_t size = 0;
 	for (uint32_t i = 0; i < n; i++) {
-		size += varint_size(rows[i].attr_count);
+		size += fmt_varint_size(rows[i].attr_count);
 		for (uint32_t k = 0; k < rows[i].attr_count; k++) {
 			const struct fmt_attr *a = &rows[i].attrs[k];
-			size += varint_size(a->key.len) + a->key.len;
-			size += varint_size(a->value.len) + a->value.len;
+			size += fmt_varint_size(a->key.len) + a->key.len;
+			size += fmt_varint_size(a->value.len) + a->value.len;
 		}
 	}
 	*enc = FMT_ENC_PLAIN;
@@ -461,7 +442,7 @@ static int enc_attrs(struct builder *w, const struct fmt_event *rows, uint32_t n
 	if (rc)
 		return rc;
 	for (uint32_t i = 0; i < n; i++) {
-		p = put_varint(p, rows[i].attr_count);
+		p = fmt_put_varint(p, rows[i].attr_count);
 		for (uint32_t k = 0; k < rows[i].attr_count; k++) {
 			p = put_str(p, rows[i].attrs[k].key);
 			p = put_str(p, rows[i].attrs[k].value);

@@ -556,29 +556,10 @@ static int month_index(uint32_t yyyymm)
 	return (int)((y - 1970) * 12 + (m - 1));
 }
 
-static size_t varint_len(uint64_t v)
-{
-	size_t n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-	while (v >= 0x80) {
-		*p++ = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	*p++ = (uint8_t)v;
-	return p;
-}
 
 static uint8_t *put_str(uint8_t *p, const char *s, uint32_t len)
 {
-	p = put_varint(p, len);
+	p = fmt_put_varint(p, len);
 	if (len)
 		memcpy(p, s, len);
 	return p + len;
@@ -586,7 +567,7 @@ static uint8_t *put_str(uint8_t *p, const char *s, uint32_t len)
 
 static size_t str_size(struct fmt_str s)
 {
-	return varint_len(s.len) + s.len;
+	return fmt_varint_size(s.len) + s.len;
 }
 
 size_t ch_row_size(const struct fmt_event *ev)
@@ -594,11 +575,11 @@ size_t ch_row_size(const struct fmt_event *ev)
 	size_t n = str_size(ev->tenant) + 16 + 8 + 4 + 8 + 8 + 1 + 8;
 	for (int f = 0; f < FMT_F_STRING_COUNT; f++)
 		n += str_size(ev->str[f]);
-	n += 2 * varint_len(ev->attr_count);
+	n += 2 * fmt_varint_size(ev->attr_count);
 	for (uint32_t i = 0; i < ev->attr_count; i++)
 		n += str_size(ev->attrs[i].key) + str_size(ev->attrs[i].value);
 	n += str_size(ev->details_json);
-	n += varint_len(2 * FMT_HASH_BYTES) + 2 * FMT_HASH_BYTES;
+	n += fmt_varint_size(2 * FMT_HASH_BYTES) + 2 * FMT_HASH_BYTES;
 	return n;
 }
 
@@ -642,14 +623,14 @@ int64_t ch_row_encode(const struct fmt_event *ev, const uint8_t chain[FMT_HASH_B
 	*p++ = (uint8_t)ev->outcome;
 	for (size_t i = 0; i < FMT_ARRAY_LEN(after_outcome); i++)
 		p = put_str(p, ev->str[after_outcome[i]].ptr, ev->str[after_outcome[i]].len);
-	p = put_varint(p, ev->attr_count);
+	p = fmt_put_varint(p, ev->attr_count);
 	for (uint32_t i = 0; i < ev->attr_count; i++)
 		p = put_str(p, ev->attrs[i].key.ptr, ev->attrs[i].key.len);
-	p = put_varint(p, ev->attr_count);
+	p = fmt_put_varint(p, ev->attr_count);
 	for (uint32_t i = 0; i < ev->attr_count; i++)
 		p = put_str(p, ev->attrs[i].value.ptr, ev->attrs[i].value.len);
 	p = put_str(p, ev->details_json.ptr, ev->details_json.len);
-	p = put_varint(p, 2 * FMT_HASH_BYTES);
+	p = fmt_put_varint(p, 2 * FMT_HASH_BYTES);
 	/* fmt_hex ends with a NUL, which lands on segment_id's first byte
 	 * (inside the row) and is overwritten just below. */
 	fmt_hex(chain, FMT_HASH_BYTES, (char *)p);

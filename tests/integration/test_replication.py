@@ -110,6 +110,24 @@ def check_bucket_matches(srv, s3, prefix, bucket=s3server.VERSIONED):
     return len(segments)
 
 
+def big_segments(srv, proxy):
+    """With S3 unreachable, appends 80,000 events to tenant "bulk" whose
+    details do not compress, and waits for their two segments of about
+    9 MiB (with --seal-rows 40000): above a 5 MiB multipart threshold.
+    Returns how many events were acknowledged."""
+    proxy.down()
+    stub = srv.stub(srv.admin_key, "bulk")
+    acked = 0
+    for b in range(20):
+        evs = [hodei.event(b * 4000 + i, details_json=b'"' + os.urandom(192).hex().encode() + b'"')
+               for i in range(4000)]
+        acked += stub.Append(hodei.append_request(evs)).accepted
+    hodei.wait_until(lambda: sealed(srv) >= 2, 120, "two big segments sealed")
+    sizes = [p.stat().st_size for p in Path(srv.data_dir).glob("shard-*/segments/*.hseg")]
+    assert min(sizes) > 5 << 20, f"segments of {sizes} bytes would not go multipart"
+    return acked
+
+
 @pytest.fixture
 def proxy(s3_server):
     p = TcpProxy(s3_server.port).up()
@@ -169,16 +187,7 @@ def test_cut_in_the_middle_of_a_multipart_upload(server_factory, s3_server, prox
     srv, prefix = start(server_factory, s3_server, proxy,
                         args=["--seal-rows", "40000", "--seal-age", "1h"],
                         extra={"HODEI_S3_MULTIPART_THRESHOLD": "5MiB", "HODEI_S3_PART_SIZE": "5MiB"})
-    proxy.down()
-    stub = srv.stub(srv.admin_key, "bulk")
-    acked = 0
-    for b in range(20):
-        evs = [hodei.event(b * 4000 + i, details_json=b'"' + os.urandom(192).hex().encode() + b'"')
-               for i in range(4000)]
-        acked += stub.Append(hodei.append_request(evs)).accepted
-    hodei.wait_until(lambda: sealed(srv) >= 2, 120, "two big segments sealed")
-    sizes = [p.stat().st_size for p in Path(srv.data_dir).glob("shard-*/segments/*.hseg")]
-    assert min(sizes) > 5 << 20, f"segments of {sizes} bytes would not go multipart"
+    acked = big_segments(srv, proxy)
     proxy.cut_after(7 << 20)
     proxy.up()
     hodei.wait_until(lambda: not proxy.is_up, 120, "the connection cut after 7 MiB")
@@ -214,16 +223,7 @@ def test_kill9_in_the_middle_of_an_upload(server_factory, s3_server, proxy):
     srv, prefix = start(server_factory, s3_server, proxy,
                         args=["--seal-rows", "40000", "--seal-age", "1h"],
                         extra={"HODEI_S3_MULTIPART_THRESHOLD": "5MiB", "HODEI_S3_PART_SIZE": "5MiB"})
-    proxy.down()
-    stub = srv.stub(srv.admin_key, "bulk")
-    acked = 0
-    for b in range(20):
-        evs = [hodei.event(b * 4000 + i, details_json=b'"' + os.urandom(192).hex().encode() + b'"')
-               for i in range(4000)]
-        acked += stub.Append(hodei.append_request(evs)).accepted
-    hodei.wait_until(lambda: sealed(srv) >= 2, 120, "two big segments sealed")
-    sizes = [p.stat().st_size for p in Path(srv.data_dir).glob("shard-*/segments/*.hseg")]
-    assert min(sizes) > 5 << 20, f"segments of {sizes} bytes would not go multipart"
+    acked = big_segments(srv, proxy)
     before = proxy.sent_to_server
     proxy.throttle(4 << 20)  # an upload lasts seconds: the kill lands inside it
     proxy.up()
