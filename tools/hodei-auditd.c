@@ -560,6 +560,11 @@ static int exporters_configure(struct daemon *d)
 	}
 	if (d->eng_cfg.local_retention_ns == INT64_MIN)
 		d->eng_cfg.local_retention_ns = 168 * 3600 * 1000000000ll;
+	if (d->eng_cfg.local_retention_ns < d->eng_cfg.dedup_window_ns)
+		nlog(NLOG_WARN, NULL, "local retention (%.0f s) is shorter than the dedup window (%.0f s): "
+		     "after a restart, retries of events already removed locally are not recognised "
+		     "as duplicates", (double)d->eng_cfg.local_retention_ns / 1e9,
+		     (double)d->eng_cfg.dedup_window_ns / 1e9);
 	d->eng_cfg.retention_needs_mirror = mirror; /* the mirror reads local files */
 	d->fetcher.cfg = d->s3.cfg;
 	d->fetcher.cancel = &d->cancel;
