@@ -38,6 +38,7 @@
  *                                mid-upload)
  */
 #include "net/clickhouse.h"
+#include "net/units.h"
 
 #include "format/hash.h"
 #include "format/segment.h"
@@ -189,49 +190,13 @@ static bool copy_str(char *dst, size_t cap, const char *src)
 	return true;
 }
 
-/* "30s", "500ms", "2m", "1h" or plain seconds, into ms. */
+/* "30s", "500ms", "2m", "1h" or plain seconds, into ms (net/units.h). */
 static bool parse_duration_ms(const char *s, uint32_t *out)
 {
-	char *end;
-	errno = 0;
-	if (*s < '0' || *s > '9')
+	int64_t ns;
+	if (units_parse_duration_ns(s, 1000000000ll, &ns) != 0 || ns / 1000000 > UINT32_MAX)
 		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned long long mul = 1000;
-	if (!strcmp(end, "ms"))
-		mul = 1;
-	else if (!strcmp(end, "m"))
-		mul = 60000;
-	else if (!strcmp(end, "h"))
-		mul = 3600000;
-	else if (*end && strcmp(end, "s"))
-		return false;
-	if (errno || v > UINT32_MAX / mul)
-		return false;
-	*out = (uint32_t)(v * mul);
-	return true;
-}
-
-/* Bytes, or with a KiB/MiB/GiB suffix. */
-static bool parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	errno = 0;
-	if (*s < '0' || *s > '9')
-		return false;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned shift = 0;
-	if (!strcmp(end, "KiB"))
-		shift = 10;
-	else if (!strcmp(end, "MiB"))
-		shift = 20;
-	else if (!strcmp(end, "GiB"))
-		shift = 30;
-	else if (*end)
-		return false;
-	if (errno || v > (UINT64_MAX >> shift))
-		return false;
-	*out = (uint64_t)v << shift;
+	*out = (uint32_t)(ns / 1000000);
 	return true;
 }
 
@@ -261,13 +226,13 @@ int ch_config_from_env(struct ch_config *cfg, char *err, size_t err_cap)
 		return invalid(err, err_cap, "HODEI_CLICKHOUSE_TIMEOUT: '%s' is not a duration "
 			       "(e.g. 30s, 500ms, 2m)", v);
 	v = getenv("HODEI_CLICKHOUSE_INSERT_BYTES_MAX");
-	if (v && *v && !parse_size(v, &cfg->insert_bytes_max))
+	if (v && *v && units_parse_size(v, &cfg->insert_bytes_max) != 0)
 		return invalid(err, err_cap, "HODEI_CLICKHOUSE_INSERT_BYTES_MAX: '%s' is not a size "
 			       "(bytes, or with KiB, MiB, GiB)", v);
 	v = getenv("HODEI_CLICKHOUSE_INSERT_ROWS_MAX");
 	uint64_t rows;
 	if (v && *v) {
-		if (!parse_size(v, &rows) || rows > UINT32_MAX)
+		if (units_parse_size(v, &rows) != 0 || rows > UINT32_MAX)
 			return invalid(err, err_cap, "HODEI_CLICKHOUSE_INSERT_ROWS_MAX: '%s' is not a "
 				       "number of rows", v);
 		cfg->insert_rows_max = (uint32_t)rows;

@@ -12,7 +12,7 @@
  * send per connection, not one per response.
  *
  * A request's life on a stream:
- *   HEADERS  ─▶ on_header: path, content-type, te, the bearer token (hashed
+ *   HEADERS  ─▶ on_header: path, content-type, the bearer token (hashed
  *               at once, never stored), x-hodei-tenant, grpc-timeout,
  *               grpc-encoding, x-request-id; header bytes capped
  *   end of headers ─▶ draining? method known? encoding? auth (rpc.c)
@@ -163,10 +163,8 @@ void conn_flush(struct conn *c)
 			c->pend_len = (size_t)n;
 		}
 		ssize_t w = conn_send(c, c->pend, c->pend_len);
-		if (w == -EAGAIN) {
-			c->write_blocked = true;
+		if (w == -EAGAIN)
 			return; /* EPOLLOUT will call us again */
-		}
 		if (w < 0) {
 			conn_close(c);
 			return;
@@ -175,7 +173,6 @@ void conn_flush(struct conn *c)
 		c->pend += w;
 		c->pend_len -= (size_t)w;
 	}
-	c->write_blocked = false;
 	if (!c->dead && !nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2))
 		conn_close(c); /* GOAWAY exchanged and every stream done */
 }
@@ -289,7 +286,6 @@ static ssize_t stream_read_cb(nghttp2_session *session, int32_t id, uint8_t *buf
 		if (nghttp2_submit_trailer(session, id, nv, nnv) != 0)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 		st->want_trailers = false;
-		st->data_provider_live = false;
 		return (ssize_t)n;
 	}
 	if (n)
@@ -309,7 +305,6 @@ static int stream_start_response(struct stream *st)
 	if (nghttp2_submit_response(st->c->h2, st->id, nv, 3, &prd) != 0)
 		return -1;
 	st->headers_sent = true;
-	st->data_provider_live = true;
 	return 0;
 }
 
@@ -475,8 +470,6 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	} else if (header_is(name, namelen, "content-type")) {
 		st->grpc_content_type = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
 					(valuelen == 16 || value[16] == '+' || value[16] == ';');
-	} else if (header_is(name, namelen, "te")) {
-		st->te_trailers = valuelen == 8 && memcmp(value, "trailers", 8) == 0;
 	} else if (header_is(name, namelen, "authorization")) {
 		st->has_token = true;
 		if (valuelen > 7 && strncasecmp((const char *)value, "Bearer ", 7) == 0)

@@ -90,7 +90,6 @@ struct call {
 	uint32_t credit;            /* flow-control bytes to give back at the end (N1) */
 	int64_t start_ns;
 	char tenant[FMT_TENANT_MAX + 1];
-	uint32_t tenant_slot;       /* metrics label slot */
 	bool in_engine;             /* submitted, callback not yet run */
 	bool done;
 	int status;                 /* gRPC status once done */
@@ -105,7 +104,7 @@ struct stream {
 	enum srv_method method;
 	char path[128];
 	uint32_t header_bytes;
-	bool is_post, grpc_content_type, te_trailers;
+	bool is_post, grpc_content_type;
 	bool has_token, token_malformed, has_tenant_header, tenant_header_bad;
 	bool encoding_unsupported;
 	uint8_t token_hash[AUTH_HASH_BYTES];
@@ -129,7 +128,6 @@ struct stream {
 	/* Response. */
 	bool answered;              /* N2 */
 	bool headers_sent;
-	bool data_provider_live;    /* nghttp2 holds our data provider */
 	bool want_trailers;
 	bool deferred;
 	int final_status;
@@ -151,8 +149,6 @@ struct conn {
 	struct conn *prev, *next;   /* in the shard's live list */
 	int64_t accepted_ns, last_active_ns;
 	uint32_t streams;           /* open streams */
-	bool want_read, want_write; /* edge-triggered: what we last saw ready */
-	bool write_blocked;         /* the socket said EAGAIN */
 	bool goaway_sent;
 	bool dead;
 	bool flush_queued;
@@ -207,7 +203,6 @@ struct srv_retired_keys {
 
 struct srv {
 	struct srv_config cfg;
-	uint32_t tenant_rate_eps;
 	struct fmt_limits limits;
 	char listen_host[256];
 	uint16_t port;

@@ -318,7 +318,7 @@ static void append_done(struct eng_append *req)
 	case ENG_E_RATE:
 		call_fail(call, R_RATE_LIMITED, GRPC_RESOURCE_EXHAUSTED,
 			  "tenant %s is over its rate of %u events/s; retry later", call->tenant,
-			  call->sh->srv->tenant_rate_eps);
+			  call->sh->srv->cfg.tenant_rate_eps);
 		break;
 	case FMT_E_SHUTDOWN:
 		engine_gone(call);

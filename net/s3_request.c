@@ -16,6 +16,7 @@
  * with entities between the tags.
  */
 #include "net/s3.h"
+#include "net/units.h"
 
 #include "format/event.h"
 #include "format/hash.h"
@@ -65,58 +66,14 @@ static int why_set(char *why, size_t cap, const char *fmt, ...)
 	return FMT_E_INVALID;
 }
 
-/* Sizes: a decimal number with an optional unit B, K/KiB, M/MiB, G/GiB,
- * T/TiB (powers of 1024). */
-static int parse_size(const char *s, uint64_t *out)
-{
-	static const struct {
-		const char *sfx;
-		uint64_t mul;
-	} units[] = {
-		{ "", 1 }, { "B", 1 }, { "K", 1ull << 10 }, { "KiB", 1ull << 10 },
-		{ "M", 1ull << 20 }, { "MiB", 1ull << 20 }, { "G", 1ull << 30 },
-		{ "GiB", 1ull << 30 }, { "T", 1ull << 40 }, { "TiB", 1ull << 40 },
-	};
-	if (!isdigit((unsigned char)*s))
-		return -1;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -1;
-	for (size_t i = 0; i < FMT_ARRAY_LEN(units); i++) {
-		if (strcmp(end, units[i].sfx) == 0) {
-			if (v > UINT64_MAX / units[i].mul)
-				return -1;
-			*out = v * units[i].mul;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-/* Durations in whole seconds: a number with an optional unit ms, s, m, h
- * (ms rounds up to the next second, so "500ms" is 1 s, never 0). */
+/* Durations in whole seconds (net/units.h; a bare number is seconds), ms
+ * rounding up to the next second, so "500ms" is 1 s, never 0. */
 static int parse_seconds(const char *s, uint32_t *out)
 {
-	if (!isdigit((unsigned char)*s))
+	int64_t ns;
+	if (units_parse_duration_ns(s, 1000000000ll, &ns) != 0)
 		return -1;
-	errno = 0;
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || v > UINT32_MAX)
-		return -1;
-	uint64_t sec;
-	if (!strcmp(end, "") || !strcmp(end, "s"))
-		sec = v;
-	else if (!strcmp(end, "ms"))
-		sec = (v + 999) / 1000;
-	else if (!strcmp(end, "m"))
-		sec = v * 60;
-	else if (!strcmp(end, "h"))
-		sec = v * 3600;
-	else
-		return -1;
+	uint64_t sec = ((uint64_t)ns + 999999999u) / 1000000000u;
 	if (sec > UINT32_MAX)
 		return -1;
 	*out = (uint32_t)sec;
@@ -190,7 +147,7 @@ static int env_numbers(struct s3_config *cfg, char *why, size_t why_cap)
 		if (!v || !*v)
 			continue;
 		uint64_t u;
-		if (parse_size(v, &u))
+		if (units_parse_size(v, &u))
 			return why_set(why, why_cap, "%s: '%s' is not a size (e.g. 16MiB)", sizes[i].name, v);
 		memcpy((char *)cfg + sizes[i].off, &u, sizeof(u));
 	}
@@ -201,7 +158,7 @@ static int env_numbers(struct s3_config *cfg, char *why, size_t why_cap)
 		uint32_t u;
 		uint64_t big;
 		if (u32s[i].is_count) {
-			if (parse_size(v, &big) || big > UINT32_MAX)
+			if (units_parse_size(v, &big) || big > UINT32_MAX)
 				return why_set(why, why_cap, "%s: '%s' is not a number", u32s[i].name, v);
 			u = (uint32_t)big;
 		} else if (parse_seconds(v, &u)) {

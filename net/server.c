@@ -452,7 +452,6 @@ int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_l
 		return -1;
 	}
 	s->cfg = *cfg;
-	s->tenant_rate_eps = cfg->tenant_rate_eps;
 	s->limits = *limits;
 	snprintf(s->keys_file, sizeof(s->keys_file), "%s", cfg->keys_file ? cfg->keys_file : "");
 	s->shard_count = shards;
@@ -510,9 +509,8 @@ static void recovery_stop(struct srv *s)
 	s->recovery_running = false;
 }
 
-void srv_start(struct srv *s, struct eng_engine *eng)
+void srv_start(struct srv *s)
 {
-	(void)eng;
 	recovery_stop(s);
 }
 

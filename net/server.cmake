@@ -5,6 +5,7 @@ target_sources(hodei_net PRIVATE
   ${CMAKE_CURRENT_LIST_DIR}/grpc_frame.c
   ${CMAKE_CURRENT_LIST_DIR}/pb_arena.c
   ${CMAKE_CURRENT_LIST_DIR}/log.c
+  ${CMAKE_CURRENT_LIST_DIR}/units.c
   ${CMAKE_CURRENT_LIST_DIR}/json_check.c
   ${CMAKE_CURRENT_LIST_DIR}/auth.c
   ${CMAKE_CURRENT_LIST_DIR}/conn.c

@@ -61,7 +61,7 @@ int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_l
 /* The hooks to put in eng_config before eng_open(). */
 struct eng_shard_hooks srv_hooks(struct srv *s);
 /* After eng_open(): the shards start serving at their next tick. */
-void srv_start(struct srv *s, struct eng_engine *eng);
+void srv_start(struct srv *s);
 uint16_t srv_port(const struct srv *s);
 
 /* Re-reads the keys file (SIGHUP). Returns 0, or -1 with err (the old keys

@@ -32,6 +32,7 @@
 #include "format/record.h"
 #include "net/clickhouse.h"
 #include "tools/hodei-audit-client.h"
+#include "net/units.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -81,50 +82,14 @@ struct opts {
 	bool json;
 };
 
-/* "--name VALUE" or "--name=VALUE" at argv[*i]: 1 (with *val), 0 (another
- * flag), -1 (value missing). */
-static int flag_value(int argc, char **argv, int *i, const char *name, const char **val)
-{
-	size_t n = strlen(name);
-	if (strncmp(argv[*i], name, n) != 0)
-		return 0;
-	if (argv[*i][n] == '=') {
-		*val = argv[*i] + n + 1;
-		return 1;
-	}
-	if (argv[*i][n] != 0)
-		return 0;
-	if (*i + 1 >= argc)
-		return -1;
-	*val = argv[++*i];
-	return 1;
-}
-
-/* "30s", "500ms", "2m", "1h" or plain seconds, into ms. */
+/* "30s", "500ms", "2m", "1h" or plain seconds, into ms (net/units.h). */
 static bool parse_duration_ms(const char *s, uint32_t *out)
 {
-	char *end;
-	if (*s < '0' || *s > '9')
+	int64_t ns;
+	if (units_parse_duration_ns(s, 1000000000ll, &ns) != 0 || ns / 1000000 > UINT32_MAX)
 		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned long long mul = !strcmp(end, "ms") ? 1 : !strcmp(end, "m") ? 60000
-				 : !strcmp(end, "h") ? 3600000 : (!*end || !strcmp(end, "s")) ? 1000 : 0;
-	if (errno || mul == 0 || v > UINT32_MAX / mul)
-		return false;
-	*out = (uint32_t)(v * mul);
+	*out = (uint32_t)(ns / 1000000);
 	return true;
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	*out = v;
-	return errno == 0 && *end == 0;
 }
 
 /* One flag into o. Returns 0 (consumed), 1 (not a flag of ours), or an
@@ -140,7 +105,7 @@ static int opt_one(struct opts *o, int argc, char **argv, int *i)
 	}
 	for (size_t k = 0; k < FMT_ARRAY_LEN(names); k++) {
 		const char *v;
-		int m = flag_value(argc, argv, i, names[k], &v);
+		int m = cli_flag_value(argc, argv, i, names[k], &v);
 		if (m < 0)
 			return usage("%s needs a value", names[k]);
 		if (m == 0)
@@ -153,8 +118,8 @@ static int opt_one(struct opts *o, int argc, char **argv, int *i)
 		case 2: ok = strlen(v) < sizeof(o->cfg.database);
 			snprintf(o->cfg.database, sizeof(o->cfg.database), "%s", v); break;
 		case 3: ok = parse_duration_ms(v, &o->cfg.timeout_ms); break;
-		case 4: ok = parse_u64(v, &n) && n <= UINT32_MAX; o->cfg.insert_rows_max = (uint32_t)n; break;
-		case 5: ok = parse_u64(v, &n); o->cfg.insert_bytes_max = n; break;
+		case 4: ok = units_parse_u64(v, &n) == 0 && n <= UINT32_MAX; o->cfg.insert_rows_max = (uint32_t)n; break;
+		case 5: ok = units_parse_u64(v, &n) == 0; o->cfg.insert_bytes_max = n; break;
 		case 6: o->data_dir = v; break;
 		default: o->tenant = v; break;
 		}

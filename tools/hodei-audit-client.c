@@ -30,6 +30,7 @@
  * operator's terminal.
  */
 #include "tools/hodei-audit-client.h"
+#include "net/units.h"
 
 #include "format/common.h"
 #include "format/event.h"
@@ -103,10 +104,7 @@ static int usage(const char *cmd, const char *fmt, ...)
 
 /* ---- flags -------------------------------------------------------------------- */
 
-/* Matches "--name VALUE" or "--name=VALUE" at argv[*i]. Returns 1 (with
- * *val, *i advanced past a separate value), 0 if argv[*i] is another flag,
- * -1 if the value is missing. */
-static int flag_value(int argc, char **argv, int *i, const char *name, const char **val)
+int cli_flag_value(int argc, char **argv, int *i, const char *name, const char **val)
 {
 	size_t n = strlen(name);
 	const char *a = argv[*i];
@@ -124,32 +122,24 @@ static int flag_value(int argc, char **argv, int *i, const char *name, const cha
 	return 1;
 }
 
+/* A number up to max (net/units.h). */
 static bool parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
-	char *end;
-	if (!*s || *s == '-' || *s == '+' || *s == ' ')
-		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
+	uint64_t v;
+	if (units_parse_u64(s, &v) != 0 || v > max)
 		return false;
 	*out = v;
 	return true;
 }
 
-/* "250ms", "1s", "2m", "1h", or a plain number of seconds. */
+/* "250ms", "1.5s", "2m", "1h", or a plain number of seconds; at most a
+ * year (net/units.h). */
 static bool parse_duration_ms(const char *s, int64_t *ms)
 {
-	char *end;
-	if (!*s || *s == '-' || *s == '+')
+	int64_t ns;
+	if (units_parse_duration_ns(s, 1000000000ll, &ns) != 0 || ns / 1000000 > 24 * 3600000ll * 365)
 		return false;
-	errno = 0;
-	double v = strtod(s, &end);
-	double unit = !strcmp(end, "ms") ? 1 : (!strcmp(end, "s") || !*end) ? 1e3
-		      : !strcmp(end, "m") ? 60e3 : !strcmp(end, "h") ? 3600e3 : -1;
-	if (errno || end == s || unit < 0 || v * unit > 24 * 3600e3 * 365)
-		return false;
-	*ms = (int64_t)(v * unit);
+	*ms = ns / 1000000;
 	return true;
 }
 
@@ -225,7 +215,7 @@ static int remote_flag(struct remote *r, int argc, char **argv, int *i)
 	}
 	static const char *const names[] = { "--server", "--key", "--tenant", "--timeout" };
 	for (size_t k = 0; k < FMT_ARRAY_LEN(names); k++) {
-		m = flag_value(argc, argv, i, names[k], &v);
+		m = cli_flag_value(argc, argv, i, names[k], &v);
 		if (m < 0)
 			return -usage(r->cmd, "%s needs a value", names[k]);
 		if (m == 0)
@@ -429,7 +419,7 @@ static int filter_flag(struct filters *f, const char *cmd, int argc, char **argv
 	const char *v, *why = NULL;
 	int m;
 	for (size_t k = 0; k < FMT_ARRAY_LEN(strs); k++) {
-		m = flag_value(argc, argv, i, strs[k].name, &v);
+		m = cli_flag_value(argc, argv, i, strs[k].name, &v);
 		if (m < 0)
 			return -usage(cmd, "%s needs a value", strs[k].name);
 		if (m > 0) {
@@ -439,7 +429,7 @@ static int filter_flag(struct filters *f, const char *cmd, int argc, char **argv
 	}
 	for (int k = 0; k < 2; k++) {
 		const char *name = k ? "--to" : "--from";
-		if ((m = flag_value(argc, argv, i, name, &v)) == 0)
+		if ((m = cli_flag_value(argc, argv, i, name, &v)) == 0)
 			continue;
 		int64_t ns;
 		if (m < 0)
@@ -452,7 +442,7 @@ static int filter_flag(struct filters *f, const char *cmd, int argc, char **argv
 			f->req.from_ns = ns;
 		return 1;
 	}
-	if ((m = flag_value(argc, argv, i, "--outcome", &v)) != 0) {
+	if ((m = cli_flag_value(argc, argv, i, "--outcome", &v)) != 0) {
 		static const char *const names[] = { "success", "failure", "denied" };
 		for (unsigned k = 0; m > 0 && k < 3; k++) {
 			if (!strcmp(v, names[k])) {
@@ -462,7 +452,7 @@ static int filter_flag(struct filters *f, const char *cmd, int argc, char **argv
 		}
 		return -usage(cmd, "--outcome: want success, failure or denied");
 	}
-	if ((m = flag_value(argc, argv, i, "--event-id", &v)) != 0) {
+	if ((m = cli_flag_value(argc, argv, i, "--event-id", &v)) != 0) {
 		if (m < 0 || fmt_uuid_parse(v, strlen(v), f->event_id))
 			return -usage(cmd, "--event-id: want a UUID (8-4-4-4-12 hex digits)");
 		f->req.event_id = (ProtobufCBinaryData){ FMT_EVENT_ID_BYTES, f->event_id };
@@ -501,7 +491,7 @@ int cli_search(int argc, char **argv)
 			all = true;
 		else if (!strcmp(argv[i], "--oldest-first"))
 			f.req.oldest_first = true;
-		else if ((m = flag_value(argc, argv, &i, "--limit", &v)) != 0) {
+		else if ((m = cli_flag_value(argc, argv, &i, "--limit", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, UINT32_MAX, &limit) || limit == 0)
 				return usage(r.cmd, "--limit: want a number of events, at least 1");
 		} else
@@ -562,7 +552,7 @@ int cli_count(int argc, char **argv)
 			return -m;
 		if (m > 0)
 			continue;
-		if ((m = flag_value(argc, argv, &i, "--group-by", &group_by)) != 0) {
+		if ((m = cli_flag_value(argc, argv, &i, "--group-by", &group_by)) != 0) {
 			if (m < 0 || (strcmp(group_by, "action") && strcmp(group_by, "actor_id") &&
 				      strcmp(group_by, "resource_type") && strcmp(group_by, "outcome")))
 				return usage(r.cmd,
@@ -708,13 +698,13 @@ int cli_tail(int argc, char **argv)
 		if (m > 0)
 			continue;
 		const char *v;
-		if ((m = flag_value(argc, argv, &i, "--interval", &v)) != 0) {
+		if ((m = cli_flag_value(argc, argv, &i, "--interval", &v)) != 0) {
 			if (m < 0 || !parse_duration_ms(v, &interval_ms) || interval_ms < 10)
 				return usage(r.cmd, "--interval: want a duration of at least 10ms");
-		} else if ((m = flag_value(argc, argv, &i, "--lookback", &v)) != 0) {
+		} else if ((m = cli_flag_value(argc, argv, &i, "--lookback", &v)) != 0) {
 			if (m < 0 || !parse_duration_ms(v, &lookback_ms))
 				return usage(r.cmd, "--lookback: want a duration (e.g. 10s)");
-		} else if ((m = flag_value(argc, argv, &i, "--lines", &v)) != 0) {
+		} else if ((m = cli_flag_value(argc, argv, &i, "--lines", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, SEARCH_PAGE_MAX, &lines))
 				return usage(r.cmd, "--lines: want 0..%d", SEARCH_PAGE_MAX);
 		} else
@@ -775,10 +765,10 @@ int cli_verify_remote(int argc, char **argv)
 		if (m > 0)
 			continue;
 		const char *v;
-		if ((m = flag_value(argc, argv, &i, "--from-seq", &v)) != 0) {
+		if ((m = cli_flag_value(argc, argv, &i, "--from-seq", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, UINT64_MAX, &from))
 				return usage(r.cmd, "--from-seq: want a sequence number");
-		} else if ((m = flag_value(argc, argv, &i, "--to-seq", &v)) != 0) {
+		} else if ((m = cli_flag_value(argc, argv, &i, "--to-seq", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, UINT64_MAX, &to))
 				return usage(r.cmd, "--to-seq: want a sequence number");
 		} else if (!strncmp(argv[i], "--data-dir", 10)) {
@@ -891,11 +881,11 @@ int cli_keys(int argc, char **argv)
 		int m;
 		if (!strcmp(argv[i], "--json"))
 			json = true;
-		else if ((m = flag_value(argc, argv, &i, "--tenant", &v)) != 0) {
+		else if ((m = cli_flag_value(argc, argv, &i, "--tenant", &v)) != 0) {
 			if (m < 0 || !fmt_tenant_valid(fmt_str_c(v)))
 				return usage(cmd, "--tenant: want 1-64 characters of [A-Za-z0-9._-]");
 			tenant = v;
-		} else if ((m = flag_value(argc, argv, &i, "--role", &v)) != 0) {
+		} else if ((m = cli_flag_value(argc, argv, &i, "--role", &v)) != 0) {
 			if (m < 0 || (strcmp(v, "writer") && strcmp(v, "reader") && strcmp(v, "admin")))
 				return usage(cmd, "--role: want writer, reader or admin");
 			role = v;
@@ -1277,14 +1267,14 @@ static int append_flags(struct append *a, int argc, char **argv)
 		if (m > 0)
 			continue;
 		const char *v;
-		if ((m = flag_value(argc, argv, &i, "--batch", &v)) != 0) {
+		if ((m = cli_flag_value(argc, argv, &i, "--batch", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, BATCH_EVENTS_MAX, &a->batch_events_max) ||
 			    !a->batch_events_max)
 				return usage(a->r.cmd, "--batch: want 1..%d events", BATCH_EVENTS_MAX);
-		} else if ((m = flag_value(argc, argv, &i, "--in-flight", &v)) != 0) {
+		} else if ((m = cli_flag_value(argc, argv, &i, "--in-flight", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, IN_FLIGHT_MAX, &a->in_flight_max) || !a->in_flight_max)
 				return usage(a->r.cmd, "--in-flight: want 1..%d batches", IN_FLIGHT_MAX);
-		} else if ((m = flag_value(argc, argv, &i, "--batch-bytes", &v)) != 0) {
+		} else if ((m = cli_flag_value(argc, argv, &i, "--batch-bytes", &v)) != 0) {
 			if (m < 0 || !parse_u64(v, NET_GRPC_MESSAGE_MAX, &a->batch_bytes_max) ||
 			    a->batch_bytes_max < 1024)
 				return usage(a->r.cmd, "--batch-bytes: want 1024..%u", NET_GRPC_MESSAGE_MAX);

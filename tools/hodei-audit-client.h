@@ -33,6 +33,11 @@ int cli_health(int argc, char **argv);
 int cli_verify_remote(int argc, char **argv);
 int cli_keys(int argc, char **argv);
 
+/* Matches "--name VALUE" or "--name=VALUE" at argv[*i], for every
+ * hodei-audit command. Returns 1 (with *val, *i advanced past a separate
+ * value), 0 if argv[*i] is another flag, -1 if the value is missing. */
+int cli_flag_value(int argc, char **argv, int *i, const char *name, const char **val);
+
 /* True when `verify` should go to a server: --server was given, or
  * HODEI_SERVER is set and --data-dir was not. */
 bool cli_verify_is_remote(int argc, char **argv);

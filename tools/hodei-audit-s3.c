@@ -29,6 +29,7 @@
 #include "format/common.h"
 #include "net/s3.h"
 #include "tools/hodei-audit-client.h"
+#include "net/units.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -93,44 +94,6 @@ struct s3_opts {
 	uint64_t max_bytes;
 };
 
-/* "--name VALUE" or "--name=VALUE" at argv[*i]: 1 (value in *val), 0 (not
- * this flag), -1 (value missing). */
-static int flag_value(int argc, char **argv, int *i, const char *name, const char **val)
-{
-	size_t n = strlen(name);
-	const char *a = argv[*i];
-	if (strncmp(a, name, n) != 0)
-		return 0;
-	if (a[n] == '=') {
-		*val = a + n + 1;
-		return 1;
-	}
-	if (a[n] != 0)
-		return 0;
-	if (*i + 1 >= argc)
-		return -1;
-	*val = argv[++*i];
-	return 1;
-}
-
-static int parse_size_arg(const char *s, uint64_t *out)
-{
-	char *end;
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	uint64_t mul = !strcmp(end, "") || !strcmp(end, "B") ? 1
-		       : !strcmp(end, "KiB") || !strcmp(end, "K") ? 1ull << 10
-		       : !strcmp(end, "MiB") || !strcmp(end, "M") ? 1ull << 20
-		       : !strcmp(end, "GiB") || !strcmp(end, "G") ? 1ull << 30
-								  : 0;
-	if (errno || !mul || v > UINT64_MAX / mul)
-		return -1;
-	*out = v * mul;
-	return 0;
-}
-
 static int copy_flag(char *dst, size_t cap, const char *v, const char *flag)
 {
 	if (strlen(v) >= cap)
@@ -156,7 +119,7 @@ static int config_flag(int argc, char **argv, int *i, struct s3_config *cfg, int
 	int r;
 	*code = 0;
 	for (size_t k = 0; k < FMT_ARRAY_LEN(strs); k++) {
-		if ((r = flag_value(argc, argv, i, strs[k].flag, &v)) != 0) {
+		if ((r = cli_flag_value(argc, argv, i, strs[k].flag, &v)) != 0) {
 			*code = r < 0 ? usage("%s needs a value", strs[k].flag)
 				      : copy_flag((char *)cfg + strs[k].off, strs[k].cap, v, strs[k].flag);
 			return 1;
@@ -169,25 +132,19 @@ static int config_flag(int argc, char **argv, int *i, struct s3_config *cfg, int
 	uint64_t *sizes[] = { &cfg->part_bytes, &cfg->multipart_threshold_bytes };
 	const char *size_flags[] = { "--part-size", "--multipart-threshold" };
 	for (size_t k = 0; k < 2; k++) {
-		if ((r = flag_value(argc, argv, i, size_flags[k], &v)) != 0) {
-			if (r < 0 || parse_size_arg(v, sizes[k]))
+		if ((r = cli_flag_value(argc, argv, i, size_flags[k], &v)) != 0) {
+			if (r < 0 || units_parse_size(v, sizes[k]))
 				*code = usage("%s needs a size (e.g. 16MiB)", size_flags[k]);
 			return 1;
 		}
 	}
-	if ((r = flag_value(argc, argv, i, "--timeout", &v)) != 0) {
-		uint64_t s;
-		size_t n = v ? strlen(v) : 0;
-		char tmp[32];
-		if (r > 0 && n && n < sizeof(tmp)) {
-			memcpy(tmp, v, n + 1);
-			if (tmp[n - 1] == 's')
-				tmp[n - 1] = 0;
-		}
-		if (r < 0 || !n || n >= sizeof(tmp) || parse_size_arg(tmp, &s) || s > UINT32_MAX)
-			*code = usage("--timeout needs seconds (e.g. 30s)");
+	if ((r = cli_flag_value(argc, argv, i, "--timeout", &v)) != 0) {
+		int64_t ns;
+		if (r < 0 || units_parse_duration_ns(v, 1000000000ll, &ns) != 0 ||
+		    ns / 1000000000 > UINT32_MAX)
+			*code = usage("--timeout needs a duration (e.g. 30s, 2m)");
 		else
-			cfg->timeout_s = (uint32_t)s;
+			cfg->timeout_s = (uint32_t)((ns + 999999999) / 1000000000); /* whole s, up */
 		return 1;
 	}
 	return 0;
@@ -210,20 +167,20 @@ static int parse_opts(int argc, char **argv, const char *sub, int max_pos, struc
 				return code;
 		} else if (!strcmp(argv[i], "--json")) {
 			o->json = true;
-		} else if ((r = flag_value(argc, argv, &i, "--version-id", &v)) != 0) {
+		} else if ((r = cli_flag_value(argc, argv, &i, "--version-id", &v)) != 0) {
 			if (r < 0)
 				return usage("--version-id needs a value");
 			o->version_id = v;
-		} else if ((r = flag_value(argc, argv, &i, "--checksum", &v)) != 0) {
+		} else if ((r = cli_flag_value(argc, argv, &i, "--checksum", &v)) != 0) {
 			if (r < 0)
 				return usage("--checksum needs a value");
 			o->checksum = v;
-		} else if ((r = flag_value(argc, argv, &i, "-o", &v)) != 0) {
+		} else if ((r = cli_flag_value(argc, argv, &i, "-o", &v)) != 0) {
 			if (r < 0)
 				return usage("-o needs a file");
 			o->out_path = v;
-		} else if ((r = flag_value(argc, argv, &i, "--max-bytes", &v)) != 0) {
-			if (r < 0 || parse_size_arg(v, &o->max_bytes))
+		} else if ((r = cli_flag_value(argc, argv, &i, "--max-bytes", &v)) != 0) {
+			if (r < 0 || units_parse_size(v, &o->max_bytes))
 				return usage("--max-bytes needs a size");
 		} else if (argv[i][0] == '-' && argv[i][1] != 0) {
 			return usage("%s: unknown flag %s", sub, argv[i]);

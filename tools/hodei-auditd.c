@@ -25,6 +25,7 @@
 #include "net/log.h"
 #include "net/server.h"
 #include "net/targets.h"
+#include "net/units.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -51,6 +52,8 @@ struct daemon {
 	char data_dir[PATH_MAX];
 	char keys_file[PATH_MAX];
 	char admin_listen[256];
+	char grpc_listen[256];
+	char tls_cert[PATH_MAX], tls_key[PATH_MAX];   /* "": none */
 	int64_t grace_ns;
 	enum nlog_level log_level;
 	struct eng_engine *eng;
@@ -72,30 +75,31 @@ enum phase { PHASE_RECOVERING = 0, PHASE_SERVING = 1, PHASE_DRAINING = 2, PHASE_
 
 /* ---- configuration ------------------------------------------------------- */
 
-enum opt_kind { O_STR, O_U32, O_SIZE, O_DUR, O_IO, O_LEVEL, O_BOOL, O_ENV };
+enum opt_kind { O_STR, O_STR_OPT, O_U32, O_SIZE, O_DUR, O_IO, O_LEVEL, O_BOOL, O_ENV };
 
 struct opt {
 	const char *flag;  /* without "--" */
 	const char *env;
 	enum opt_kind kind;
 	size_t off;        /* into struct daemon */
-	size_t cap;        /* O_STR: buffer size (0: a const char * field) */
+	size_t cap;        /* O_STR, O_STR_OPT (may be empty): buffer size */
 	const char *help;
 };
 
 #define D(field) offsetof(struct daemon, field)
-static char tls_cert_buf[PATH_MAX], tls_key_buf[PATH_MAX], grpc_listen_buf[256];
 
 static const struct opt opts[] = {
 	{ "data-dir", "HODEI_DATA_DIR", O_STR, D(data_dir), PATH_MAX, "data directory (./hodei-data)" },
-	{ "grpc-listen", "HODEI_GRPC_LISTEN", O_STR, 0, 1, "gRPC address host:port (127.0.0.1:50051)" },
+	{ "grpc-listen", "HODEI_GRPC_LISTEN", O_STR, D(grpc_listen), 256,
+	  "gRPC address host:port (127.0.0.1:50051)" },
 	{ "admin-listen", "HODEI_ADMIN_LISTEN", O_STR, D(admin_listen), 256,
 	  "admin HTTP address ip:port: /metrics /healthz /readyz (127.0.0.1:8080)" },
 	{ "shards", "HODEI_SHARDS", O_U32, D(eng_cfg.shards), 0, "shard threads (0: one per core)" },
 	{ "keys-file", "HODEI_KEYS_FILE", O_STR, D(keys_file), PATH_MAX, "API keys file (<data-dir>/keys)" },
 	{ "io", "HODEI_IO", O_IO, D(eng_cfg.io), 0, "auto (io_uring, else syscalls), uring or sync" },
-	{ "tls-cert", "HODEI_TLS_CERT", O_STR, 0, 2, "TLS certificate chain (PEM); none: h2c" },
-	{ "tls-key", "HODEI_TLS_KEY", O_STR, 0, 3, "TLS private key (PEM)" },
+	{ "tls-cert", "HODEI_TLS_CERT", O_STR_OPT, D(tls_cert), PATH_MAX,
+	  "TLS certificate chain (PEM); none: h2c" },
+	{ "tls-key", "HODEI_TLS_KEY", O_STR_OPT, D(tls_key), PATH_MAX, "TLS private key (PEM)" },
 	{ "seal-age", "HODEI_SEAL_AGE", O_DUR, D(eng_cfg.seal_age_ns), 0, "seal a tenant's data this old (60s)" },
 	{ "seal-rows", "HODEI_SEAL_ROWS", O_U32, D(eng_cfg.seal_rows), 0, "... or at this many rows (500000)" },
 	{ "seal-bytes", "HODEI_SEAL_BYTES", O_SIZE, D(eng_cfg.seal_bytes), 0, "... or this many bytes (64MiB)" },
@@ -172,65 +176,6 @@ static void usage(FILE *f)
 	fprintf(f, "  --%-20s %-26s %s\n", "version", "", "print the version");
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	if (!*s || *s == '-')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	if (!*s || *s == '-')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	static const struct { const char *sfx; uint64_t mul; } units[] = {
-		{ "", 1 }, { "B", 1 }, { "KiB", 1ull << 10 }, { "MiB", 1ull << 20 }, { "GiB", 1ull << 30 },
-		{ "K", 1ull << 10 }, { "M", 1ull << 20 }, { "G", 1ull << 30 },
-	};
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-		if (strcmp(end, units[i].sfx) == 0) {
-			if (v > UINT64_MAX / units[i].mul)
-				return -1;
-			*out = v * units[i].mul;
-			return 0;
-		}
-	return -1;
-}
-
-static int parse_duration(const char *s, int64_t *out)
-{
-	char *end;
-	if (!*s || *s == '-')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	static const struct { const char *sfx; int64_t mul; } units[] = {
-		{ "ns", 1 }, { "us", 1000 }, { "ms", 1000000 }, { "s", 1000000000ll },
-		{ "m", 60 * 1000000000ll }, { "h", 3600 * 1000000000ll },
-	};
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-		if (strcmp(end, units[i].sfx) == 0) {
-			if (v > (unsigned long long)(INT64_MAX / units[i].mul))
-				return -1;
-			*out = (int64_t)v * units[i].mul;
-			return 0;
-		}
-	return -1;
-}
-
 static int set_opt(struct daemon *d, const struct opt *o, const char *v, const char *src)
 {
 	char *base = (char *)d;
@@ -238,31 +183,18 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 	int64_t ns;
 	switch (o->kind) {
 	case O_STR:
-		if (o->off == 0) { /* the const char * fields of srv_config */
-			char *buf = o->cap == 1 ? grpc_listen_buf : o->cap == 2 ? tls_cert_buf : tls_key_buf;
-			size_t cap = o->cap == 1 ? sizeof(grpc_listen_buf) : PATH_MAX;
-			if (strlen(v) >= cap)
-				goto bad;
-			strcpy(buf, v);
-			if (o->cap == 1)
-				d->srv_cfg.grpc_listen = buf;
-			else if (o->cap == 2)
-				d->srv_cfg.tls_cert = *v ? buf : NULL;
-			else
-				d->srv_cfg.tls_key = *v ? buf : NULL;
-			return 0;
-		}
-		if (strlen(v) >= o->cap || !*v)
+	case O_STR_OPT:
+		if (strlen(v) >= o->cap || (!*v && o->kind == O_STR))
 			goto bad;
 		strcpy(base + o->off, v);
 		return 0;
 	case O_U32:
-		if (parse_u64(v, &u) || u > UINT32_MAX)
+		if (units_parse_u64(v, &u) || u > UINT32_MAX)
 			goto bad;
 		*(uint32_t *)(base + o->off) = (uint32_t)u;
 		return 0;
 	case O_SIZE:
-		if (parse_size(v, &u))
+		if (units_parse_size(v, &u))
 			goto bad;
 		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
 		    o->off == D(eng_cfg.remote_cache_bytes) ||
@@ -275,7 +207,7 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 		}
 		return 0;
 	case O_DUR:
-		if (parse_duration(v, &ns))
+		if (units_parse_duration_ns(v, 0, &ns))
 			goto bad;
 		*(int64_t *)(base + o->off) = ns;
 		return 0;
@@ -321,6 +253,7 @@ static int configure(struct daemon *d, int argc, char **argv)
 	srv_config_default(&d->srv_cfg);
 	snprintf(d->data_dir, sizeof(d->data_dir), "./hodei-data");
 	snprintf(d->admin_listen, sizeof(d->admin_listen), "127.0.0.1:8080");
+	snprintf(d->grpc_listen, sizeof(d->grpc_listen), "%s", d->srv_cfg.grpc_listen);
 	d->grace_ns = 10 * 1000000000ll;
 	d->log_level = NLOG_INFO;
 	d->replication_workers = 2;
@@ -374,6 +307,9 @@ static int configure(struct daemon *d, int argc, char **argv)
 		snprintf(d->keys_file, sizeof(d->keys_file), "%s/keys", d->data_dir);
 	d->eng_cfg.data_dir = d->data_dir;
 	d->srv_cfg.keys_file = d->keys_file;
+	d->srv_cfg.grpc_listen = d->grpc_listen;
+	d->srv_cfg.tls_cert = d->tls_cert[0] ? d->tls_cert : NULL;
+	d->srv_cfg.tls_key = d->tls_key[0] ? d->tls_key : NULL;
 	d->srv_cfg.tenant_rate_eps = d->eng_cfg.tenant_rate_eps;
 	if (d->srv_cfg.max_message_bytes + 65536u > d->srv_cfg.conn_window_bytes)
 		d->srv_cfg.conn_window_bytes = d->srv_cfg.max_message_bytes + 65536u;
@@ -771,7 +707,7 @@ int main(int argc, char **argv)
 		srv_destroy(d.srv);
 		return EXIT_FAIL;
 	}
-	srv_start(d.srv, d.eng);
+	srv_start(d.srv);
 	atomic_store(&d.phase, PHASE_SERVING);
 	const char *host = d.srv_cfg.grpc_listen;
 	char where[300];
