@@ -293,9 +293,12 @@ struct eng_req_hdr *eng_fetch_progress(struct eng_shard *s)
 	struct eng_fetch_done_item items[64];
 	if (n > 64)
 		n = 64;
-	memcpy(items, s->fetch_done, n * sizeof(*items));
-	memmove(s->fetch_done, s->fetch_done + n, (s->fetch_done_count - n) * sizeof(*items));
-	s->fetch_done_count -= n;
+	if (n) { /* fetch_done is NULL until the first completion */
+		memcpy(items, s->fetch_done, n * sizeof(*items));
+		memmove(s->fetch_done, s->fetch_done + n,
+			(s->fetch_done_count - n) * sizeof(*items));
+		s->fetch_done_count -= n;
+	}
 	pthread_mutex_unlock(&s->fetch_mu);
 	if (!n)
 		return NULL;
