@@ -72,6 +72,7 @@ int gen_init(struct gen *g, uint64_t seed, uint32_t tenants)
 	g->state = seed;
 	g->tenants = tenants;
 	g->now_ns = GEN_START_NS;
+	g->step_ns = GEN_STEP_DEFAULT_NS;
 	g->zipf_cdf = malloc(tenants * sizeof(*g->zipf_cdf));
 	if (!g->zipf_cdf)
 		return FMT_E_NOMEM;
@@ -130,7 +131,7 @@ void gen_next(struct gen *g, struct fmt_event *ev, struct fmt_str *tenant)
 	int tn = snprintf(g->tenant, sizeof(g->tenant), "tenant-%04u", t);
 	*tenant = (struct fmt_str){ g->tenant, (uint32_t)tn };
 	g->count++;
-	g->now_ns += 500 + below(g, 1000); /* ~1 µs apart on average */
+	g->now_ns += g->step_ns / 2 + (int64_t)below(g, (uint32_t)g->step_ns); /* step_ns apart on average */
 	ev->occurred_at_ns = g->now_ns;
 	for (int i = 0; i < 16; i += 8) {
 		uint64_t r = next_u64(g);

@@ -28,6 +28,7 @@
 
 #define GEN_TENANTS_DEFAULT 1000u
 #define GEN_ATTRS_MAX 5u
+#define GEN_STEP_DEFAULT_NS 1000ll
 #define GEN_START_NS 1767225600000000000ll /* 2026-01-01T00:00:00Z */
 
 struct gen {
@@ -35,6 +36,7 @@ struct gen {
 	uint32_t tenants;
 	double *zipf_cdf;        /* [tenants] */
 	int64_t now_ns;
+	int64_t step_ns;         /* mean gap between events (default 1 µs) */
 	uint64_t count;
 	/* The current event's strings (valid until the next gen_next). */
 	char tenant[FMT_TENANT_MAX + 1];
@@ -42,7 +44,10 @@ struct gen {
 	struct fmt_attr attrs[GEN_ATTRS_MAX];
 };
 
-/* Returns 0 or FMT_E_NOMEM / FMT_E_INVALID (tenants 0). */
+/* Returns 0 or FMT_E_NOMEM / FMT_E_INVALID (tenants 0). Events are
+ * GEN_STEP_DEFAULT_NS apart on average; set g->step_ns (2 .. 4e9) after
+ * gen_init to spread them wider, e.g. 10 M events over 30 days for the
+ * query benchmark (the draws, hence every other field, do not change). */
 int gen_init(struct gen *g, uint64_t seed, uint32_t tenants);
 void gen_free(struct gen *g);
 
