@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""bench/harness.py — the whole benchmark of hodei-audit, side by side with
+ClickHouse 18.16, in one command (bench/run.sh calls it). It prints a table,
+writes bench/results/<date>-<commit>.json and draws <same>.png.
+
+Data flow (every server is started here, on 127.0.0.1 and free ports, in a
+work directory that is removed at the end unless --keep):
+
+  1. Ingest, hodei: a fresh hodei-auditd (embedded defaults, two shards on
+     two cores); hodei-bench-load at maximum throughput (closed loop), then
+     at fixed offered rates (open loop) as fractions of that maximum, for
+     the latency curve. Load generator and server share the two cores.
+  2. Ingest, ClickHouse: bench/clickhouse_bench.py tries every insert
+     format (JSONEachRow, TSV, RowBinary) with one and two clients and keeps
+     the best; then rounds alternate "hodei max" and "ClickHouse best", so a
+     slow phase of the shared machine hurts both alike; the ratio is the
+     median of the per-round ratios.
+  3. Query store: the same N events (hodei-bench-gen's stream, seed and
+     30-day span fixed) loaded into a fresh hodei-auditd (hodei-bench-load
+     --fill) and into ClickHouse (JSONEachRow, batches of 10,000); bytes on
+     disk per event for both.
+  4. Queries Q1-Q5 (and Q1 on the top tenant): hodei-bench-query plan
+     samples the parameters with a fixed seed, and both systems answer the
+     same plan, one query at a time.
+  5. Restart: a hodei-auditd that never seals gets events until its WAL
+     holds --wal-bytes (1 GiB), is killed with SIGKILL, and is restarted;
+     the time from exec to /readyz 200 is measured (median of --restarts).
+
+Nothing here asserts on time: figures are printed and written. The exit
+status is non-zero only when a step could not run at all.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("HODEI_BUILD_DIR", str(ROOT / "build"))).resolve()
+os.environ["HODEI_BUILD_DIR"] = str(BUILD)
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+import hodei  # noqa: E402  (the test suite's server driver)
+
+LOAD = BUILD / "bench" / "hodei-bench-load"
+QUERY = BUILD / "bench" / "hodei-bench-query"
+GEN = BUILD / "bench" / "hodei-bench-gen"
+CH_BENCH = ROOT / "bench" / "clickhouse_bench.py"
+
+SPAN_NS = 30 * 86400 * 10**9  # the query store spans 30 days
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_json(cmd, timeout=None):
+    """Runs cmd, passes its stderr through, returns its stdout as JSON."""
+    log("$ " + " ".join(str(c) for c in cmd))
+    p = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"{Path(str(cmd[0])).name} exited with {p.returncode}")
+    return json.loads(p.stdout)
+
+
+def du(path):
+    """Bytes of the regular files under path (apparent sizes)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_bytes": mem,
+            "kernel": platform.release(), "loadavg_at_start": [round(x, 2) for x in load]}
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return ""
+
+
+# ---------------------------------------------------------------------------
+# hodei-auditd
+
+
+class Hodei:
+    """One hodei-auditd in its own directory, with an admin key."""
+
+    def __init__(self, workdir, args=()):
+        self.srv = hodei.Server(workdir, args=list(args), shards=0, seal_age=None)
+
+    def __enter__(self):
+        self.srv.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.srv.running():
+            self.srv.stop()
+
+    @property
+    def target(self):
+        return self.srv.grpc_addr
+
+    @property
+    def key(self):
+        return self.srv.admin_key
+
+    def load(self, *extra, timeout=None):
+        return run_json([LOAD, "--target", self.target, "--key", self.key, *extra],
+                        timeout=timeout)
+
+
+def load_summary(j):
+    """The figures of one hodei-bench-load run we keep."""
+    lat = j.get("latency_us", {})
+    return {
+        "offered_eps": j.get("offered_eps"),
+        "eps": j.get("events_per_s"),
+        "mbps": j.get("mb_per_s"),
+        "p50_us": lat.get("p50"), "p99_us": lat.get("p99"), "p999_us": lat.get("p99.9"),
+        "max_us": lat.get("max"),
+        "errors": j.get("errors_total", 0),
+        "late": j.get("late_starts", 0),
+        "client_cpu_us_per_event": j.get("client_cpu_us_per_event"),
+    }
+
+
+def ingest(args, work, ch):
+    """Steps 1 and 2."""
+    res = {"hodei": {"max": [], "sweep": []}, "clickhouse": None, "rounds": []}
+    common = ["--seconds", args.seconds, "--warmup", args.warmup]
+    with Hodei(work / "ingest") as h:
+        first = load_summary(h.load("--max", *common))
+        res["hodei"]["max"].append(first)
+        log(f"hodei max: {first['eps']:.0f} events/s")
+        if ch:
+            ch_all = ch.insert_all(args.seconds)
+            res["clickhouse"] = ch_all
+            best = ch_all["best"]
+            for r in range(args.rounds):
+                hm = load_summary(h.load("--max", *common))
+                cb = ch.insert(best["format"], best["clients"], args.seconds)
+                res["hodei"]["max"].append(hm)
+                res["rounds"].append({"hodei_eps": hm["eps"], "clickhouse_eps": cb["events_per_s"],
+                                      "ratio": hm["eps"] / cb["events_per_s"]
+                                      if cb["events_per_s"] else None})
+                log(f"round {r + 1}: hodei {hm['eps']:.0f}/s, ClickHouse {cb['events_per_s']:.0f}/s")
+        top = median(m["eps"] for m in res["hodei"]["max"])
+        res["hodei"]["max_median_eps"] = top
+        for frac in args.fractions:
+            rate = int(top * frac)
+            s = load_summary(h.load("--rate", rate, *common))
+            s["fraction"] = frac
+            res["hodei"]["sweep"].append(s)
+            log(f"offered {rate}/s ({frac:.0%}): {s['eps']:.0f}/s p50 {s['p50_us']} µs p99 {s['p99_us']} µs")
+        res["hodei"]["wal_and_segments_bytes"] = du(h.srv.data_dir)
+    if res["rounds"]:
+        res["ratio_median"] = median(r["ratio"] for r in res["rounds"])
+    return res
+
+
+# ---------------------------------------------------------------------------
+# ClickHouse, through bench/clickhouse_bench.py
+
+
+class ClickHouse:
+    def __init__(self, args, work):
+        self.args = args
+        self.work = work
+
+    def _run(self, sub, *extra, timeout=None):
+        return run_json([sys.executable, CH_BENCH, sub, "--dir", self.work, "--gen", GEN, *extra],
+                        timeout=timeout)
+
+    def insert_all(self, seconds):
+        return self._run("insert", "--seconds", seconds)
+
+    def insert(self, fmt, clients, seconds):
+        j = self._run("insert", "--seconds", seconds, "--formats", fmt, "--clients", clients)
+        return j["best"]
+
+    def load_and_query(self, plan, n):
+        return self._run("load-query", "--seed", self.args.seed, "--count", n,
+                         "--tenants", self.args.tenants, "--step-ns", SPAN_NS // n,
+                         "--plan", plan, "--samples", self.args.samples)
+
+
+# ---------------------------------------------------------------------------
+# Queries
+
+
+def queries(args, work, ch):
+    n = args.events
+    step = SPAN_NS // n
+    plan = work / "plan.json"
+    log(f"planning {args.samples} samples per query over {n} events")
+    with open(plan, "w") as f:
+        p = subprocess.run([str(QUERY), "plan", "--seed", str(args.seed), "--count", str(n),
+                            "--tenants", str(args.tenants), "--step-ns", str(step),
+                            "--samples", str(args.samples)], stdout=f)
+    if p.returncode != 0:
+        raise RuntimeError("hodei-bench-query plan failed")
+    res = {"events": n, "step_ns": step}
+    with Hodei(work / "store") as h:
+        t0 = time.monotonic()
+        fill = h.load("--fill", n, "--seed", args.seed, "--tenants", args.tenants,
+                      "--step-ns", step)
+        res["hodei_fill"] = load_summary(fill)
+        res["hodei_fill"]["seconds"] = time.monotonic() - t0
+        # Let the age-based seal run so the store is in segments, as it is
+        # in production after a minute.
+        settle = args.settle
+        log(f"store loaded; waiting {settle} s for seals")
+        time.sleep(settle)
+        data = h.srv.data_dir
+        seg = sum(du(p) for p in data.glob("shard-*/segments"))
+        wal = sum(du(p) for p in data.glob("shard-*/wal"))
+        res["hodei_storage"] = {"segments_bytes": seg, "wal_bytes": wal,
+                                "data_dir_bytes": du(data),
+                                "segment_bytes_per_event": seg / n}
+        res["hodei"] = run_json([QUERY, "run", "--plan", plan, "--target", h.target,
+                                 "--key", h.key])
+    if ch:
+        res["clickhouse"] = ch.load_and_query(plan, n)
+        res["p99_ratio"] = {}
+        for q, v in res["hodei"].get("queries", {}).items():
+            c = res["clickhouse"].get("queries", {}).get(q)
+            if c and v.get("p99_us"):
+                res["p99_ratio"][q] = c["p99_us"] / v["p99_us"]
+    return res
+
+
+# ---------------------------------------------------------------------------
+# Restart with a big WAL
+
+
+def restart(args, work):
+    """Step 5."""
+    res = {"wal_target_bytes": args.wal_bytes, "runs": []}
+    d = work / "restart"
+    never = ["--seal-age", "24h", "--seal-rows", str(1 << 24), "--seal-bytes", "64GiB",
+             "--memtable-budget", "16GiB"]
+    h = Hodei(d, never)
+    with h:
+        wal_dir = h.srv.data_dir
+        while sum(du(p) for p in wal_dir.glob("shard-*/wal")) < args.wal_bytes:
+            h.load("--max", "--seconds", 2, "--warmup", 0)
+        res["wal_bytes"] = sum(du(p) for p in wal_dir.glob("shard-*/wal"))
+        h.srv.kill()
+        for i in range(args.restarts):
+            t0 = time.monotonic()
+            h.srv.start(timeout_s=600)
+            ready = time.monotonic() - t0
+            res["runs"].append(ready)
+            log(f"restart {i + 1}: ready in {ready:.2f} s with {res['wal_bytes'] / 2**30:.2f} GiB of WAL")
+            h.srv.kill()
+    res["ready_s_median"] = median(res["runs"])
+    return res
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def targets(r):
+    """Each target of issue #5 with its measured figure."""
+    out = []
+
+    def t(name, goal, measured, ok):
+        out.append({"target": name, "goal": goal, "measured": measured,
+                    "met": None if ok is None else bool(ok)})
+
+    ing = r.get("ingest") or {}
+    top = (ing.get("hodei") or {}).get("max_median_eps")
+    t("ingest, durable events/s", ">= 500000", top, top and top >= 500000)
+    ratio = ing.get("ratio_median")
+    t("ingest vs ClickHouse best", ">= 3x", ratio, ratio and ratio >= 3)
+    half = [s for s in (ing.get("hodei") or {}).get("sweep", []) if abs(s["fraction"] - 0.5) < 1e-9]
+    p99 = half[0]["p99_us"] if half else None
+    t("ack p99 at half max, ms", "<= 5", p99 and p99 / 1000, p99 is not None and p99 <= 5000)
+    q = r.get("queries") or {}
+    goals = {"Q1": 1000, "Q1top": 1000, "Q2": 5000, "Q3": 1000, "Q4": 3000, "Q5": 5000}
+    for name, goal in goals.items():
+        v = (q.get("hodei") or {}).get("queries", {}).get(name)
+        p = v and v.get("p99_us")
+        t(f"{name} p99, ms", f"<= {goal / 1000:g}", p and p / 1000, p is not None and p <= goal)
+        ratio = (q.get("p99_ratio") or {}).get(name)
+        t(f"{name} p99 vs ClickHouse", ">= 5x", ratio, ratio and ratio >= 5)
+    st = q.get("hodei_storage") or {}
+    bpe = st.get("segment_bytes_per_event")
+    chb = ((q.get("clickhouse") or {}).get("storage") or {}).get("bytes_per_event")
+    t("bytes per event on disk", f"<= ClickHouse ({chb and round(chb, 1)})", bpe,
+      bpe and chb and bpe <= chb)
+    rs = (r.get("restart") or {}).get("ready_s_median")
+    t("restart with 1 GiB WAL, s", "<= 2", rs, rs is not None and rs <= 2)
+    return out
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def print_table(rows):
+    print(f"{'target':38} {'goal':>22} {'measured':>14}  met")
+    for row in rows:
+        met = {True: "yes", False: "NO", None: "-"}[row["met"]]
+        print(f"{row['target']:38} {row['goal']:>22} {fmt(row['measured']):>14}  {met}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes: checks the harness runs (the test suite's smoke run)")
+    ap.add_argument("--events", type=int, default=10_000_000, help="query store size")
+    ap.add_argument("--tenants", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=10, help="per ingest run")
+    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternated hodei/ClickHouse rounds")
+    ap.add_argument("--fractions", default="0.1,0.25,0.5,0.75,0.9,1.0")
+    ap.add_argument("--samples", type=int, default=300, help="per query kind")
+    ap.add_argument("--settle", type=float, default=70, help="seconds for age seals after the fill")
+    ap.add_argument("--wal-bytes", type=int, default=1 << 30)
+    ap.add_argument("--restarts", type=int, default=3)
+    ap.add_argument("--only", default="ingest,queries,restart")
+    ap.add_argument("--no-clickhouse", action="store_true")
+    ap.add_argument("--work", help="work directory (default: a new one under $TMPDIR)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--no-plot", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.events, args.tenants, args.seconds, args.warmup = 20000, 20, 1, 0
+        args.rounds, args.samples, args.settle = 1, 5, 2
+        args.wal_bytes, args.restarts, args.fractions = 4 << 20, 1, "0.5"
+    args.fractions = [float(x) for x in args.fractions.split(",")]
+    steps = set(args.only.split(","))
+    for b in (LOAD, QUERY, GEN):
+        if not b.exists():
+            sys.exit(f"bench: {b} is missing: build first (scripts/setup.sh, or "
+                     f"cmake --build {BUILD})")
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="hodei-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    stamp = dt.datetime.now(dt.timezone.utc)
+    result = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "commit": commit + ("-dirty" if dirty else ""),
+        "machine": machine(),
+        "config": {k: v for k, v in vars(args).items() if k not in ("work", "out")},
+    }
+    ch = None if args.no_clickhouse else ClickHouse(args, work / "clickhouse")
+    try:
+        if "ingest" in steps:
+            result["ingest"] = ingest(args, work, ch)
+        if "queries" in steps:
+            result["queries"] = queries(args, work, ch)
+        if "restart" in steps:
+            result["restart"] = restart(args, work)
+    finally:
+        for s in hodei.ALL_SERVERS:
+            if s.running():
+                s.kill()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result["targets"] = targets(result)
+    print_table(result["targets"])
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = out / f"{stamp.strftime('%Y%m%d')}-{result['commit']}{'-quick' if args.quick else ''}"
+    base.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    log(f"wrote {base.with_suffix('.json')}")
+    if not args.no_plot:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "plot.py"), str(base.with_suffix(".json")),
+                        str(base.with_suffix(".png"))], check=True)
+        log(f"wrote {base.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())
