@@ -130,6 +130,7 @@ void gen_next(struct gen *g, struct fmt_event *ev, struct fmt_str *tenant)
 	uint32_t t = zipf(g);
 	int tn = snprintf(g->tenant, sizeof(g->tenant), "tenant-%04u", t);
 	*tenant = (struct fmt_str){ g->tenant, (uint32_t)tn };
+	g->tenant_index = t;
 	g->count++;
 	g->now_ns += g->step_ns / 2 + (int64_t)below(g, (uint32_t)g->step_ns); /* step_ns apart on average */
 	ev->occurred_at_ns = g->now_ns;

@@ -38,6 +38,7 @@ struct gen {
 	int64_t now_ns;
 	int64_t step_ns;         /* mean gap between events (default 1 µs) */
 	uint64_t count;
+	uint32_t tenant_index;   /* the current event's tenant, 0 .. tenants - 1 (rank by size) */
 	/* The current event's strings (valid until the next gen_next). */
 	char tenant[FMT_TENANT_MAX + 1];
 	char buf[2048];
