@@ -56,7 +56,12 @@ QUERY = BUILD / "bench" / "hodei-bench-query"
 GEN = BUILD / "bench" / "hodei-bench-gen"
 CH_BENCH = ROOT / "bench" / "clickhouse_bench.py"
 
-SPAN_NS = 30 * 86400 * 10**9  # the query store spans 30 days
+SPAN_NS = 30 * 86400 * 10**9  # the query store spans 30 days...
+STEP_MAX_NS = 4_000_000_000    # ... or less for tiny stores (the generator's limit)
+
+
+def step_for(n):
+    return min(SPAN_NS // n, STEP_MAX_NS)
 
 
 def log(msg):
@@ -153,21 +158,27 @@ def load_summary(j):
     """The figures of one hodei-bench-load run we keep."""
     lat = j.get("latency_us", {})
     return {
-        "offered_eps": j.get("offered_eps"),
+        "offered_eps": j.get("offered_rate_eps") or None,
         "eps": j.get("events_per_s"),
         "mbps": j.get("mb_per_s"),
-        "p50_us": lat.get("p50"), "p99_us": lat.get("p99"), "p999_us": lat.get("p99.9"),
+        "seconds": j.get("seconds"),
+        "p50_us": lat.get("p50"), "p99_us": lat.get("p99"), "p999_us": lat.get("p999"),
         "max_us": lat.get("max"),
-        "errors": j.get("errors_total", 0),
-        "late": j.get("late_starts", 0),
+        "requests_failed": j.get("requests_failed", 0),
+        "errors": j.get("errors", {}),
+        "late_starts": j.get("late_starts", 0),
+        "not_started": j.get("not_started", 0),
         "client_cpu_us_per_event": j.get("client_cpu_us_per_event"),
+        "client_cpu_cores": j.get("client_cpu_cores"),
+        "loadavg_1m": [j.get("loadavg_1m_start"), j.get("loadavg_1m_end")],
     }
 
 
 def ingest(args, work, ch):
     """Steps 1 and 2."""
     res = {"hodei": {"max": [], "sweep": []}, "clickhouse": None, "rounds": []}
-    common = ["--seconds", args.seconds, "--warmup", args.warmup]
+    common = ["--seconds", args.seconds, "--warmup", args.warmup,
+              "--pool-events", args.pool_events, "--tenants", args.tenants]
     with Hodei(work / "ingest") as h:
         first = load_summary(h.load("--max", *common))
         res["hodei"]["max"].append(first)
@@ -220,7 +231,7 @@ class ClickHouse:
 
     def load_and_query(self, plan, n):
         return self._run("load-query", "--seed", self.args.seed, "--count", n,
-                         "--tenants", self.args.tenants, "--step-ns", SPAN_NS // n,
+                         "--tenants", self.args.tenants, "--step-ns", step_for(n),
                          "--plan", plan, "--samples", self.args.samples)
 
 
@@ -230,7 +241,7 @@ class ClickHouse:
 
 def queries(args, work, ch):
     n = args.events
-    step = SPAN_NS // n
+    step = step_for(n)
     plan = work / "plan.json"
     log(f"planning {args.samples} samples per query over {n} events")
     with open(plan, "w") as f:
@@ -240,14 +251,14 @@ def queries(args, work, ch):
     if p.returncode != 0:
         raise RuntimeError("hodei-bench-query plan failed")
     res = {"events": n, "step_ns": step}
-    with Hodei(work / "store") as h:
+    with Hodei(work / "store", ["--seal-age", f"{max(1, int(args.settle) - 10)}s"]) as h:
         t0 = time.monotonic()
         fill = h.load("--fill", n, "--seed", args.seed, "--tenants", args.tenants,
                       "--step-ns", step)
         res["hodei_fill"] = load_summary(fill)
         res["hodei_fill"]["seconds"] = time.monotonic() - t0
-        # Let the age-based seal run so the store is in segments, as it is
-        # in production after a minute.
+        # Let the age-based seal run (the default 60 s, or less for a short
+        # --settle) so the store is in segments, as in production.
         settle = args.settle
         log(f"store loaded; waiting {settle} s for seals")
         time.sleep(settle)
@@ -283,7 +294,7 @@ def restart(args, work):
     with h:
         wal_dir = h.srv.data_dir
         while sum(du(p) for p in wal_dir.glob("shard-*/wal")) < args.wal_bytes:
-            h.load("--max", "--seconds", 2, "--warmup", 0)
+            h.load("--max", "--seconds", 2, "--warmup", 0, "--pool-events", args.pool_events)
         res["wal_bytes"] = sum(du(p) for p in wal_dir.glob("shard-*/wal"))
         h.srv.kill()
         for i in range(args.restarts):
@@ -359,6 +370,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10, help="per ingest run")
     ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--pool-events", type=int, default=400_000,
+                    help="events pre-encoded by the load generator")
     ap.add_argument("--rounds", type=int, default=3, help="alternated hodei/ClickHouse rounds")
     ap.add_argument("--fractions", default="0.1,0.25,0.5,0.75,0.9,1.0")
     ap.add_argument("--samples", type=int, default=300, help="per query kind")
@@ -374,7 +387,7 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.events, args.tenants, args.seconds, args.warmup = 20000, 20, 1, 0
-        args.rounds, args.samples, args.settle = 1, 5, 2
+        args.rounds, args.samples, args.settle, args.pool_events = 1, 5, 4, 50000
         args.wal_bytes, args.restarts, args.fractions = 4 << 20, 1, "0.5"
     args.fractions = [float(x) for x in args.fractions.split(",")]
     steps = set(args.only.split(","))

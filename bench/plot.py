@@ -13,6 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def legend(ax):
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: plot.py RESULTS.json OUT.png")
@@ -38,7 +43,7 @@ def main():
     ax_t.set_xlabel("offered load, thousand events/s")
     ax_t.set_ylabel("thousand events/s")
     ax_t.set_title("ingest throughput")
-    ax_t.legend(fontsize=8)
+    legend(ax_t)
     ax_t.grid(alpha=0.3)
 
     if offered:
@@ -50,7 +55,7 @@ def main():
     ax_l.set_xlabel("offered load, thousand events/s")
     ax_l.set_ylabel("ack latency, ms (log)")
     ax_l.set_title("hodei-audit ack latency (open loop)")
-    ax_l.legend(fontsize=8)
+    legend(ax_l)
     ax_l.grid(alpha=0.3, which="both")
 
     q = r.get("queries") or {}
@@ -60,8 +65,8 @@ def main():
     if names:
         xs = range(len(names))
         w = 0.4
-        hv = [(hq.get(n) or {}).get("p99_us", 0) / 1000 for n in names]
-        cv = [(cq.get(n) or {}).get("p99_us", 0) / 1000 for n in names]
+        hv = [((hq.get(n) or {}).get("p99_us") or 0) / 1000 for n in names]
+        cv = [((cq.get(n) or {}).get("p99_us") or 0) / 1000 for n in names]
         ax_q.bar([x - w / 2 for x in xs], hv, w, label="hodei-audit")
         ax_q.bar([x + w / 2 for x in xs], cv, w, label="ClickHouse 18.16", color="C3")
         ax_q.set_xticks(list(xs))
@@ -69,7 +74,7 @@ def main():
         ax_q.set_yscale("log")
     ax_q.set_ylabel("p99 latency, ms (log)")
     ax_q.set_title(f"queries over {q.get('events', 0):,} events")
-    ax_q.legend(fontsize=8)
+    legend(ax_q)
     ax_q.grid(alpha=0.3, axis="y", which="both")
 
     fig.tight_layout()
