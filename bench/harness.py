@@ -149,9 +149,23 @@ class Hodei:
     def key(self):
         return self.srv.admin_key
 
+    def cpu_s(self):
+        """The server's CPU time so far (user + system), in seconds."""
+        with open(f"/proc/{self.srv.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def load(self, *extra, timeout=None):
-        return run_json([LOAD, "--target", self.target, "--key", self.key, *extra],
-                        timeout=timeout)
+        """Runs hodei-bench-load; adds the server's CPU per acked event over
+        the whole run (warm-up and pool building included, so an upper
+        bound)."""
+        before = self.cpu_s()
+        j = run_json([LOAD, "--target", self.target, "--key", self.key, *extra], timeout=timeout)
+        used = self.cpu_s() - before
+        acked = j.get("events_acked_total") or j.get("events_acked") or 0
+        j["server_cpu_s"] = used
+        j["server_cpu_us_per_event"] = used * 1e6 / acked if acked else None
+        return j
 
 
 def load_summary(j):
@@ -169,6 +183,7 @@ def load_summary(j):
         "late_starts": j.get("late_starts", 0),
         "not_started": j.get("not_started", 0),
         "client_cpu_us_per_event": j.get("client_cpu_us_per_event"),
+        "server_cpu_us_per_event": j.get("server_cpu_us_per_event"),
         "client_cpu_cores": j.get("client_cpu_cores"),
         "loadavg_1m": [j.get("loadavg_1m_start"), j.get("loadavg_1m_end")],
     }
