@@ -137,6 +137,9 @@ static int config_check(const struct eng_config *c)
 		return FMT_E_INVALID;
 	if (c->block_rows < 1 || c->tenants_max < 1 || c->io_entries < 8 || c->open_segments_max < 1)
 		return FMT_E_INVALID;
+	if (c->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX || c->segment_version > FMT_SEG_VERSION ||
+	    (c->segment_version && c->segment_version < FMT_SEG_VERSION_MIN))
+		return FMT_E_INVALID;
 	return 0;
 }
 

@@ -125,6 +125,8 @@ struct eng_config {
 	uint32_t dedup_entries_max;      /* per shard */
 	uint32_t block_rows;             /* rows per segment block */
 	int zstd_level;
+	uint32_t id_filter_bits;         /* event-id Bloom bits per row (0: format default, 10) */
+	uint32_t segment_version;        /* format version to write (0: newest; 1 for compat tests) */
 	uint32_t search_scan_rows_max;   /* rows a search may examine before it stops */
 	uint32_t open_segments_max;      /* per shard: segment files (and footers) kept open */
 	bool repair;                     /* cut a WAL at mid-file corruption instead of refusing */

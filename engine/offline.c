@@ -368,8 +368,11 @@ static const char *meta_mismatch(const struct fmt_segment_meta *m, const char *t
 }
 
 /* After a corrupt-data failure without a seq: finds the first block that
- * does not decode, for a precise location. Returns its index or -1. */
-static int64_t first_bad_block(const uint8_t *buf, size_t len, uint64_t *first, uint64_t *last)
+ * does not decode, or whose event-id index does not match its rows (a
+ * lookup by id could miss one of its events), for a precise location.
+ * Returns its index or -1; *why says which. */
+static int64_t first_bad_block(const uint8_t *buf, size_t len, uint64_t *first, uint64_t *last,
+			       const char **why)
 {
 	struct fmt_segment *f = NULL;
 	int64_t bad = -1;
@@ -377,7 +380,11 @@ static int64_t first_bad_block(const uint8_t *buf, size_t len, uint64_t *first, 
 		return -1;
 	for (uint32_t b = 0; b < f->meta.block_count && bad < 0; b++) {
 		struct fmt_block *blk = NULL;
-		if (fmt_block_decode_buf(f, buf, len, b, FMT_COLS_ALL, &blk) != 0) {
+		int rc = fmt_block_decode_buf(f, buf, len, b, FMT_COLS_ALL, &blk);
+		*why = "fails its checks";
+		if (rc == 0 && (rc = fmt_block_check_id_index(f, b, blk)) == FMT_E_CORRUPT)
+			*why = "has an event-id index that does not match its rows";
+		if (rc == FMT_E_CORRUPT) {
 			bad = b;
 			*first = f->blocks[b].first_seq;
 			*last = f->blocks[b].last_seq;
@@ -394,16 +401,17 @@ static void segment_contents(struct off_run *r, const char *tenant, const struct
 {
 	unsigned long long id = (unsigned long long)g->segment_id;
 	uint64_t bad = 0, first = 0, last = 0;
+	const char *why = "";
 	int rc = fmt_segment_verify_buf(buf, len, &bad);
 	if (rc == FMT_E_NOMEM) {
 		r->err = rc;
 		return;
 	}
-	int64_t b = rc == FMT_E_CORRUPT && !bad ? first_bad_block(buf, len, &first, &last) : -1;
+	int64_t b = rc == FMT_E_CORRUPT && !bad ? first_bad_block(buf, len, &first, &last, &why) : -1;
 	if (b >= 0)
 		note(r, ENG_OFFLINE_PROBLEM, path, tenant, first, 0,
-		     "segment %016llx: block %lld (seq %llu..%llu) fails its checks: %s", id,
-		     (long long)b, (unsigned long long)first, (unsigned long long)last, fmt_strerror(rc));
+		     "segment %016llx: block %lld (seq %llu..%llu) %s: %s", id, (long long)b,
+		     (unsigned long long)first, (unsigned long long)last, why, fmt_strerror(rc));
 	else if (rc)
 		note(r, ENG_OFFLINE_PROBLEM, path, tenant, bad ? bad : g->first_seq, 0,
 		     "segment %016llx fails its checks%s: %s", id,

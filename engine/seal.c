@@ -397,6 +397,8 @@ static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_
 	struct fmt_segment_build_args args = { .segment_id = it->segment_id, .shard = shard,
 					       .block_rows = cfg->block_rows,
 					       .zstd_level = cfg->zstd_level,
+					       .version = cfg->segment_version,
+					       .id_filter_bits = cfg->id_filter_bits,
 					       .created_ns = it->created_ns,
 					       .chain_before = it->chain_before,
 					       .tenant = { t->name, t->name_len },

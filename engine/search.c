@@ -24,7 +24,15 @@
  * heap whose root is the worst of them; a unit or block is skipped without
  * reading when it is outside the time range, wholly at or before the
  * cursor, or when the heap is full and its best bound cannot beat the root
- * (then every later unit or block is skipped too: they are sorted). Phase
+ * (then every later unit or block is skipped too: they are sorted), or,
+ * with an event_id filter, when the segment's event-id index (min/max id
+ * and Bloom filter per block, in the footer: FORMAT.md §5.5) says the
+ * block cannot hold that id; a segment none of whose blocks can is pruned
+ * without reading a chunk. Version-1 segments have no index and are
+ * scanned. A block that a lookup by id does read is first read by its
+ * event_id chunk alone, and left there when the id is not in it (a Bloom
+ * false positive, or a version-1 block). The memtable is always scanned
+ * (it is in memory). Phase
  * 2 decodes all columns of just the blocks that hold the final hits, one
  * block at a time, stages each hit, then packs every hit, its strings and
  * attributes into ONE allocation (req->result_mem) so results stay valid
@@ -64,7 +72,8 @@
  *
  * Counters: rows_scanned as above; segments_read counts segments with at
  * least one chunk read; segments_pruned those skipped without reading a
- * chunk (by manifest time range, cursor, zone maps or the heap bound).
+ * chunk (by manifest time range, cursor, zone maps, the event-id index or
+ * the heap bound).
  * Segments left unvisited by the scan cap count in neither.
  */
 #include "engine/internal.h"
@@ -118,6 +127,7 @@ struct search {
 	int64_t lo_ns;             /* inclusive */
 	int64_t hi_ns;             /* exclusive, when has_hi */
 	bool has_hi;
+	uint64_t id_key;           /* fmt_event_id_key(filter event_id), when it has one */
 	uint32_t mask;             /* phase-1 columns */
 	uint32_t limit;
 	uint64_t scan_max;
@@ -596,8 +606,11 @@ static int block_order(struct search *c, const struct fmt_segment *fs, uint32_t 
 	*n = 0;
 	for (uint32_t b = 0; b < count; b++) {
 		const struct fmt_block_ref *ref = &fs->blocks[b];
-		if (ref->row_count && bounds_may_match(c, block_lo(ref), block_hi(ref)))
-			c->order[(*n)++] = b;
+		if (!ref->row_count || !bounds_may_match(c, block_lo(ref), block_hi(ref)))
+			continue;
+		if (c->f->has_event_id && !fmt_block_may_hold_id(fs, b, c->f->event_id, c->id_key))
+			continue; /* certainly not in this block: never read */
+		c->order[(*n)++] = b;
 	}
 	struct block_sort bs = { c, fs->blocks };
 	qsort_r(c->order, *n, sizeof(*c->order), block_cmp, &bs);
@@ -606,12 +619,33 @@ static int block_order(struct search *c, const struct fmt_segment *fs, uint32_t 
 
 /* ---- phase 1: scan ------------------------------------------------------- */
 
+/* A lookup by event id first reads the block's event_id chunk alone: most
+ * blocks it reads are Bloom false positives (or version-1 blocks), and an
+ * id absent from the block ends the visit there, before the other columns
+ * are read and every row is viewed. Sets *absent; counts the rows then. */
+static int id_precheck(struct search *c, const struct eng_segment *seg, uint32_t b, bool *absent)
+{
+	struct fmt_block *blk;
+	int rc = block_load(c, seg, b, 1u << FMT_COL_EVENT_ID, &blk);
+	if (rc)
+		return rc;
+	*absent = !fmt_block_has_event_id(blk, c->f->event_id);
+	if (*absent)
+		c->req->rows_scanned += fmt_block_rows(blk);
+	fmt_block_free(blk);
+	return 0;
+}
+
 static int scan_block(struct search *c, uint32_t u, uint32_t b)
 {
 	const struct eng_segment *seg = c->units[u].seg;
 	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
 	struct fmt_block *blk;
-	int rc = block_load(c, seg, b, c->mask, &blk);
+	bool absent = false;
+	int rc = c->f->has_event_id ? id_precheck(c, seg, b, &absent) : 0;
+	if (rc || absent)
+		return rc;
+	rc = block_load(c, seg, b, c->mask, &blk);
 	if (rc)
 		return rc;
 	for (uint32_t i = 0; i < ref->row_count; i++) {
@@ -875,8 +909,10 @@ static int search_prepare(struct search *c)
 	c->mask = (1u << FMT_COL_SEQ) | (1u << FMT_COL_OCCURRED_AT);
 	if (f->outcome)
 		c->mask |= 1u << FMT_COL_OUTCOME;
-	if (f->has_event_id)
+	if (f->has_event_id) {
 		c->mask |= 1u << FMT_COL_EVENT_ID;
+		c->id_key = fmt_event_id_key(f->event_id);
+	}
 	if (f->actor_id.len)
 		c->mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_ACTOR_ID);
 	if (f->action.len)

@@ -3,6 +3,9 @@
  * segment.c — the sealed segment codec (docs/FORMAT.md §5).
  *
  *   [header 32 B][block 0: 17 chunks][block 1: 17 chunks]...[footer][trailer 32 B]
+ *   footer (v1) = [meta 248 B][block entry 516 B] x blocks
+ *   footer (v2) = the same, then [id index head 8 B][min/max event id 32 B] x blocks
+ *                 [split-block Bloom filter of each block's ids] x blocks
  *
  * Writing: fmt_segment_build() checks the rows (one tenant, contiguous seq),
  * recomputes every event hash to check the chain it is given and to fill
@@ -28,6 +31,14 @@
  * declared content size, and a block's row count must fit in its chunks'
  * raw lengths (at least one byte per row in every column), so the memory a
  * decode allocates is proportional to bytes that really decompressed.
+ *
+ * The event-id index (version 2, see segment.h for why it is in the
+ * footer): the writer and the verifier compute it with the same function
+ * (id_index_compute) from the ids of a block, so verify can demand byte
+ * equality. A filter's size follows from its block's row count and the
+ * footer's bits per row, so a reader never trusts a stored filter length,
+ * and the filters must fill the footer exactly. Version-1 files have no
+ * index: every probe answers "may hold", which makes search scan them.
  */
 #include "segment.h"
 
@@ -47,6 +58,10 @@
 #define STR_COLS (FMT_F_STRING_COUNT + 1) /* the 9 fields, then details */
 #define ZSTD_LEVEL_DEFAULT 3
 #define VARINT_MAX_BYTES 10
+#define ID_HEAD_BYTES 8                 /* v2: id filter kind, bits per row */
+#define ID_RANGE_BYTES (2 * FMT_EVENT_ID_BYTES) /* v2, per block: min, max event id */
+#define ID_FILTER_KIND_SBBF 1           /* split-block Bloom, XXH3-64 key, Parquet salts */
+#define SBBF_WORDS 8
 
 _Static_assert(FMT_COL_COUNT == 17, "the v1 footer has 17 chunk refs per block");
 _Static_assert(BLOCK_BYTES == 516, "block entry size is part of the format");
@@ -54,6 +69,14 @@ _Static_assert(FMT_SEG_ROWS_MAX <= RAW_MAX, "a row count fits every raw-length b
 _Static_assert((uint64_t)META_BYTES + (uint64_t)BLOCKS_MAX * BLOCK_BYTES < UINT32_MAX,
 	       "the largest footer length fits in u32");
 _Static_assert(FMT_SEG_HEADER_BYTES == 32 && FMT_SEG_TRAILER_BYTES == 32, "fixed by the format");
+_Static_assert(FMT_SEG_ID_BUCKET_BYTES == SBBF_WORDS * 4, "a bucket is 8 u32 words");
+/* The largest v2 footer: every block entry and id range, and filters of at
+ * most BITS_MAX bits per row plus one bucket of rounding per block. */
+_Static_assert((uint64_t)META_BYTES + ID_HEAD_BYTES +
+		       (uint64_t)BLOCKS_MAX * (BLOCK_BYTES + ID_RANGE_BYTES + FMT_SEG_ID_BUCKET_BYTES) +
+		       (uint64_t)FMT_SEG_ROWS_MAX * FMT_SEG_ID_FILTER_BITS_MAX / 8 <
+	       UINT32_MAX,
+	       "the largest v2 footer length fits in u32");
 
 static const uint8_t header_magic[8] = { 'H', 'S', 'E', 'G', 0x0D, 0x0A, 0x1A, 0x0A };
 static const uint8_t trailer_magic[8] = { 'H', 'S', 'E', 'G', 'E', 'N', 'D', 0x0A };
@@ -181,12 +204,83 @@ static int buf_reserve(struct buf *b, size_t more)
 	return 0;
 }
 
+/* ---- the event-id index: min/max and split-block Bloom filter ---------- */
+
+/* The eight odd constants of Parquet's split-block Bloom filter: probe i
+ * sets bit (x * salt[i]) >> 27 of word i of the key's bucket. */
+static const uint32_t sbbf_salt[SBBF_WORDS] = { 0x47b6137bu, 0x44974d91u, 0x8824ad5bu,
+						 0xa2b7289du, 0x705495c7u, 0x2df1424bu,
+						 0x9efc4947u, 0x5c6bfb31u };
+
+/* Buckets of a block of `rows` rows at `bits` bits per row (at least 1). */
+static uint32_t id_filter_buckets(uint32_t rows, uint32_t bits)
+{
+	uint64_t n = ((uint64_t)rows * bits + 8 * FMT_SEG_ID_BUCKET_BYTES - 1) /
+		     (8 * FMT_SEG_ID_BUCKET_BYTES);
+	ASSERT(n <= UINT32_MAX / FMT_SEG_ID_BUCKET_BYTES);
+	return (uint32_t)FMT_MAX(n, 1);
+}
+
+static uint8_t *sbbf_bucket(const uint8_t *filter, uint32_t buckets, uint64_t key)
+{
+	uint64_t i = ((key >> 32) * buckets) >> 32; /* < buckets: multiply-shift */
+	return (uint8_t *)filter + i * FMT_SEG_ID_BUCKET_BYTES;
+}
+
+static void sbbf_insert(uint8_t *filter, uint32_t buckets, uint64_t key)
+{
+	uint8_t *bucket = sbbf_bucket(filter, buckets, key);
+	uint32_t x = (uint32_t)key;
+	for (unsigned i = 0; i < SBBF_WORDS; i++) {
+		uint8_t *w = bucket + 4 * i;
+		fmt_put_u32(w, fmt_get_u32(w) | (1u << ((x * sbbf_salt[i]) >> 27)));
+	}
+}
+
+static bool sbbf_may_hold(const uint8_t *filter, uint32_t buckets, uint64_t key)
+{
+	const uint8_t *bucket = sbbf_bucket(filter, buckets, key);
+	uint32_t x = (uint32_t)key;
+	for (unsigned i = 0; i < SBBF_WORDS; i++)
+		if (!(fmt_get_u32(bucket + 4 * i) & (1u << ((x * sbbf_salt[i]) >> 27))))
+			return false;
+	return true;
+}
+
+uint64_t fmt_event_id_key(const uint8_t id[FMT_EVENT_ID_BYTES])
+{
+	return fmt_xxh3(id, FMT_EVENT_ID_BYTES);
+}
+
+/* The index of n >= 1 ids, the i-th at ids + i * stride: their bytewise
+ * min and max, and the filter (filter_bytes, zeroed here). The writer and
+ * the verifier both use this, so verify can demand byte equality. */
+static void id_index_compute(const uint8_t *ids, size_t stride, uint32_t n,
+			     uint8_t min[FMT_EVENT_ID_BYTES], uint8_t max[FMT_EVENT_ID_BYTES],
+			     uint8_t *filter, uint32_t filter_bytes)
+{
+	ASSERT(n >= 1 && filter_bytes % FMT_SEG_ID_BUCKET_BYTES == 0 && filter_bytes > 0);
+	uint32_t buckets = filter_bytes / FMT_SEG_ID_BUCKET_BYTES;
+	memset(filter, 0, filter_bytes);
+	memcpy(min, ids, FMT_EVENT_ID_BYTES);
+	memcpy(max, ids, FMT_EVENT_ID_BYTES);
+	for (uint32_t i = 0; i < n; i++) {
+		const uint8_t *id = ids + (size_t)i * stride;
+		if (memcmp(id, min, FMT_EVENT_ID_BYTES) < 0)
+			memcpy(min, id, FMT_EVENT_ID_BYTES);
+		if (memcmp(id, max, FMT_EVENT_ID_BYTES) > 0)
+			memcpy(max, id, FMT_EVENT_ID_BYTES);
+		sbbf_insert(filter, buckets, fmt_event_id_key(id));
+	}
+}
+
 /* ---- fixed-width structures -------------------------------------------- */
 
 static void put_header(uint8_t out[FMT_SEG_HEADER_BYTES], const struct fmt_segment_meta *m)
 {
+	ASSERT(m->version >= FMT_SEG_VERSION_MIN && m->version <= FMT_SEG_VERSION);
 	memcpy(out, header_magic, 8);
-	fmt_put_u32(out + 8, FMT_SEG_VERSION);
+	fmt_put_u32(out + 8, m->version);
 	fmt_put_u32(out + 12, m->shard);
 	fmt_put_u64(out + 16, m->segment_id);
 	fmt_put_u64(out + 24, fmt_xxh3(out, 24));
@@ -235,12 +329,12 @@ static void put_block_ref(uint8_t *p, const struct fmt_block_ref *r)
 	}
 }
 
-static void put_trailer(uint8_t *p, uint64_t footer_offset, uint32_t footer_len,
+static void put_trailer(uint8_t *p, uint32_t version, uint64_t footer_offset, uint32_t footer_len,
 			uint64_t footer_checksum)
 {
 	fmt_put_u64(p, footer_offset);
 	fmt_put_u32(p + 8, footer_len);
-	fmt_put_u32(p + 12, FMT_SEG_VERSION);
+	fmt_put_u32(p + 12, version);
 	fmt_put_u64(p + 16, footer_checksum);
 	memcpy(p + 24, trailer_magic, 8);
 }
@@ -266,6 +360,7 @@ struct builder {
 	struct fmt_block_ref *blocks;
 	struct buf img;  /* the segment image being built */
 	struct buf raw;  /* one chunk's encoded bytes */
+	struct buf filters; /* v2: every block's id filter, in block order */
 	struct dict dict;
 	ZSTD_CCtx *cctx;
 	int level;
@@ -510,6 +605,23 @@ static int write_chunk(struct builder *w, struct fmt_chunk_ref *ref, uint32_t fi
 	return 0;
 }
 
+/* v2: the block's min/max event id and its filter, appended to w->filters. */
+static int write_id_index(struct builder *w, struct fmt_block_ref *ref)
+{
+	uint32_t bytes = id_filter_buckets(ref->row_count, w->meta.id_filter_bits) *
+			 FMT_SEG_ID_BUCKET_BYTES;
+	int rc = buf_reserve(&w->filters, bytes);
+	if (rc)
+		return rc;
+	ASSERT(w->filters.len + bytes <= UINT32_MAX);
+	ref->id_filter_at = (uint32_t)w->filters.len;
+	ref->id_filter_bytes = bytes;
+	id_index_compute(w->rows[ref->first_row].event_id, sizeof(struct fmt_event), ref->row_count,
+			 ref->min_event_id, ref->max_event_id, w->filters.p + w->filters.len, bytes);
+	w->filters.len += bytes;
+	return 0;
+}
+
 static int write_block(struct builder *w, uint32_t b)
 {
 	struct fmt_block_ref *ref = &w->blocks[b];
@@ -531,14 +643,33 @@ static int write_block(struct builder *w, uint32_t b)
 		if (rc)
 			return rc;
 	}
-	return 0;
+	return w->meta.version >= 2 ? write_id_index(w, ref) : 0;
+}
+
+/* v2: the event-id index after the block entries (FORMAT.md §5.5). */
+static void put_id_index(uint8_t *p, const struct builder *w)
+{
+	uint32_t n = w->meta.block_count;
+	fmt_put_u32(p, ID_FILTER_KIND_SBBF);
+	fmt_put_u32(p + 4, w->meta.id_filter_bits);
+	p += ID_HEAD_BYTES;
+	for (uint32_t b = 0; b < n; b++, p += ID_RANGE_BYTES) {
+		memcpy(p, w->blocks[b].min_event_id, FMT_EVENT_ID_BYTES);
+		memcpy(p + FMT_EVENT_ID_BYTES, w->blocks[b].max_event_id, FMT_EVENT_ID_BYTES);
+	}
+	if (w->filters.len)
+		memcpy(p, w->filters.p, w->filters.len);
 }
 
 /* Appends footer and trailer, then fills in the header. */
 static int write_tail(struct builder *w)
 {
 	uint64_t footer_offset = w->img.len;
-	uint32_t footer_len = META_BYTES + w->meta.block_count * BLOCK_BYTES;
+	uint64_t len = META_BYTES + (uint64_t)w->meta.block_count * BLOCK_BYTES;
+	if (w->meta.version >= 2)
+		len += ID_HEAD_BYTES + (uint64_t)w->meta.block_count * ID_RANGE_BYTES + w->filters.len;
+	ASSERT(len <= UINT32_MAX); /* see the static assertions on the largest footer */
+	uint32_t footer_len = (uint32_t)len;
 	int rc = buf_reserve(&w->img, (size_t)footer_len + FMT_SEG_TRAILER_BYTES);
 	if (rc)
 		return rc;
@@ -546,7 +677,10 @@ static int write_tail(struct builder *w)
 	put_meta(f, &w->meta);
 	for (uint32_t b = 0; b < w->meta.block_count; b++)
 		put_block_ref(f + META_BYTES + (size_t)b * BLOCK_BYTES, &w->blocks[b]);
-	put_trailer(f + footer_len, footer_offset, footer_len, fmt_xxh3(f, footer_len));
+	if (w->meta.version >= 2)
+		put_id_index(f + META_BYTES + (size_t)w->meta.block_count * BLOCK_BYTES, w);
+	put_trailer(f + footer_len, w->meta.version, footer_offset, footer_len,
+		    fmt_xxh3(f, footer_len));
 	w->img.len += (size_t)footer_len + FMT_SEG_TRAILER_BYTES;
 	put_header(w->img.p, &w->meta);
 	return 0;
@@ -562,6 +696,10 @@ static int build_check(const struct fmt_segment_build_args *args, const struct f
 	if (n / block_rows + (n % block_rows != 0) > BLOCKS_MAX)
 		return FMT_E_INVALID;
 	if (args->zstd_level < ZSTD_minCLevel() || args->zstd_level > ZSTD_maxCLevel())
+		return FMT_E_INVALID;
+	if (args->version && (args->version < FMT_SEG_VERSION_MIN || args->version > FMT_SEG_VERSION))
+		return FMT_E_INVALID;
+	if (args->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX)
 		return FMT_E_INVALID;
 	*tenant = args->tenant.len ? args->tenant : (n ? rows[0].tenant : args->tenant);
 	if (!fmt_tenant_valid(*tenant))
@@ -584,6 +722,10 @@ static void build_meta(struct builder *w, const struct fmt_segment_build_args *a
 		       struct fmt_str tenant, uint32_t n)
 {
 	struct fmt_segment_meta *m = &w->meta;
+	m->version = args->version ? args->version : FMT_SEG_VERSION;
+	if (m->version >= 2)
+		m->id_filter_bits = args->id_filter_bits ? args->id_filter_bits
+							 : FMT_SEG_ID_FILTER_BITS_DEFAULT;
 	memcpy(m->tenant, tenant.ptr, tenant.len);
 	m->tenant[tenant.len] = 0;
 	m->segment_id = args->segment_id;
@@ -712,6 +854,7 @@ int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fm
 fail:
 	free(w.img.p);
 	free(w.raw.p);
+	free(w.filters.p);
 	free(w.blocks);
 	dict_free(&w.dict);
 	ZSTD_freeCCtx(w.cctx);
@@ -729,12 +872,16 @@ int fmt_segment_trailer(const uint8_t trailer[FMT_SEG_TRAILER_BYTES], uint64_t f
 		return FMT_E_TRUNCATED;
 	if (memcmp(trailer + 24, trailer_magic, 8) != 0)
 		return FMT_E_CORRUPT;
-	if (fmt_get_u32(trailer + 12) != FMT_SEG_VERSION)
+	uint32_t version = fmt_get_u32(trailer + 12);
+	if (version < FMT_SEG_VERSION_MIN || version > FMT_SEG_VERSION)
 		return FMT_E_VERSION;
 	uint64_t off = fmt_get_u64(trailer);
 	uint32_t len = fmt_get_u32(trailer + 8);
-	if (len < META_BYTES || (len - META_BYTES) % BLOCK_BYTES != 0 ||
-	    (len - META_BYTES) / BLOCK_BYTES > BLOCKS_MAX)
+	/* Version 2's length depends on the blocks' rows: open checks it. */
+	if (version == 1 && (len < META_BYTES || (len - META_BYTES) % BLOCK_BYTES != 0 ||
+			     (len - META_BYTES) / BLOCK_BYTES > BLOCKS_MAX))
+		return FMT_E_CORRUPT;
+	if (version >= 2 && len < META_BYTES + ID_HEAD_BYTES)
 		return FMT_E_CORRUPT;
 	if (len > file_size - FMT_SEG_HEADER_BYTES - FMT_SEG_TRAILER_BYTES ||
 	    off != file_size - FMT_SEG_TRAILER_BYTES - len)
@@ -748,7 +895,8 @@ static int check_header(const uint8_t *h)
 {
 	if (memcmp(h, header_magic, 8) != 0)
 		return FMT_E_CORRUPT;
-	if (fmt_get_u32(h + 8) != FMT_SEG_VERSION)
+	uint32_t version = fmt_get_u32(h + 8);
+	if (version < FMT_SEG_VERSION_MIN || version > FMT_SEG_VERSION)
 		return FMT_E_VERSION;
 	if (fmt_get_u64(h + 24) != fmt_xxh3(h, 24))
 		return FMT_E_CORRUPT;
@@ -786,8 +934,19 @@ static bool meta_consistent(const struct fmt_segment_meta *m)
 	       m->min_received_ns <= m->max_received_ns;
 }
 
-static int parse_meta(const uint8_t *p, uint32_t footer_len, struct fmt_segment_meta *m)
+/* The footer bytes the block entries (and, v2, the id ranges and the
+ * index head) take, before any filter. */
+static uint64_t footer_fixed_len(uint32_t version, uint64_t blocks)
 {
+	if (version == 1)
+		return META_BYTES + blocks * BLOCK_BYTES;
+	return META_BYTES + blocks * (BLOCK_BYTES + ID_RANGE_BYTES) + ID_HEAD_BYTES;
+}
+
+static int parse_meta(const uint8_t *p, uint32_t footer_len, uint32_t version,
+		      struct fmt_segment_meta *m)
+{
+	m->version = version;
 	int rc = parse_tenant(p, m->tenant);
 	if (rc)
 		return rc;
@@ -808,8 +967,17 @@ static int parse_meta(const uint8_t *p, uint32_t footer_len, struct fmt_segment_
 	memcpy(m->chain_before, p + 152, FMT_HASH_BYTES);
 	memcpy(m->chain_after, p + 184, FMT_HASH_BYTES);
 	memcpy(m->merkle_root, p + 216, FMT_HASH_BYTES);
-	if ((uint64_t)m->block_count * BLOCK_BYTES + META_BYTES != footer_len)
+	uint64_t fixed = footer_fixed_len(version, m->block_count);
+	/* v1: exact. v2: the filters follow; open_id_index checks their sum. */
+	if (version == 1 ? fixed != footer_len : fixed > footer_len || m->block_count > BLOCKS_MAX)
 		return FMT_E_CORRUPT;
+	if (version >= 2) {
+		const uint8_t *head = p + META_BYTES + (size_t)m->block_count * BLOCK_BYTES;
+		m->id_filter_bits = fmt_get_u32(head + 4);
+		if (fmt_get_u32(head) != ID_FILTER_KIND_SBBF || m->id_filter_bits < 1 ||
+		    m->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX)
+			return FMT_E_CORRUPT;
+	}
 	return meta_consistent(m) ? 0 : FMT_E_CORRUPT;
 }
 
@@ -901,6 +1069,35 @@ static int open_blocks(struct fmt_segment *seg, const uint8_t *footer)
 	return 0;
 }
 
+/* v2: reads each block's id range, sizes its filter from its (already
+ * checked) row count, requires the filters to fill the rest of the footer
+ * exactly, and copies them out (the caller may free the footer bytes). */
+static int open_id_index(struct fmt_segment *seg, const uint8_t *footer)
+{
+	const struct fmt_segment_meta *m = &seg->meta;
+	const uint8_t *p = footer + META_BYTES + (size_t)m->block_count * BLOCK_BYTES + ID_HEAD_BYTES;
+	uint64_t total = 0;
+	for (uint32_t b = 0; b < m->block_count; b++, p += ID_RANGE_BYTES) {
+		struct fmt_block_ref *r = &seg->blocks[b];
+		memcpy(r->min_event_id, p, FMT_EVENT_ID_BYTES);
+		memcpy(r->max_event_id, p + FMT_EVENT_ID_BYTES, FMT_EVENT_ID_BYTES);
+		if (memcmp(r->min_event_id, r->max_event_id, FMT_EVENT_ID_BYTES) > 0)
+			return FMT_E_CORRUPT;
+		r->id_filter_bytes = id_filter_buckets(r->row_count, m->id_filter_bits) *
+				     FMT_SEG_ID_BUCKET_BYTES;
+		r->id_filter_at = (uint32_t)total; /* < footer_len: checked below */
+		total += r->id_filter_bytes;
+	}
+	if (footer_fixed_len(m->version, m->block_count) + total != seg->footer_len)
+		return FMT_E_CORRUPT;
+	seg->id_filters = malloc(total ? (size_t)total : 1);
+	if (!seg->id_filters)
+		return FMT_E_NOMEM;
+	if (total)
+		memcpy(seg->id_filters, p, (size_t)total);
+	return 0;
+}
+
 int fmt_segment_open(const uint8_t *header, const uint8_t *footer, uint32_t footer_len,
 		     const uint8_t trailer[FMT_SEG_TRAILER_BYTES], uint64_t file_size,
 		     struct fmt_segment **out)
@@ -915,13 +1112,14 @@ int fmt_segment_open(const uint8_t *header, const uint8_t *footer, uint32_t foot
 		return rc;
 	if (t_len != footer_len || fmt_get_u64(trailer + 16) != fmt_xxh3(footer, footer_len))
 		return FMT_E_CORRUPT;
+	uint32_t version = fmt_get_u32(trailer + 12); /* in range: checked by the trailer */
 	seg = calloc(1, sizeof(*seg));
 	if (!seg)
 		return FMT_E_NOMEM;
 	seg->file_size = file_size;
 	seg->footer_offset = t_offset;
 	seg->footer_len = footer_len;
-	if ((rc = parse_meta(footer, footer_len, &seg->meta)))
+	if ((rc = parse_meta(footer, footer_len, version, &seg->meta)))
 		goto fail;
 	seg->blocks = calloc(FMT_MAX(seg->meta.block_count, 1), sizeof(*seg->blocks));
 	if (!seg->blocks) {
@@ -929,6 +1127,8 @@ int fmt_segment_open(const uint8_t *header, const uint8_t *footer, uint32_t foot
 		goto fail;
 	}
 	if ((rc = open_blocks(seg, footer)))
+		goto fail;
+	if (version >= 2 && (rc = open_id_index(seg, footer)))
 		goto fail;
 	put_header(expect, &seg->meta);
 	if (memcmp(expect, header, FMT_SEG_HEADER_BYTES) != 0) {
@@ -961,7 +1161,28 @@ void fmt_segment_close(struct fmt_segment *seg)
 	if (!seg)
 		return;
 	free(seg->blocks);
+	free(seg->id_filters);
 	free(seg);
+}
+
+bool fmt_segment_has_id_index(const struct fmt_segment *seg)
+{
+	return seg->meta.version >= 2;
+}
+
+bool fmt_block_may_hold_id(const struct fmt_segment *seg, uint32_t b,
+			   const uint8_t id[FMT_EVENT_ID_BYTES], uint64_t key)
+{
+	ASSERT(b < seg->meta.block_count);
+	DEBUG_ASSERT(key == fmt_event_id_key(id));
+	if (!fmt_segment_has_id_index(seg))
+		return true;
+	const struct fmt_block_ref *r = &seg->blocks[b];
+	if (memcmp(id, r->min_event_id, FMT_EVENT_ID_BYTES) < 0 ||
+	    memcmp(id, r->max_event_id, FMT_EVENT_ID_BYTES) > 0)
+		return false;
+	return sbbf_may_hold(seg->id_filters + r->id_filter_at,
+			     r->id_filter_bytes / FMT_SEG_ID_BUCKET_BYTES, key);
 }
 
 /* ======================================================================= */
@@ -1156,6 +1377,26 @@ static int dec_attrs(struct fmt_block *blk, const struct fmt_chunk_ref *k, const
 	return 0;
 }
 
+/* v2: the block's ids must span exactly its id zone map, as occurred_at
+ * spans its time zone map (the filter itself is checked by verify). */
+static int check_ids(const struct fmt_segment *seg, const struct fmt_block_ref *r,
+		     const uint8_t *ids)
+{
+	if (!fmt_segment_has_id_index(seg))
+		return 0;
+	bool lo = false, hi = false;
+	for (uint32_t i = 0; i < r->row_count; i++) {
+		const uint8_t *id = ids + (size_t)i * FMT_EVENT_ID_BYTES;
+		int a = memcmp(id, r->min_event_id, FMT_EVENT_ID_BYTES);
+		int z = memcmp(id, r->max_event_id, FMT_EVENT_ID_BYTES);
+		if (a < 0 || z > 0)
+			return FMT_E_CORRUPT;
+		lo |= a == 0;
+		hi |= z == 0;
+	}
+	return lo && hi ? 0 : FMT_E_CORRUPT;
+}
+
 static int dec_column(const struct fmt_segment *seg, const struct fmt_block_ref *r, unsigned c,
 		      const uint8_t *bytes, ZSTD_DCtx *dctx, struct fmt_block *blk)
 {
@@ -1186,6 +1427,9 @@ static int dec_column(const struct fmt_segment *seg, const struct fmt_block_ref 
 			if (raw[i] > FMT_OUTCOME_DENIED)
 				return FMT_E_CORRUPT;
 		return 0;
+	case KIND_ID:
+		ASSERT(k->raw_len == (uint64_t)FMT_EVENT_ID_BYTES * blk->rows);
+		return check_ids(seg, r, raw);
 	default:
 		ASSERT(k->raw_len == (uint64_t)fixed_width(c, k->encoding) * blk->rows);
 		return 0;
@@ -1291,6 +1535,16 @@ void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, u
 		memset(chain, 0, FMT_HASH_BYTES);
 }
 
+bool fmt_block_has_event_id(const struct fmt_block *blk, const uint8_t id[FMT_EVENT_ID_BYTES])
+{
+	ASSERT(blk->mask & (1u << FMT_COL_EVENT_ID));
+	const uint8_t *ids = blk->raw[FMT_COL_EVENT_ID];
+	for (uint32_t i = 0; i < blk->rows; i++)
+		if (memcmp(ids + (size_t)i * FMT_EVENT_ID_BYTES, id, FMT_EVENT_ID_BYTES) == 0)
+			return true;
+	return false;
+}
+
 void fmt_block_free(struct fmt_block *blk)
 {
 	if (!blk)
@@ -1354,6 +1608,27 @@ static int verify_block(const struct fmt_segment *seg, const struct fmt_block *b
 	return 0;
 }
 
+int fmt_block_check_id_index(const struct fmt_segment *seg, uint32_t b,
+			     const struct fmt_block *blk)
+{
+	ASSERT(b < seg->meta.block_count && blk->rows == seg->blocks[b].row_count);
+	ASSERT(blk->mask & (1u << FMT_COL_EVENT_ID));
+	if (!fmt_segment_has_id_index(seg))
+		return 0;
+	const struct fmt_block_ref *r = &seg->blocks[b];
+	uint8_t min[FMT_EVENT_ID_BYTES], max[FMT_EVENT_ID_BYTES];
+	uint8_t *filter = malloc(r->id_filter_bytes);
+	if (!filter)
+		return FMT_E_NOMEM;
+	id_index_compute(blk->raw[FMT_COL_EVENT_ID], FMT_EVENT_ID_BYTES, blk->rows, min, max, filter,
+			 r->id_filter_bytes);
+	bool same = memcmp(min, r->min_event_id, FMT_EVENT_ID_BYTES) == 0 &&
+		    memcmp(max, r->max_event_id, FMT_EVENT_ID_BYTES) == 0 &&
+		    memcmp(filter, seg->id_filters + r->id_filter_at, r->id_filter_bytes) == 0;
+	free(filter);
+	return same ? 0 : FMT_E_CORRUPT;
+}
+
 static int verify_blocks(const struct fmt_segment *seg, const uint8_t *buf, size_t len,
 			 struct verify *v, uint64_t *bad_seq)
 {
@@ -1362,7 +1637,10 @@ static int verify_blocks(const struct fmt_segment *seg, const uint8_t *buf, size
 		int rc = fmt_block_decode_buf(seg, buf, len, b, FMT_COLS_ALL, &blk);
 		if (rc)
 			return rc;
+		/* The chain first: it names the seq of an altered event. */
 		rc = verify_block(seg, blk, v, bad_seq);
+		if (rc == 0)
+			rc = fmt_block_check_id_index(seg, b, blk);
 		fmt_block_free(blk);
 		if (rc)
 			return rc;

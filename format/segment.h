@@ -17,6 +17,26 @@
  * fmt_segment_open() (header, footer, trailer) or by decoding the chunk
  * that holds it.
  *
+ * Event-id index (version 2). Exact lookups by event id must not read the
+ * tenant's whole history, so the version-2 footer adds, per block, the
+ * min/max event id (a zone map: time-ordered UUIDv7 ids prune on it alone)
+ * and a split-block Bloom filter of the block's ids (random UUIDv4 ids
+ * prune on it): 256-bit buckets, 8 probes in one bucket, keyed by XXH3-64
+ * of the 16 id bytes, sized at id_filter_bits (default 10) bits per row,
+ * about 1 % false positives. The filters live in the footer rather than in
+ * a chunk per block, because a lookup probes every block of every segment
+ * of the tenant: for a 1 M-row tenant (244 blocks of 4096 rows) that is
+ * 244 probes of one 32-byte bucket each in memory (microseconds), where
+ * per-block filter chunks would cost 244 preads of 5 KiB and 1.25 MB of
+ * checksumming per lookup (around a millisecond, the whole budget). The
+ * price is memory while a segment is open: about 1.26 bytes per row (a
+ * 500 k-row segment's footer grows from 63 KB to 693 KB), the same bytes
+ * as on disk (~1.26 B/event, under the 1.5 B/event budget). The footer
+ * checksum covers the index, so a flipped bit fails open; verify
+ * rebuilds every block's filter and min/max from its decoded ids and
+ * compares them byte for byte, because a wrong filter would hide an event.
+ * Version-1 segments (no index) still open, search by scanning and verify.
+ *
  * Reading is split so that the engine does the I/O and reads only what it
  * needs: it reads the trailer, asks for the footer's position, reads the
  * footer, opens it, then reads and decodes only the chunks of the blocks
@@ -27,11 +47,17 @@
 
 #include "event.h"
 
+#include <stdbool.h>
+
 #define FMT_SEG_HEADER_BYTES 32
 #define FMT_SEG_TRAILER_BYTES 32
-#define FMT_SEG_VERSION 1
+#define FMT_SEG_VERSION 2          /* written by this build; reads 1 and 2 */
+#define FMT_SEG_VERSION_MIN 1
 #define FMT_SEG_ROWS_MAX (1u << 24)
 #define FMT_SEG_BLOCK_ROWS_DEFAULT 4096
+#define FMT_SEG_ID_FILTER_BITS_DEFAULT 10 /* Bloom bits per row: ~1 % false positives */
+#define FMT_SEG_ID_FILTER_BITS_MAX 32
+#define FMT_SEG_ID_BUCKET_BYTES 32        /* one split-block Bloom bucket: 8 x u32 */
 
 /* Columns, in file order. A column mask is a bit set of (1u << column). */
 enum fmt_column {
@@ -51,6 +77,8 @@ enum fmt_column {
 
 /* Segment-wide metadata, all of it in the footer. */
 struct fmt_segment_meta {
+	uint32_t version;                /* FMT_SEG_VERSION_MIN .. FMT_SEG_VERSION */
+	uint32_t id_filter_bits;         /* Bloom bits per row; 0 in version 1 */
 	char tenant[FMT_TENANT_MAX + 1]; /* NUL-terminated */
 	uint64_t segment_id;
 	uint32_t shard;
@@ -86,6 +114,11 @@ struct fmt_block_ref {
 	uint64_t first_seq, last_seq;
 	int64_t min_occurred_ns, max_occurred_ns; /* zone map */
 	struct fmt_chunk_ref chunk[FMT_COL_COUNT];
+	/* Version 2: the event-id index. Zero in version 1. */
+	uint8_t min_event_id[FMT_EVENT_ID_BYTES]; /* bytewise (memcmp) order */
+	uint8_t max_event_id[FMT_EVENT_ID_BYTES];
+	uint32_t id_filter_at;    /* into fmt_segment.id_filters */
+	uint32_t id_filter_bytes; /* FMT_SEG_ID_BUCKET_BYTES x buckets */
 };
 
 /* An opened footer: metadata plus the block directory. Heap-allocated by
@@ -96,6 +129,7 @@ struct fmt_segment {
 	uint64_t footer_offset;
 	uint32_t footer_len;
 	struct fmt_block_ref *blocks; /* meta.block_count entries */
+	uint8_t *id_filters;          /* version 2: every block's filter, in block order */
 };
 
 /* ---- writing ---------------------------------------------------------- */
@@ -113,6 +147,8 @@ struct fmt_segment_build_args {
 	 * (chains[i] == SHA-256(chains[i-1] || event_hashes[i])) instead of
 	 * re-encoding and re-hashing every row; debug builds still re-hash. */
 	const uint8_t (*event_hashes)[FMT_HASH_BYTES];
+	uint32_t version;             /* 0: FMT_SEG_VERSION; 1 writes the old format (tests, tools) */
+	uint32_t id_filter_bits;      /* 0: FMT_SEG_ID_FILTER_BITS_DEFAULT; 1..FMT_SEG_ID_FILTER_BITS_MAX */
 };
 
 /* Builds a complete segment image in memory from n rows of one tenant, in
@@ -121,7 +157,8 @@ struct fmt_segment_build_args {
  * Merkle root and checks that chains[] follows from chain_before (a
  * mismatch is a programmer error: ASSERT). On success *out is a malloc'd
  * buffer of *out_len bytes that the caller frees.
- * Returns 0, FMT_E_INVALID (tenants differ, seq gap, n too large),
+ * Returns 0, FMT_E_INVALID (tenants differ, seq gap, n too large, an
+ * unknown version or a filter density out of range),
  * FMT_E_TOO_BIG (a chunk would exceed the format's 256 MiB limit),
  * FMT_E_NOMEM. n may be 0 (an empty segment is valid; args->tenant names
  * its tenant). */
@@ -183,9 +220,36 @@ void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, u
 
 void fmt_block_free(struct fmt_block *blk);
 
+/* Whether any row of blk has this event id (FMT_COL_EVENT_ID must have
+ * been decoded): a lookup's cheap first look at a block. */
+bool fmt_block_has_event_id(const struct fmt_block *blk, const uint8_t id[FMT_EVENT_ID_BYTES]);
+
+/* ---- the event-id index ------------------------------------------------ */
+
+/* The probe key of an event id (XXH3-64 of its 16 bytes): compute it once
+ * per lookup and probe every block with it. */
+uint64_t fmt_event_id_key(const uint8_t id[FMT_EVENT_ID_BYTES]);
+
+/* Whether the segment has an event-id index (version >= 2). */
+bool fmt_segment_has_id_index(const struct fmt_segment *seg);
+
+/* false: block b holds no row with this id, for certain (its min/max or
+ * its Bloom filter rules it out). true: it may; always true without an
+ * index. key is fmt_event_id_key(id). Reads only the opened footer. */
+bool fmt_block_may_hold_id(const struct fmt_segment *seg, uint32_t b,
+			   const uint8_t id[FMT_EVENT_ID_BYTES], uint64_t key);
+
+/* Rebuilds block b's min/max and filter from its decoded event_id column
+ * (blk must have FMT_COL_EVENT_ID) and compares them with the footer's.
+ * Returns 0 (also without an index), FMT_E_CORRUPT (they differ: a lookup
+ * could miss an event), FMT_E_NOMEM. */
+int fmt_block_check_id_index(const struct fmt_segment *seg, uint32_t b,
+			     const struct fmt_block *blk);
+
 /* Decodes every block of a segment image and recomputes its event hashes,
- * chain and Merkle root against the footer. Returns 0, FMT_E_CORRUPT (a
- * checksum or structure), FMT_E_CHAIN (chain or Merkle root mismatch; *bad_seq
+ * chain and Merkle root against the footer, and its event-id index against
+ * the decoded ids. Returns 0, FMT_E_CORRUPT (a checksum, a structure or an
+ * event-id index that does not match its rows), FMT_E_CHAIN (chain or Merkle root mismatch; *bad_seq
  * is the first seq whose stored chain value disagrees, or 0 for a root
  * mismatch), FMT_E_NOMEM. This is what `verify` runs on every segment. */
 int fmt_segment_verify_buf(const uint8_t *buf, size_t len, uint64_t *bad_seq);

@@ -185,11 +185,16 @@ static const char *encoding_name(uint8_t e)
 	return e == FMT_ENC_PLAIN ? "plain" : e == FMT_ENC_DICT ? "dict" : e == FMT_ENC_DELTA ? "delta" : "?";
 }
 
-/* Decodes block b alone: "ok" or the error, for the per-block listing. */
+/* Decodes block b alone and rebuilds its event-id index from its rows:
+ * "ok" or the problem, for the per-block listing. */
 static const char *block_check(const struct fmt_segment *f, const uint8_t *buf, size_t len, uint32_t b)
 {
 	struct fmt_block *blk = NULL;
 	int rc = fmt_block_decode_buf(f, buf, len, b, FMT_COLS_ALL, &blk);
+	if (rc == 0 && (rc = fmt_block_check_id_index(f, b, blk)) == FMT_E_CORRUPT) {
+		fmt_block_free(blk);
+		return "event-id index does not match the block's rows";
+	}
 	fmt_block_free(blk);
 	return rc ? fmt_strerror(rc) : "ok";
 }
@@ -213,6 +218,7 @@ static json_t *segment_meta_json(const struct fmt_segment_meta *m)
 	json_object_set_new(o, "chain_before", j_hash(m->chain_before));
 	json_object_set_new(o, "chain_after", j_hash(m->chain_after));
 	json_object_set_new(o, "merkle_root", j_hash(m->merkle_root));
+	json_object_set_new(o, "id_filter_bits", json_integer(m->id_filter_bits));
 	return o;
 }
 
@@ -230,6 +236,14 @@ static json_t *segment_blocks_json(const struct fmt_segment *f, const uint8_t *b
 		json_object_set_new(o, "min_occurred_ns", json_integer(r->min_occurred_ns));
 		json_object_set_new(o, "max_occurred_ns", json_integer(r->max_occurred_ns));
 		json_object_set_new(o, "check", json_string(block_check(f, buf, len, b)));
+		if (fmt_segment_has_id_index(f)) {
+			char lo[37], hi[37];
+			fmt_uuid_format(r->min_event_id, lo);
+			fmt_uuid_format(r->max_event_id, hi);
+			json_object_set_new(o, "min_event_id", json_string(lo));
+			json_object_set_new(o, "max_event_id", json_string(hi));
+			json_object_set_new(o, "id_filter_bytes", json_integer(r->id_filter_bytes));
+		}
 		for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
 			const struct fmt_chunk_ref *k = &r->chunk[c];
 			json_t *col = json_object();
@@ -267,6 +281,11 @@ static void segment_print_meta(const struct fmt_segment_meta *m)
 	printf("chain before:  %s\n", hex_hash(m->chain_before, h));
 	printf("chain after:   %s\n", hex_hash(m->chain_after, h));
 	printf("merkle root:   %s\n", hex_hash(m->merkle_root, h));
+	if (m->id_filter_bits)
+		printf("event-id index: min/max and a %u-bit-per-row Bloom filter per block\n",
+		       m->id_filter_bits);
+	else
+		printf("event-id index: none (lookups by event id scan this segment)\n");
 }
 
 static void segment_print_blocks(const struct fmt_segment *f, const uint8_t *buf, size_t len)
@@ -279,6 +298,12 @@ static void segment_print_blocks(const struct fmt_segment *f, const uint8_t *buf
 		printf("\nblock %u: %u rows, seq %llu..%llu, occurred %s .. %s, check: %s\n", b,
 		       r->row_count, (unsigned long long)r->first_seq, (unsigned long long)r->last_seq,
 		       lo, hi, block_check(f, buf, len, b));
+		if (fmt_segment_has_id_index(f)) {
+			char a[37], z[37];
+			fmt_uuid_format(r->min_event_id, a);
+			fmt_uuid_format(r->max_event_id, z);
+			printf("  event ids %s .. %s, filter %u bytes\n", a, z, r->id_filter_bytes);
+		}
 		printf("  %-14s %-8s %10s %10s %10s  %s\n", "column", "encoding", "offset", "stored",
 		       "raw", "checksum");
 		for (unsigned c = 0; c < FMT_COL_COUNT; c++) {

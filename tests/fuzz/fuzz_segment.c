@@ -10,6 +10,8 @@
  * twice: as it is, and as a copy whose header, chunk and footer checksums
  * have been recomputed ("fixed up"). The second run lets the fuzzer reach
  * the structural checks of the footer and the column decoders behind them.
+ * The event-id index (version 2) is probed with every decoded row's id and
+ * rebuilt from the rows, as search and verify do.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,23 @@ static void read_rows(const struct fmt_segment *seg, const struct fmt_block *blk
 	(void)sink;
 }
 
+/* Probes every block's event-id index with this block's ids, and checks
+ * the index against them. Only the absence of crashes matters here. */
+static void probe_ids(const struct fmt_segment *seg, uint32_t b, const struct fmt_block *blk)
+{
+	struct fmt_attr attrs[1];
+	volatile uint32_t sink = 0;
+	for (uint32_t i = 0; i < fmt_block_rows(blk) && i < 64; i++) {
+		struct fmt_event ev;
+		fmt_block_row(seg, blk, i, &ev, attrs, 1, NULL);
+		uint64_t key = fmt_event_id_key(ev.event_id);
+		for (uint32_t k = 0; k < seg->meta.block_count; k++)
+			sink += fmt_block_may_hold_id(seg, k, ev.event_id, key);
+	}
+	sink += (uint32_t)fmt_block_check_id_index(seg, b, blk);
+	(void)sink;
+}
+
 static void run(const uint8_t *data, size_t size)
 {
 	struct fmt_segment *seg = NULL;
@@ -53,6 +72,7 @@ static void run(const uint8_t *data, size_t size)
 			struct fmt_block *blk = NULL;
 			if (fmt_block_decode_buf(seg, data, size, b, FMT_COLS_ALL, &blk) == 0) {
 				read_rows(seg, blk);
+				probe_ids(seg, b, blk);
 				fmt_block_free(blk);
 			}
 			if (fmt_block_decode_buf(seg, data, size, b, partial, &blk) == 0) {
@@ -79,7 +99,11 @@ static int fix_up(uint8_t *p, size_t size)
 	if (footer_len > size - 64)
 		return 1;
 	uint8_t *footer = p + size - 32 - footer_len;
+	/* The footer's block count, bounded by its length (version 2 footers
+	 * carry the event-id index after the block entries). */
 	uint64_t blocks = footer_len >= META_BYTES ? (footer_len - META_BYTES) / BLOCK_BYTES : 0;
+	if (footer_len >= META_BYTES && fmt_get_u32(footer + 88) < blocks)
+		blocks = fmt_get_u32(footer + 88);
 	for (uint64_t b = 0; b < blocks; b++) {
 		for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
 			uint8_t *ref = footer + META_BYTES + b * BLOCK_BYTES + BLOCK_FIXED_BYTES +

@@ -7,8 +7,13 @@
  * segments (every one must be refused); tampering that keeps every checksum
  * valid (rewritten chunks, rewritten footer) that only the hash chain and
  * the Merkle root can catch; hostile footers with valid checksums, which
- * must be refused or decoded without harm. With HODEI_WRITE_CORPUS=dir set,
- * the corpus test writes the seed inputs of tests/fuzz/corpus/segment/.
+ * must be refused or decoded without harm. The event-id index (version 2):
+ * no false negatives for any row of random segments, a low false-positive
+ * rate, v7 ids pruned by the min/max alone, every change to it refused by
+ * open (checksum) or by verify (rebuilt from the rows); version-1 segments,
+ * written by the old writer path and checked in as fixtures, still open,
+ * never prune (so search scans them) and verify. With HODEI_WRITE_CORPUS=dir
+ * set, the corpus test writes the seed inputs of tests/fuzz/corpus/segment/.
  */
 #include <criterion/criterion.h>
 
@@ -29,6 +34,8 @@
 #define OFF_CHAIN_BEFORE 152
 #define OFF_CHAIN_AFTER 184
 #define OFF_MERKLE 216
+#define ID_HEAD_BYTES 8
+#define ID_RANGE_BYTES 32
 
 static const uint8_t zero_chain[FMT_HASH_BYTES];
 
@@ -164,6 +171,17 @@ static void build(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len
 	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
 				   img, len);
 	cr_assert_eq(rc, 0, "build: %s", fmt_strerror(rc));
+}
+
+/* The same with the version-1 writer path (no event-id index). */
+static void build_v1(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len)
+{
+	struct fmt_segment_build_args a = args_for(block_rows);
+	a.version = 1;
+	set_chain(s, zero_chain);
+	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
+				   img, len);
+	cr_assert_eq(rc, 0, "build v1: %s", fmt_strerror(rc));
 }
 
 /* ---- checking ---------------------------------------------------------- */
@@ -335,7 +353,7 @@ Test(segment, empty_segment)
 	size_t len;
 	a.tenant = fmt_str_c("acme-prod");
 	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
-	cr_assert_eq(len, 32 + META_BYTES + 32);
+	cr_assert_eq(len, 32 + META_BYTES + ID_HEAD_BYTES + 32, "v2: the index head, no block");
 	struct fmt_segment *seg;
 	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
 	cr_assert_eq(seg->meta.row_count, 0);
@@ -590,7 +608,8 @@ Test(segment, trailer_and_versions)
 	uint64_t off;
 	uint32_t flen;
 	cr_assert_eq(fmt_segment_trailer(img + len - 32, len, &off, &flen), 0);
-	cr_assert_eq(flen, META_BYTES + 2 * BLOCK_BYTES);
+	/* v2: two blocks (2 rows, 1 row) of one 32-byte filter bucket each. */
+	cr_assert_eq(flen, META_BYTES + 2 * BLOCK_BYTES + ID_HEAD_BYTES + 2 * ID_RANGE_BYTES + 2 * 32);
 	cr_assert_eq(off, len - 32 - flen);
 	cr_assert_eq(fmt_segment_trailer(img + len - 32, 311, &off, &flen), FMT_E_TRUNCATED);
 	struct fmt_segment *seg;
@@ -600,12 +619,28 @@ Test(segment, trailer_and_versions)
 	cr_assert_eq(fmt_segment_open(img, img + off, flen - BLOCK_BYTES, img + len - 32, len, &seg),
 		     FMT_E_CORRUPT);
 	/* A future version in the trailer or in the (re-checksummed) header. */
-	fmt_put_u32(img + len - 32 + 12, 2);
+	fmt_put_u32(img + len - 32 + 12, FMT_SEG_VERSION + 1);
 	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), FMT_E_VERSION);
-	fmt_put_u32(img + len - 32 + 12, 1);
-	fmt_put_u32(img + 8, 2);
+	fmt_put_u32(img + len - 32 + 12, 0);
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), FMT_E_VERSION);
+	fmt_put_u32(img + len - 32 + 12, FMT_SEG_VERSION);
+	fmt_put_u32(img + 8, FMT_SEG_VERSION + 1);
 	fmt_put_u64(img + 24, fmt_xxh3(img, 24));
 	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), FMT_E_VERSION);
+	/* A header of version 1 on a version-2 footer and trailer: refused. */
+	fmt_put_u32(img + 8, 1);
+	fmt_put_u64(img + 24, fmt_xxh3(img, 24));
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), FMT_E_CORRUPT);
+	/* A v2 trailer on a v1 footer: the footer does not parse as v2. */
+	struct fmt_segment_build_args v1 = args_for(2);
+	v1.version = 1;
+	free(img);
+	cr_assert_eq(fmt_segment_build(&v1, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, 3,
+				       &img, &len), 0);
+	fmt_put_u32(img + len - 32 + 12, 2);
+	fmt_put_u32(img + 8, 2);
+	fmt_put_u64(img + 24, fmt_xxh3(img, 24));
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), FMT_E_CORRUPT);
 	free(img);
 	set_free(&s);
 }
@@ -647,6 +682,12 @@ Test(segment, build_rejects_bad_rows)
 	a.zstd_level = 1000;
 	cr_assert_eq(fmt_segment_build(&a, s.rows, chains, 4, &img, &len), FMT_E_INVALID);
 	a.zstd_level = 0;
+	a.version = FMT_SEG_VERSION + 1;
+	cr_assert_eq(fmt_segment_build(&a, s.rows, chains, 4, &img, &len), FMT_E_INVALID);
+	a.version = 0;
+	a.id_filter_bits = FMT_SEG_ID_FILTER_BITS_MAX + 1;
+	cr_assert_eq(fmt_segment_build(&a, s.rows, chains, 4, &img, &len), FMT_E_INVALID);
+	a.id_filter_bits = 0;
 	s.rows[0].seq = UINT64_MAX - 1; /* 4 rows would wrap */
 	cr_assert_eq(fmt_segment_build(&a, s.rows, chains, 4, &img, &len), FMT_E_INVALID);
 	set_free(&s);
@@ -880,6 +921,283 @@ Test(segment, hostile_footers)
 }
 
 /* ======================================================================= */
+/* The event-id index (version 2)                                          */
+/* ======================================================================= */
+
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+/* Random 16 bytes shaped like a UUIDv4. */
+static void random_uuid(uint64_t *x, uint8_t id[FMT_EVENT_ID_BYTES])
+{
+	fmt_put_u64(id, xorshift(x));
+	fmt_put_u64(id + 8, xorshift(x));
+	id[6] = (uint8_t)((id[6] & 0x0F) | 0x40);
+	id[8] = (uint8_t)((id[8] & 0x3F) | 0x80);
+}
+
+/* Blocks (of all) whose index says "may hold" this id. */
+static uint32_t blocks_admitting(const struct fmt_segment *seg, const uint8_t id[FMT_EVENT_ID_BYTES])
+{
+	uint32_t n = 0;
+	uint64_t key = fmt_event_id_key(id);
+	for (uint32_t b = 0; b < seg->meta.block_count; b++)
+		n += fmt_block_may_hold_id(seg, b, id, key);
+	return n;
+}
+
+/* Every row's id is admitted by its own block, whatever the block size and
+ * filter density; random absent ids are mostly refused. */
+Test(segment, id_index_no_false_negatives, .timeout = 240)
+{
+	static const uint32_t shapes[][3] = { /* rows, block_rows, bits (0: default) */
+		{ 1, 0, 0 }, { 5, 2, 0 }, { 777, 7, 3 }, { 3000, 64, 32 }, { 10000, 1000, 0 },
+		{ 9000, 4096, 0 }, { 600, 100, 1 },
+	};
+	uint64_t fp = 0, probes = 0;
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(shapes); k++) {
+		for (uint64_t seed = 1; seed <= 2; seed++) {
+			struct set s;
+			uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 7 * k);
+			set_init(&s, shapes[k][0], 1);
+			for (uint32_t i = 0; i < s.n; i++)
+				random_uuid(&x, s.rows[i].event_id);
+			struct fmt_segment_build_args a = args_for(shapes[k][1]);
+			a.id_filter_bits = shapes[k][2];
+			set_chain(&s, zero_chain);
+			uint8_t *img;
+			size_t len;
+			cr_assert_eq(fmt_segment_build(&a, s.rows,
+						       (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
+						       &img, &len), 0);
+			struct fmt_segment *seg;
+			cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
+			cr_assert(fmt_segment_has_id_index(seg));
+			cr_assert_eq(seg->meta.id_filter_bits,
+				     shapes[k][2] ? shapes[k][2] : FMT_SEG_ID_FILTER_BITS_DEFAULT);
+			for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+				const struct fmt_block_ref *r = &seg->blocks[b];
+				for (uint32_t i = r->first_row; i < r->first_row + r->row_count; i++) {
+					const uint8_t *id = s.rows[i].event_id;
+					cr_assert(fmt_block_may_hold_id(seg, b, id, fmt_event_id_key(id)),
+						  "shape %u: row %u refused by its block %u", k, i, b);
+				}
+			}
+			uint64_t bad = 1;
+			cr_assert_eq(fmt_segment_verify_buf(img, len, &bad), 0);
+			/* The default density: count false positives of absent ids. */
+			for (uint32_t q = 0; q < 2000 && shapes[k][2] == 0 && s.n >= 1000; q++) {
+				uint8_t id[FMT_EVENT_ID_BYTES];
+				random_uuid(&x, id);
+				fp += blocks_admitting(seg, id);
+				probes += seg->meta.block_count;
+			}
+			fmt_segment_close(seg);
+			free(img);
+			set_free(&s);
+		}
+	}
+	/* ~1 % expected at 10 bits per row; deterministic ids, generous bound. */
+	cr_assert(probes > 0 && fp * 100 < probes * 3, "false positives: %llu of %llu",
+		  (unsigned long long)fp, (unsigned long long)probes);
+}
+
+/* Time-ordered ids (UUIDv7, one per millisecond): the per-block min/max
+ * alone admits only the block that holds the id, even with a filter of a
+ * single bit per row; ids outside every range are refused. */
+Test(segment, id_index_v7_ids_prune_by_min_max)
+{
+	struct set s;
+	set_init(&s, 2000, 1);
+	uint64_t x = 42;
+	for (uint32_t i = 0; i < s.n; i++) {
+		uint8_t rnd[10];
+		fmt_put_u64(rnd, xorshift(&x));
+		fmt_put_u16(rnd + 8, (uint16_t)xorshift(&x));
+		fmt_uuid_v7(s.rows[i].event_id, 1767225600000000000ll + (int64_t)i * 1000000, rnd);
+	}
+	struct fmt_segment_build_args a = args_for(100);
+	a.id_filter_bits = 1;
+	set_chain(&s, zero_chain);
+	uint8_t *img;
+	size_t len;
+	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
+				       &img, &len), 0);
+	struct fmt_segment *seg = check_roundtrip(&s, img, len);
+	cr_assert_eq(seg->meta.block_count, 20);
+	for (uint32_t i = 0; i < s.n; i++) {
+		const uint8_t *id = s.rows[i].event_id;
+		uint32_t own = i / 100;
+		cr_assert(fmt_block_may_hold_id(seg, own, id, fmt_event_id_key(id)));
+		cr_assert_eq(blocks_admitting(seg, id), 1, "row %u: only its own block", i);
+		cr_assert_eq(memcmp(seg->blocks[own].min_event_id, s.rows[own * 100].event_id, 16), 0);
+		cr_assert_eq(memcmp(seg->blocks[own].max_event_id, s.rows[own * 100 + 99].event_id, 16),
+			     0);
+	}
+	uint8_t later[FMT_EVENT_ID_BYTES], rnd[10] = { 0 };
+	fmt_uuid_v7(later, 1767225600000000000ll + 5000ll * 1000000, rnd);
+	cr_assert_eq(blocks_admitting(seg, later), 0, "an id newer than every block");
+	fmt_segment_close(seg);
+	free(img);
+	set_free(&s);
+}
+
+#ifndef HODEI_SEGMENT_CORPUS_DIR
+#define HODEI_SEGMENT_CORPUS_DIR "tests/fuzz/corpus/segment"
+#endif
+
+static uint8_t *read_fixture(const char *name, size_t *len)
+{
+	char path[1024];
+	snprintf(path, sizeof(path), "%s/%s", HODEI_SEGMENT_CORPUS_DIR, name);
+	FILE *f = fopen(path, "rb");
+	cr_assert(f != NULL, "cannot read %s", path);
+	uint8_t *buf = malloc(1 << 16);
+	cr_assert(buf != NULL);
+	*len = fread(buf, 1, 1 << 16, f);
+	cr_assert(*len > 0 && *len < (1 << 16));
+	fclose(f);
+	return buf;
+}
+
+/* Version-1 segments, as the writer before the event-id index made them
+ * (checked-in fixtures) and as the version-1 writer path makes them now:
+ * they open, every probe admits every block (so search scans them), they
+ * decode and verify, and every bit of them is still covered. */
+Test(segment, version1_segments_open_scan_and_verify, .timeout = 240)
+{
+	static const char *const fixtures[] = { "valid-empty", "valid-1-rows", "valid-5-rows",
+						"valid-40-rows", "valid-200-rows" };
+	uint8_t absent[FMT_EVENT_ID_BYTES];
+	memset(absent, 0xEE, sizeof(absent));
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(fixtures); k++) {
+		size_t len;
+		uint8_t *img = read_fixture(fixtures[k], &len);
+		struct fmt_segment *seg;
+		cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0, "%s", fixtures[k]);
+		cr_assert_eq(seg->meta.version, 1);
+		cr_assert_eq(seg->meta.id_filter_bits, 0);
+		cr_assert(!fmt_segment_has_id_index(seg));
+		cr_assert_eq(seg->footer_len, META_BYTES + seg->meta.block_count * BLOCK_BYTES);
+		cr_assert_eq(blocks_admitting(seg, absent), seg->meta.block_count);
+		for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+			struct fmt_block *blk;
+			cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, FMT_COLS_ALL, &blk), 0);
+			cr_assert_eq(fmt_block_check_id_index(seg, b, blk), 0);
+			fmt_block_free(blk);
+		}
+		fmt_segment_close(seg);
+		uint64_t bad = 1;
+		cr_assert_eq(fmt_segment_verify_buf(img, len, &bad), 0, "%s", fixtures[k]);
+		free(img);
+	}
+	struct set s;
+	set_init(&s, 40, 1);
+	uint8_t *img;
+	size_t len;
+	build_v1(&s, 16, &img, &len);
+	cr_assert_eq(fmt_get_u32(img + 8), 1, "header version");
+	cr_assert_eq(fmt_get_u32(img + len - 32 + 12), 1, "trailer version");
+	struct fmt_segment *seg = check_roundtrip(&s, img, len);
+	cr_assert_eq(seg->footer_len, META_BYTES + 3 * BLOCK_BYTES);
+	cr_assert_eq(blocks_admitting(seg, absent), 3);
+	fmt_segment_close(seg);
+	free(img);
+	set_free(&s);
+	set_init(&s, 3, 1);
+	build_v1(&s, 2, &img, &len);
+	flip_every_bit(img, len);
+	free(img);
+	set_free(&s);
+}
+
+/* Where the index is in a v2 image: footer offsets of the head, the id
+ * ranges and the filters. */
+struct index_at {
+	uint32_t head, ranges, filters, footer_len;
+};
+
+static struct index_at index_at(const uint8_t *img, size_t len)
+{
+	struct fmt_segment *seg;
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
+	struct index_at at;
+	at.head = META_BYTES + seg->meta.block_count * BLOCK_BYTES;
+	at.ranges = at.head + ID_HEAD_BYTES;
+	at.filters = at.ranges + seg->meta.block_count * ID_RANGE_BYTES;
+	at.footer_len = seg->footer_len;
+	fmt_segment_close(seg);
+	return at;
+}
+
+/* A changed filter or id range: without fixing the footer checksum, open
+ * refuses it; with the checksum fixed (a forger's edit), verify does,
+ * because it rebuilds the index from the rows. A cleared bit can hide a
+ * real event from a lookup: that is why the check must exist. */
+Test(segment, id_index_tampering_detected, .timeout = 240)
+{
+	struct set s;
+	uint8_t *img;
+	size_t len;
+	set_init(&s, 40, 1);
+	build(&s, 16, &img, &len);
+	struct index_at at = index_at(img, len);
+	uint64_t footer_offset = fmt_get_u64(img + len - 32);
+	cr_assert_eq(at.footer_len - at.filters, 3 * 32, "16, 16 and 8 rows: one bucket each");
+	for (uint32_t off = at.head; off < at.footer_len; off++) {
+		struct fmt_segment *seg;
+		img[footer_offset + off] ^= 0x20;
+		cr_assert_eq(fmt_segment_open_buf(img, len, &seg), FMT_E_CORRUPT, "footer byte %u", off);
+		img[footer_offset + off] ^= 0x20;
+	}
+	unsigned hidden = 0;
+	for (uint32_t off = at.filters; off < at.footer_len; off++) {
+		for (int bit = 0; bit < 8; bit++) {
+			uint8_t v = (uint8_t)(img[footer_offset + off] ^ (1u << bit));
+			uint8_t *t = rewrite_footer(img, len, off, &v, 1);
+			struct fmt_segment *seg;
+			cr_assert_eq(fmt_segment_open_buf(t, len, &seg), 0, "checksum fixed: opens");
+			for (uint32_t i = 0; i < s.n; i++)
+				hidden += blocks_admitting(seg, s.rows[i].event_id) == 0;
+			fmt_segment_close(seg);
+			uint64_t bad;
+			cr_assert_eq(verify_rc(t, len, &bad), FMT_E_CORRUPT, "filter byte %u bit %d", off,
+				     bit);
+			free(t);
+		}
+	}
+	cr_assert(hidden > 0, "some cleared bit hides a row from lookups");
+	/* The id ranges: a flip is refused by open (min > max), by the decode
+	 * of the event_id column (ids outside the range, or the range not
+	 * reached) or by verify. */
+	for (uint32_t off = at.ranges; off < at.filters; off++) {
+		uint8_t v = (uint8_t)(img[footer_offset + off] ^ 0x01);
+		uint8_t *t = rewrite_footer(img, len, off, &v, 1);
+		cr_assert_eq(accept_all(t, len), FMT_E_CORRUPT, "range byte %u", off);
+		free(t);
+	}
+	/* The head: an unknown filter kind, a density out of range, or one that
+	 * does not size the filters that are there. */
+	static const uint32_t heads[][2] = { { 2, 10 }, { 0, 10 }, { 1, 0 }, { 1, 33 }, { 1, 17 } };
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(heads); k++) {
+		uint8_t h[ID_HEAD_BYTES];
+		fmt_put_u32(h, heads[k][0]);
+		fmt_put_u32(h + 4, heads[k][1]);
+		uint8_t *t = rewrite_footer(img, len, at.head, h, sizeof(h));
+		struct fmt_segment *seg;
+		cr_assert_eq(fmt_segment_open_buf(t, len, &seg), FMT_E_CORRUPT, "head %u", k);
+		free(t);
+	}
+	free(img);
+	set_free(&s);
+}
+
+/* ======================================================================= */
 /* Corpus for tests/fuzz/fuzz_segment.c                                     */
 /* ======================================================================= */
 
@@ -904,14 +1222,23 @@ Test(segment, write_fuzz_corpus)
 	size_t len;
 	struct fmt_segment_build_args a = args_for(0);
 	a.tenant = fmt_str_c("acme-prod");
+	a.version = 1; /* the version-1 seeds are also the compatibility fixtures */
 	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
 	write_file(dir, "valid-empty", img, len);
+	free(img);
+	a.version = 0;
+	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
+	write_file(dir, "valid-v2-empty", img, len);
 	free(img);
 	uint32_t sizes[][2] = { { 1, 0 }, { 5, 2 }, { 40, 16 }, { 200, 64 } };
 	for (unsigned k = 0; k < 4; k++) {
 		char name[64];
 		set_init(&s, sizes[k][0], 1 + k * 1000);
 		build(&s, sizes[k][1], &img, &len);
+		snprintf(name, sizeof(name), "valid-v2-%u-rows", sizes[k][0]);
+		write_file(dir, name, img, len);
+		free(img);
+		build_v1(&s, sizes[k][1], &img, &len);
 		snprintf(name, sizeof(name), "valid-%u-rows", sizes[k][0]);
 		write_file(dir, name, img, len);
 		if (k == 1) {
