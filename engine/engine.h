@@ -7,9 +7,9 @@
  * tenant belongs to exactly one shard (hash of its id). Callers talk to the
  * shards only through a *producer*: a handle owned by one caller thread,
  * holding one bounded SPSC queue to every shard and one back. A request
- * (append, search, verify) is queued to the owning shard; the shard runs
- * it and queues it back; the caller's eng_producer_poll() then runs the
- * request's callback on the caller's thread. So callbacks never run on a
+ * (append, search, count, verify) is queued to the owning shard; the
+ * shard runs it and queues it back; the caller's eng_producer_poll() then
+ * runs the request's callback on the caller's thread. So callbacks never run on a
  * shard thread and no lock is taken on the data path.
  *
  * Durability. An append's callback runs only after every event of the
@@ -20,7 +20,8 @@
  * Ownership. A request struct and everything it points to (tenant,
  * events, filter strings) are borrowed by the engine from submit until its
  * callback; the caller must not touch them in between. Results are owned
- * by the request and freed with eng_search_release().
+ * by the request and freed with eng_search_release() or
+ * eng_count_release().
  */
 #ifndef HODEI_ENGINE_ENGINE_H
 #define HODEI_ENGINE_ENGINE_H
@@ -128,6 +129,8 @@ struct eng_config {
 	uint32_t id_filter_bits;         /* event-id Bloom bits per row (0: format default, 10) */
 	uint32_t segment_version;        /* format version to write (0: newest; 1 for compat tests) */
 	uint32_t search_scan_rows_max;   /* rows a search may examine before it stops */
+	uint32_t count_groups_max;       /* distinct keys of one count (>= 1) */
+	uint32_t count_scan_rows_max;    /* rows one count may examine; 0: no limit */
 	uint32_t open_segments_max;      /* per shard: segment files (and footers) kept open */
 	bool repair;                     /* cut a WAL at mid-file corruption instead of refusing */
 	struct fmt_limits limits;
@@ -286,8 +289,66 @@ int eng_search_submit(struct eng_producer *p, struct eng_search *req);
 void eng_search_release(struct eng_search *req);
 
 /* ---- count (aggregates for dashboards) ---------------------------------- */
-/* Not in this issue: Count is specified in DESIGN.md §5 and lands with the
- * gRPC service. */
+/* CountRequest (DESIGN.md §5, ADR 0009): how many of a tenant's events
+ * match a filter (the same filter and semantics as search), in all and,
+ * optionally, per value of one column. Count cannot page, so both its
+ * bounds are refusals, never partial answers: more distinct keys than
+ * count_groups_max, or more rows to examine than count_scan_rows_max,
+ * fail the request with FMT_E_TOO_BIG (see `over`). */
+
+/* Default of eng_config.count_scan_rows_max (ADR 0009). */
+#define ENG_COUNT_SCAN_ROWS_DEFAULT 10000000u
+
+enum eng_count_by {
+	ENG_COUNT_BY_NONE = 0,      /* total only */
+	ENG_COUNT_BY_ACTION,
+	ENG_COUNT_BY_ACTOR_ID,
+	ENG_COUNT_BY_RESOURCE_TYPE,
+	ENG_COUNT_BY_OUTCOME,       /* keys "success", "failure", "denied"; "" for unspecified */
+};
+
+enum eng_count_over {
+	ENG_COUNT_OVER_NONE = 0,
+	ENG_COUNT_OVER_GROUPS,      /* more distinct keys than count_groups_max */
+	ENG_COUNT_OVER_ROWS,        /* more rows to examine than count_scan_rows_max */
+};
+
+struct eng_count_group {
+	struct fmt_str key;         /* points into the request's result memory */
+	uint64_t count;
+};
+
+struct eng_count;
+typedef void (*eng_count_done_fn)(struct eng_count *req);
+
+struct eng_count {
+	struct eng_req_hdr hdr;
+	struct fmt_str tenant;
+	struct eng_filter filter;
+	enum eng_count_by group_by;
+	eng_count_done_fn done;
+	void *ctx;
+	/* Out. status 0, FMT_E_INVALID (a filter or group_by is invalid),
+	 * FMT_E_TOO_BIG (a bound: over says which and limit is its value;
+	 * with over == ENG_COUNT_OVER_NONE, the segments to read back from S3
+	 * do not fit the remote cache), FMT_E_NOMEM, -errno or FMT_E_CORRUPT
+	 * (a segment failed its checks). Groups are sorted by count
+	 * descending, then key ascending (bytewise); none without group_by. */
+	int status;
+	enum eng_count_over over;
+	uint64_t limit;
+	uint64_t total;
+	struct eng_count_group *groups;
+	uint32_t group_count;
+	uint64_t rows_scanned;      /* rows of decoded blocks and memtable rows examined */
+	uint32_t segments_read, segments_pruned;
+	void *result_mem;           /* engine-private */
+};
+
+/* Returns 0 (the callback will run), FMT_E_FULL or FMT_E_SHUTDOWN. */
+int eng_count_submit(struct eng_producer *p, struct eng_count *req);
+/* Frees the groups of a completed count (safe to call twice). */
+void eng_count_release(struct eng_count *req);
 
 /* ---- verify ------------------------------------------------------------- */
 
@@ -398,6 +459,7 @@ int eng_seal_event_fd(const struct eng_engine *eng);
  * Returns the request's status, or the submit error. */
 int eng_append_wait(struct eng_producer *p, struct eng_append *req);
 int eng_search_wait(struct eng_producer *p, struct eng_search *req);
+int eng_count_wait(struct eng_producer *p, struct eng_count *req);
 int eng_verify_wait(struct eng_producer *p, struct eng_verify *req);
 int eng_export_list_wait(struct eng_producer *p, struct eng_export_list *req);
 int eng_export_mark_wait(struct eng_producer *p, struct eng_export_mark *req);
@@ -431,6 +493,8 @@ struct eng_shard_stats {
 	uint64_t dedup_entries, dedup_evicted_early;
 	uint64_t tenants;
 	uint64_t searches, verifies;
+	uint64_t counts, count_rows_scanned;
+	uint64_t counts_refused;        /* over count_groups_max or count_scan_rows_max */
 	uint64_t queue_full;            /* submits refused because a queue was full */
 	int io_backend;                 /* enum eng_io_backend */
 	bool failed;                    /* write path stopped after an I/O error */

@@ -47,6 +47,7 @@ enum eng_req_kind {
 	ENG_REQ_VERIFY = 3,
 	ENG_REQ_EXPORT_LIST = 4,
 	ENG_REQ_EXPORT_MARK = 5,
+	ENG_REQ_COUNT = 6,
 };
 
 int64_t eng_now_ns(void);      /* CLOCK_REALTIME in ns */
@@ -270,6 +271,7 @@ struct eng_shard {
 	int64_t seal_retry_ns;             /* after a failed seal, not before */
 
 	struct fmt_sha256_ctx *sha;        /* the append path's hashing context */
+	struct fmt_decoder *decoder;       /* segment block decoding (zstd context) */
 	uint8_t rand_buf[4096];            /* randomness for server-assigned ids */
 	uint32_t rand_used;                /* starts full: sizeof(rand_buf) */
 
@@ -329,11 +331,13 @@ struct eng_segment *eng_tenant_segment(struct eng_tenant *t, uint64_t segment_id
 int eng_segment_set_export(struct eng_segment *g, uint8_t kind, const char *ref);
 /* remote.c */
 void eng_retention_tick(struct eng_shard *s);
-/* Before a search or verify: true when every segment it needs is readable;
- * otherwise fetches are started and the request must be parked. *err is
- * set when a needed segment cannot be fetched (fail the request). */
+/* Before a search, count or verify: true when every segment it needs is
+ * readable; otherwise fetches are started and the request must be parked.
+ * *err is set when a needed segment cannot be fetched (fail the request). */
 bool eng_remote_ready(struct eng_shard *s, struct eng_req_hdr *hdr, int *err);
 void eng_park(struct eng_shard *s, struct eng_req_hdr *hdr);
+/* Sets the status of a read request (search, count, verify). */
+void eng_read_req_set_status(struct eng_req_hdr *hdr, int status);
 /* Applies fetch completions; returns the parked requests to run again. */
 struct eng_req_hdr *eng_fetch_progress(struct eng_shard *s);
 void eng_remote_free(struct eng_shard *s);
@@ -385,8 +389,47 @@ int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_
 			   uint32_t col_mask, struct fmt_block **out);
 int eng_dedup_from_segments(struct eng_shard *s);
 
-/* search.c, verify.c */
+/* read.c: what search and count share (filters, memtable rows, segment reads) */
+
+/* Checks the tenant id and the filter (FMT_E_INVALID) and gives the time
+ * range [*lo_ns, *hi_ns): from_ns or INT64_MIN, to_ns or now. */
+int eng_filter_prepare(struct fmt_str tenant, const struct eng_filter *f, int64_t *lo_ns,
+		       int64_t *hi_ns);
+/* The columns the filter's conditions other than time read. */
+uint32_t eng_filter_columns(const struct eng_filter *f);
+/* Whether ev passes the filter, time range [lo_ns, hi_ns) included. */
+bool eng_filter_row(const struct eng_filter *f, int64_t lo_ns, int64_t hi_ns,
+		    const struct fmt_event *ev);
+/* The active memtable's rows a query sees, [*first, *end): durable (I3)
+ * and in no segment yet. Returns whether there are any. */
+bool eng_memtable_unsealed(const struct eng_tenant *t, uint32_t *first, uint32_t *end);
+
+/* One query's reads of one tenant's segments, on the shard thread. */
+struct eng_query {
+	struct eng_shard *s;
+	struct eng_tenant *t;
+	const char *what;       /* "search", "count": for log lines */
+	uint8_t *io_buf;        /* one block's stored chunks */
+	size_t io_cap;
+};
+/* Opens seg (through the open-segment cache, marking it used by the
+ * request) and checks its footer against the manifest and the tenant.
+ * Returns 0, FMT_E_CORRUPT, -errno, FMT_E_NOMEM (logged). */
+int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg);
+/* Reads and decodes the columns in mask (not 0) of block b of an opened
+ * segment. Returns 0 or an error (logged); *out is freed with
+ * fmt_block_free(). */
+int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+		    struct fmt_block **out);
+void eng_query_free(struct eng_query *q);
+
+/* search.c, count.c, verify.c */
 void eng_search_run(struct eng_shard *s, struct eng_search *req);
+void eng_count_run(struct eng_shard *s, struct eng_count *req);
+/* Whether a count can take segment g's rows from the manifest alone (no
+ * filter, no group, g wholly inside the time range): it need not be read,
+ * nor fetched from S3. */
+bool eng_count_from_manifest(const struct eng_count *req, const struct eng_segment *g);
 void eng_verify_run(struct eng_shard *s, struct eng_verify *req);
 
 #endif

@@ -13,8 +13,8 @@
  *   start deletes (manifest.c); one before the record leaves a local
  *   segment, removed again later.
  *
- * Reads: before a search or verify runs, the shard checks the segments it
- * needs. A remote one that is not in <shard>/cache/ is fetched by the
+ * Reads: before a search, count or verify runs, the shard checks the
+ * segments it needs. A remote one that is not in <shard>/cache/ is fetched by the
  * fetcher (net/, on its own thread: S3 GET, XXH3 check, rename) and the
  * request is parked; eng_fetch_done() queues the completion under a mutex
  * (never taken on the append path) and wakes the shard, which runs its
@@ -136,10 +136,23 @@ void eng_retention_tick(struct eng_shard *s)
 
 /* ---- reads ---------------------------------------------------------------------- */
 
+/* The filter of a search or count; NULL for a verify. */
+static const struct eng_filter *req_filter(const struct eng_req_hdr *hdr)
+{
+	if (hdr->kind == ENG_REQ_SEARCH)
+		return &((const struct eng_search *)hdr)->filter;
+	if (hdr->kind == ENG_REQ_COUNT)
+		return &((const struct eng_count *)hdr)->filter;
+	ASSERT(hdr->kind == ENG_REQ_VERIFY);
+	return NULL;
+}
+
 static bool needed_by(const struct eng_req_hdr *hdr, const struct eng_segment *g)
 {
-	if (hdr->kind == ENG_REQ_SEARCH) {
-		const struct eng_filter *f = &((const struct eng_search *)hdr)->filter;
+	if (hdr->kind == ENG_REQ_COUNT && eng_count_from_manifest((const struct eng_count *)hdr, g))
+		return false;
+	const struct eng_filter *f = req_filter(hdr);
+	if (f) {
 		if (f->has_event_id)
 			return true;
 		if (f->from_ns && g->max_occurred_ns < f->from_ns)
@@ -154,8 +167,31 @@ static bool needed_by(const struct eng_req_hdr *hdr, const struct eng_segment *g
 
 static struct fmt_str req_tenant(const struct eng_req_hdr *hdr)
 {
-	return hdr->kind == ENG_REQ_SEARCH ? ((const struct eng_search *)hdr)->tenant
-					   : ((const struct eng_verify *)hdr)->tenant;
+	switch (hdr->kind) {
+	case ENG_REQ_SEARCH:
+		return ((const struct eng_search *)hdr)->tenant;
+	case ENG_REQ_COUNT:
+		return ((const struct eng_count *)hdr)->tenant;
+	default:
+		ASSERT(hdr->kind == ENG_REQ_VERIFY);
+		return ((const struct eng_verify *)hdr)->tenant;
+	}
+}
+
+void eng_read_req_set_status(struct eng_req_hdr *hdr, int status)
+{
+	switch (hdr->kind) {
+	case ENG_REQ_SEARCH:
+		((struct eng_search *)hdr)->status = status;
+		break;
+	case ENG_REQ_COUNT:
+		((struct eng_count *)hdr)->status = status;
+		break;
+	default:
+		ASSERT(hdr->kind == ENG_REQ_VERIFY);
+		((struct eng_verify *)hdr)->status = status;
+		break;
+	}
 }
 
 /* Drops least recently used copies (not used by the request being checked,
@@ -337,10 +373,7 @@ struct eng_req_hdr *eng_fetch_progress(struct eng_shard *s)
 			tail = (struct eng_req_hdr **)&r->next;
 			continue;
 		}
-		if (r->kind == ENG_REQ_SEARCH)
-			((struct eng_search *)r)->status = err;
-		else
-			((struct eng_verify *)r)->status = err;
+		eng_read_req_set_status(r, err);
 		eng_complete(s, r);
 	}
 	for (uint32_t i = 0; i < nfailed; i++)

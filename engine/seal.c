@@ -650,7 +650,7 @@ int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_
 		chunks[c] = bufs[c];
 	}
 	if (rc == 0)
-		rc = fmt_block_decode(seg->footer, b, col_mask, chunks, out);
+		rc = fmt_block_decode_with(s->decoder, seg->footer, b, col_mask, chunks, out);
 	for (uint32_t c = 0; c < FMT_COL_COUNT; c++)
 		free(bufs[c]);
 	return rc;

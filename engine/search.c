@@ -9,7 +9,9 @@
  * seal in progress keeps its rows in the memtable until the segment is
  * stored; rows are told apart by seq, which is unique per tenant). Only
  * the tenant named by the request is looked up; a segment whose footer
- * names another tenant is reported as corrupt, never read.
+ * names another tenant is reported as corrupt, never read. The filter
+ * checks, which memtable rows are seen and the segment reads are shared
+ * with count.c (read.c).
  *
  * Order and cursor. "Output order" is (occurred_at desc, seq desc), or asc
  * for oldest_first. Every unit and every block has a *best* bound, the
@@ -140,8 +142,7 @@ struct search {
 	struct key cut_cursor;
 	uint32_t *order;           /* block order within one segment */
 	uint32_t order_cap;
-	uint8_t *io_buf;
-	size_t io_cap;
+	struct eng_query q;        /* segment reads (read.c) */
 	struct fmt_attr *attrs;    /* FMT_ATTRS_HARD_MAX slots */
 };
 
@@ -213,28 +214,10 @@ static bool bounds_may_match(const struct search *c, struct key lo, struct key h
 
 /* ---- request checks and page tokens -------------------------------------- */
 
-static bool str_ok(struct fmt_str s)
-{
-	return s.len == 0 || s.ptr != NULL;
-}
-
 static int filter_check(struct search *c)
 {
-	const struct eng_search *req = c->req;
-	const struct eng_filter *f = &req->filter;
-	if (!str_ok(req->tenant) || !fmt_tenant_valid(req->tenant))
-		return FMT_E_INVALID;
-	if (!str_ok(f->actor_id) || !str_ok(f->action) || !str_ok(f->resource_type) ||
-	    !str_ok(f->resource_id))
-		return FMT_E_INVALID;
-	if (f->outcome > FMT_OUTCOME_DENIED)
-		return FMT_E_INVALID;
-	c->lo_ns = f->from_ns ? f->from_ns : INT64_MIN;
-	if (f->to_ns && c->lo_ns > f->to_ns)
-		return FMT_E_INVALID;
 	c->has_hi = true;
-	c->hi_ns = f->to_ns ? f->to_ns : eng_now_ns();
-	return 0;
+	return eng_filter_prepare(c->req->tenant, c->f, &c->lo_ns, &c->hi_ns);
 }
 
 static uint64_t str_hash(struct fmt_str s)
@@ -316,25 +299,19 @@ static int unit_cmp(const void *a, const void *b, void *ctx)
 }
 
 /* The memtable's durable rows that no segment holds yet. */
-static void unit_add_memtable(struct search *c, uint64_t sealed_last)
+static void unit_add_memtable(struct search *c)
 {
 	const struct eng_memtable *m = &c->t->active;
-	uint32_t visible = eng_memtable_visible(m, c->t->durable_seq);
-	uint32_t first = 0;
-	if (visible == 0)
-		return;
-	if (sealed_last >= m->first_seq)
-		first = (uint32_t)FMT_MIN((uint64_t)visible, sealed_last - m->first_seq + 1);
-	if (first == visible)
+	uint32_t first, end;
+	if (!eng_memtable_unsealed(c->t, &first, &end))
 		return;
 	struct unit u = {
 		.seg = NULL,
 		.lo = { m->min_occurred_ns, m->first_seq + first },
-		.hi = { m->max_occurred_ns, m->first_seq + visible - 1 },
+		.hi = { m->max_occurred_ns, m->first_seq + end - 1 },
 		.row_first = first,
-		.row_end = visible,
+		.row_end = end,
 	};
-	ASSERT(m->min_occurred_ns <= m->max_occurred_ns);
 	if (bounds_may_match(c, u.lo, u.hi))
 		c->units[c->unit_count++] = u;
 }
@@ -345,11 +322,9 @@ static int units_build(struct search *c)
 	c->units = calloc((size_t)t->segment_count + 1, sizeof(*c->units));
 	if (!c->units)
 		return FMT_E_NOMEM;
-	uint64_t sealed_last = 0;
 	for (uint32_t i = 0; i < t->segment_count; i++) {
 		struct eng_segment *seg = t->segments[i];
 		ASSERT(seg->row_count == 0 || seg->first_seq <= seg->last_seq);
-		sealed_last = FMT_MAX(sealed_last, seg->last_seq);
 		struct unit u = {
 			.seg = seg,
 			.lo = { seg->min_occurred_ns, seg->first_seq },
@@ -361,7 +336,7 @@ static int units_build(struct search *c)
 		}
 		c->units[c->unit_count++] = u;
 	}
-	unit_add_memtable(c, sealed_last);
+	unit_add_memtable(c);
 	qsort_r(c->units, c->unit_count, sizeof(*c->units), unit_cmp, c);
 	return 0;
 }
@@ -370,23 +345,11 @@ static int units_build(struct search *c)
 
 static bool row_matches(const struct search *c, const struct fmt_event *ev)
 {
-	const struct eng_filter *f = c->f;
-	if (ev->occurred_at_ns < c->lo_ns || (c->has_hi && ev->occurred_at_ns >= c->hi_ns))
-		return false;
+	ASSERT(c->has_hi);
 	if (c->has_cursor &&
 	    out_cmp(c, (struct key){ ev->occurred_at_ns, ev->seq }, c->cursor) <= 0)
 		return false;
-	if (f->outcome && ev->outcome != f->outcome)
-		return false;
-	if (f->has_event_id && memcmp(ev->event_id, f->event_id, FMT_EVENT_ID_BYTES) != 0)
-		return false;
-	if (f->actor_id.len && !fmt_str_eq(ev->str[FMT_F_ACTOR_ID], f->actor_id))
-		return false;
-	if (f->action.len && !fmt_str_eq(ev->str[FMT_F_ACTION], f->action))
-		return false;
-	if (f->resource_type.len && !fmt_str_eq(ev->str[FMT_F_RESOURCE_TYPE], f->resource_type))
-		return false;
-	return !f->resource_id.len || fmt_str_eq(ev->str[FMT_F_RESOURCE_ID], f->resource_id);
+	return eng_filter_row(c->f, c->lo_ns, c->hi_ns, ev);
 }
 
 static bool heap_full(const struct search *c)
@@ -472,110 +435,10 @@ static bool maybe_cut(struct search *c, struct key best, uint32_t next)
 
 /* ---- reading segments ---------------------------------------------------- */
 
-/* A segment shorter than its footer says is corrupt, as far as search is
- * concerned. */
-static int pread_chunks(int fd, uint8_t *buf, size_t len, uint64_t off)
-{
-	int rc = eng_pread_full(fd, buf, len, off);
-	return rc == FMT_E_TRUNCATED ? FMT_E_CORRUPT : rc;
-}
-
-static void log_segment_error(const struct search *c, const struct eng_segment *seg, uint32_t b,
-			      int rc)
-{
-	eng_log(c->s->eng, ENG_LOG_ERROR,
-		"shard %u: search of tenant %s: segment %016" PRIx64 " block %u: %s", c->s->id,
-		c->t->name, seg->segment_id, b, fmt_strerror(rc));
-}
-
-static int io_buf_reserve(struct search *c, size_t need)
-{
-	if (need <= c->io_cap)
-		return 0;
-	uint8_t *p = realloc(c->io_buf, need);
-	if (!p)
-		return FMT_E_NOMEM;
-	c->io_buf = p;
-	c->io_cap = need;
-	return 0;
-}
-
-/* Reads the stored chunks of block b for the columns in mask, coalescing
- * chunks that are adjacent in the file into one pread. */
-static int read_chunks(struct search *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,
-		       const uint8_t *ptrs[FMT_COL_COUNT])
-{
-	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
-	size_t total = 0;
-	for (uint32_t col = 0; col < FMT_COL_COUNT; col++)
-		if (mask & (1u << col))
-			total += ref->chunk[col].stored_len;
-	int rc = io_buf_reserve(c, total ? total : 1);
-	if (rc)
-		return rc;
-	size_t at = 0, run_at = 0, run_len = 0;
-	uint64_t run_off = 0;
-	for (uint32_t col = 0; col < FMT_COL_COUNT; col++) {
-		const struct fmt_chunk_ref *ch = &ref->chunk[col];
-		ptrs[col] = NULL;
-		if (!(mask & (1u << col)))
-			continue;
-		ASSERT(ch->offset + ch->stored_len <= seg->footer->footer_offset); /* checked by open */
-		if (run_len == 0 || ch->offset != run_off + run_len) {
-			if (run_len && (rc = pread_chunks(seg->fd, c->io_buf + run_at, run_len, run_off)))
-				return rc;
-			run_at = at;
-			run_off = ch->offset;
-			run_len = 0;
-		}
-		run_len += ch->stored_len;
-		ptrs[col] = c->io_buf + at;
-		at += ch->stored_len;
-	}
-	ASSERT(at == total);
-	return run_len ? pread_chunks(seg->fd, c->io_buf + run_at, run_len, run_off) : 0;
-}
-
 static int block_load(struct search *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,
 		      struct fmt_block **out)
 {
-	const uint8_t *ptrs[FMT_COL_COUNT];
-	int rc = read_chunks(c, seg, b, mask, ptrs);
-	if (rc == 0)
-		rc = fmt_block_decode(seg->footer, b, mask, ptrs, out);
-	if (rc) {
-		log_segment_error(c, seg, b, rc);
-		return rc;
-	}
-	ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
-	return 0;
-}
-
-/* Opens the footer on first use and checks it is the segment the manifest
- * names, of this tenant: tenant isolation does not rest on file names. */
-static int segment_open(struct search *c, struct eng_segment *seg)
-{
-	if (!seg->footer) {
-		int rc = eng_segment_open_footer(c->s, seg);
-		if (rc) {
-			eng_log(c->s->eng, ENG_LOG_ERROR,
-				"shard %u: search of tenant %s: segment %016" PRIx64 " unreadable: %s",
-				c->s->id, c->t->name, seg->segment_id, fmt_strerror(rc));
-			return rc;
-		}
-	}
-	ASSERT(seg->footer && seg->fd >= 0);
-	const struct fmt_segment_meta *meta = &seg->footer->meta;
-	if (strcmp(meta->tenant, c->t->name) != 0 || meta->segment_id != seg->segment_id ||
-	    meta->row_count != seg->row_count || meta->first_seq != seg->first_seq ||
-	    meta->last_seq != seg->last_seq) {
-		eng_log(c->s->eng, ENG_LOG_ERROR,
-			"shard %u: search of tenant %s: segment %016" PRIx64
-			" footer does not match the manifest",
-			c->s->id, c->t->name, seg->segment_id);
-		return FMT_E_CORRUPT;
-	}
-	return 0;
+	return eng_query_block(&c->q, seg, b, mask, out);
 }
 
 struct block_sort {
@@ -663,7 +526,7 @@ static int scan_block(struct search *c, uint32_t u, uint32_t b)
 static int scan_segment(struct search *c, uint32_t u)
 {
 	struct eng_segment *seg = c->units[u].seg;
-	int rc = segment_open(c, seg);
+	int rc = eng_query_segment_open(&c->q, seg);
 	if (rc)
 		return rc;
 	uint32_t n;
@@ -897,7 +760,6 @@ static int finish(struct search *c)
 static int search_prepare(struct search *c)
 {
 	const struct eng_config *cfg = &c->s->eng->cfg;
-	const struct eng_filter *f = c->f;
 	int rc = filter_check(c);
 	if (rc == 0)
 		rc = token_parse(c);
@@ -906,21 +768,9 @@ static int search_prepare(struct search *c)
 	c->limit = c->req->limit ? FMT_MIN(c->req->limit, (uint32_t)ENG_SEARCH_LIMIT_MAX)
 				 : ENG_SEARCH_LIMIT_DEFAULT;
 	c->scan_max = cfg->search_scan_rows_max ? cfg->search_scan_rows_max : UINT64_MAX;
-	c->mask = (1u << FMT_COL_SEQ) | (1u << FMT_COL_OCCURRED_AT);
-	if (f->outcome)
-		c->mask |= 1u << FMT_COL_OUTCOME;
-	if (f->has_event_id) {
-		c->mask |= 1u << FMT_COL_EVENT_ID;
-		c->id_key = fmt_event_id_key(f->event_id);
-	}
-	if (f->actor_id.len)
-		c->mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_ACTOR_ID);
-	if (f->action.len)
-		c->mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_ACTION);
-	if (f->resource_type.len)
-		c->mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE);
-	if (f->resource_id.len)
-		c->mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_RESOURCE_ID);
+	c->mask = (1u << FMT_COL_SEQ) | (1u << FMT_COL_OCCURRED_AT) | eng_filter_columns(c->f);
+	if (c->f->has_event_id)
+		c->id_key = fmt_event_id_key(c->f->event_id);
 	c->heap = malloc((size_t)c->limit * sizeof(*c->heap));
 	c->attrs = malloc(FMT_ATTRS_HARD_MAX * sizeof(*c->attrs));
 	if (!c->heap || !c->attrs)
@@ -950,6 +800,7 @@ void eng_search_run(struct eng_shard *s, struct eng_search *req)
 	c.t = eng_tenant_find(s, req->tenant);
 	if (!c.t)
 		goto done; /* an unknown tenant has no events */
+	c.q = (struct eng_query){ .s = s, .t = c.t, .what = "search" };
 	ASSERT(c.t->name_len == req->tenant.len &&
 	       memcmp(c.t->name, req->tenant.ptr, req->tenant.len) == 0);
 	if ((rc = units_build(&c)) != 0 || (rc = scan_all(&c)) != 0 || (rc = finish(&c)) != 0)
@@ -963,6 +814,6 @@ done:
 	free(c.units);
 	free(c.heap);
 	free(c.order);
-	free(c.io_buf);
+	eng_query_free(&c.q);
 	free(c.attrs);
 }

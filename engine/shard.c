@@ -6,7 +6,7 @@
  *
  *   drain inboxes ──▶ append: validate, dedup, seq, hash, encode into the
  *        │                    filling WAL buffer and the tenant's memtable
- *        │            search / verify: run now, complete
+ *        │            search / count / verify: run now, complete
  *        ▼
  *   commit_start: if nothing is in flight and the filling buffer holds
  *        │        requests, write it and fsync it (one fsync covers them
@@ -458,7 +458,7 @@ static void commit_start(struct eng_shard *s)
 
 /* ---- the loop ------------------------------------------------------------ */
 
-/* Search and verify may need segments that live only in S3 (remote.c):
+/* Search, count and verify may need segments that live only in S3 (remote.c):
  * returns true when the request was parked or failed instead of run. */
 static bool not_readable(struct eng_shard *s, struct eng_req_hdr *hdr)
 {
@@ -469,10 +469,7 @@ static bool not_readable(struct eng_shard *s, struct eng_req_hdr *hdr)
 		eng_park(s, hdr);
 		return true;
 	}
-	if (hdr->kind == ENG_REQ_SEARCH)
-		((struct eng_search *)hdr)->status = err;
-	else
-		((struct eng_verify *)hdr)->status = err;
+	eng_read_req_set_status(hdr, err);
 	eng_complete(s, hdr);
 	return true;
 }
@@ -490,6 +487,15 @@ static void dispatch(struct eng_shard *s, struct eng_req_hdr *hdr, bool *keep)
 		s->req_gen++;
 		s->stats.searches++;
 		eng_search_run(s, (struct eng_search *)hdr);
+		eng_segment_cache_release(s);
+		eng_complete(s, hdr);
+		break;
+	case ENG_REQ_COUNT:
+		if (not_readable(s, hdr))
+			break;
+		s->req_gen++;
+		s->stats.counts++;
+		eng_count_run(s, (struct eng_count *)hdr);
 		eng_segment_cache_release(s);
 		eng_complete(s, hdr);
 		break;
@@ -566,10 +572,7 @@ static void fail_parked(struct eng_shard *s)
 	while (s->parked_head) {
 		struct eng_req_hdr *r = s->parked_head;
 		s->parked_head = r->next;
-		if (r->kind == ENG_REQ_SEARCH)
-			((struct eng_search *)r)->status = FMT_E_SHUTDOWN;
-		else
-			((struct eng_verify *)r)->status = FMT_E_SHUTDOWN;
+		eng_read_req_set_status(r, FMT_E_SHUTDOWN);
 		eng_complete(s, r);
 	}
 	s->parked_tail = NULL;

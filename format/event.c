@@ -38,6 +38,13 @@ const char *fmt_field_name(enum fmt_field f)
 	return field_names[f];
 }
 
+const char *fmt_outcome_name(enum fmt_outcome o)
+{
+	static const char *const names[] = { "", "success", "failure", "denied" };
+	ASSERT((unsigned)o < FMT_ARRAY_LEN(names));
+	return names[o];
+}
+
 void fmt_limits_default(struct fmt_limits *l)
 {
 	memset(l, 0, sizeof(*l));

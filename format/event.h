@@ -93,6 +93,10 @@ void fmt_limits_default(struct fmt_limits *limits);
 /* Field names as in the JSON form, for messages and column names. */
 const char *fmt_field_name(enum fmt_field f);
 
+/* An outcome as the JSON form spells it: "success", "failure", "denied";
+ * "" for FMT_OUTCOME_UNSPECIFIED (the JSON form leaves it out). */
+const char *fmt_outcome_name(enum fmt_outcome o);
+
 /* Validation result: which field is wrong and why, for a precise status. */
 struct fmt_invalid {
 	const char *field;   /* static string, e.g. "actor_id" */

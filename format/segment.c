@@ -149,7 +149,7 @@ struct rd {
 };
 
 /* LEB128, at most 10 bytes, minimal (no trailing 0x80/0x00 padding). */
-static int rd_varint(struct rd *r, uint64_t *out)
+static __attribute__((noinline)) int rd_varint_slow(struct rd *r, uint64_t *out)
 {
 	uint64_t v = 0;
 	for (unsigned i = 0; i < VARINT_MAX_BYTES; i++) {
@@ -168,6 +168,38 @@ static int rd_varint(struct rd *r, uint64_t *out)
 		}
 	}
 	return FMT_E_CORRUPT;
+}
+
+/* The one- and two-byte cases (dictionary codes, string lengths, small
+ * deltas: nearly every varint of a segment), on a bare pointer so that
+ * loops keep it in a register. Returns false when the slow path must
+ * decide (longer, at the end of the input, or malformed). */
+static inline bool varint_fast(const uint8_t **pp, const uint8_t *end, uint64_t *out)
+{
+	const uint8_t *p = *pp;
+	if (end - p < 2)
+		return false;
+	if (p[0] < 0x80) {
+		*out = p[0];
+		*pp = p + 1;
+		return true;
+	}
+	if (p[1] < 0x80 && p[1] != 0) {
+		*out = (uint64_t)(p[0] & 0x7F) | (uint64_t)p[1] << 7;
+		*pp = p + 2;
+		return true;
+	}
+	return false;
+}
+
+static inline int rd_varint(struct rd *r, uint64_t *out)
+{
+	const uint8_t *p = r->p;
+	if (!varint_fast(&p, r->p + r->left, out))
+		return rd_varint_slow(r, out);
+	r->left -= (size_t)(p - r->p);
+	r->p = p;
+	return 0;
 }
 
 static int rd_bytes(struct rd *r, uint64_t n, const uint8_t **out)
@@ -1194,12 +1226,18 @@ struct sv {
 	uint32_t off, len;
 };
 
+/* A string column is kept as its chunk stored it: a PLAIN chunk as one
+ * view per row; a DICT chunk as its dictionary (dict_count views) and one
+ * code per row, so that a scan can work on codes (count per code, match a
+ * filter once per entry) and a row's value costs one more load. */
 struct fmt_block {
 	uint32_t rows;
 	uint32_t mask;                  /* columns decoded */
 	uint64_t *ints[3];              /* seq, received_at, occurred_at */
 	uint8_t *raw[FMT_COL_COUNT];    /* decompressed bytes of the other columns */
-	struct sv *str[STR_COLS];       /* views into raw[] of each string column */
+	struct sv *str[STR_COLS];       /* views into raw[]: per row, or the dictionary */
+	uint32_t *codes[STR_COLS];      /* DICT chunks: per row, an index into str[] */
+	uint32_t dict_count[STR_COLS];  /* DICT chunks: entries of str[] */
 	uint32_t *attr_first;           /* rows + 1: row i's attrs are [first[i], first[i+1]) */
 	struct sv *attr_kv;             /* key, value per attribute */
 };
@@ -1290,7 +1328,10 @@ static int rd_sv(struct rd *rd, const uint8_t *raw, struct sv *out)
 	return 0;
 }
 
-static int dec_dict(struct rd *rd, const uint8_t *raw, uint32_t rows, struct sv *out)
+/* A DICT chunk: the dictionary into *dict (count entries, 1 <= count <=
+ * rows), then one code per row into codes[]. */
+static int dec_dict(struct rd *rd, const uint8_t *raw, uint32_t rows, struct sv **dict,
+		    uint32_t *dict_count, uint32_t *codes)
 {
 	uint64_t count, idx;
 	int rc = rd_varint(rd, &count);
@@ -1298,31 +1339,50 @@ static int dec_dict(struct rd *rd, const uint8_t *raw, uint32_t rows, struct sv 
 		return rc;
 	if (count < 1 || count > rows)
 		return FMT_E_CORRUPT;
-	struct sv *dict = malloc((size_t)count * sizeof(*dict));
-	if (!dict)
+	*dict = malloc((size_t)count * sizeof(**dict));
+	if (!*dict)
 		return FMT_E_NOMEM;
+	*dict_count = (uint32_t)count;
 	for (uint64_t k = 0; k < count && rc == 0; k++)
-		rc = rd_sv(rd, raw, &dict[k]);
-	for (uint32_t i = 0; i < rows && rc == 0; i++) {
-		if ((rc = rd_varint(rd, &idx)) == 0 && idx >= count)
-			rc = FMT_E_CORRUPT;
-		if (rc == 0)
-			out[i] = dict[idx];
+		rc = rd_sv(rd, raw, &(*dict)[k]);
+	if (rc)
+		return rc;
+	/* The codes: the hot loop of a scan over a dictionary column. */
+	const uint8_t *p = rd->p, *end = rd->p + rd->left;
+	for (uint32_t i = 0; i < rows; i++) {
+		if (!varint_fast(&p, end, &idx)) {
+			struct rd slow = { p, (size_t)(end - p) };
+			if ((rc = rd_varint_slow(&slow, &idx)) != 0)
+				return rc;
+			p = slow.p;
+		}
+		if (idx >= count)
+			return FMT_E_CORRUPT;
+		codes[i] = (uint32_t)idx;
 	}
-	free(dict);
-	return rc;
+	rd->left = (size_t)(end - p);
+	rd->p = p;
+	return 0;
 }
 
-static int dec_str(const struct fmt_chunk_ref *k, uint32_t rows, const uint8_t *raw,
-		   struct sv *out)
+static int dec_str(const struct fmt_chunk_ref *k, struct fmt_block *blk, unsigned slot,
+		   const uint8_t *raw)
 {
 	struct rd rd = { raw, k->raw_len };
 	int rc = 0;
-	if (k->encoding == FMT_ENC_DICT)
-		rc = dec_dict(&rd, raw, rows, out);
-	else
-		for (uint32_t i = 0; i < rows && rc == 0; i++)
-			rc = rd_sv(&rd, raw, &out[i]);
+	if (k->encoding == FMT_ENC_DICT) {
+		blk->codes[slot] = malloc((size_t)FMT_MAX(blk->rows, 1u) * sizeof(uint32_t));
+		if (!blk->codes[slot])
+			return FMT_E_NOMEM;
+		rc = dec_dict(&rd, raw, blk->rows, &blk->str[slot], &blk->dict_count[slot],
+			      blk->codes[slot]);
+	} else {
+		blk->str[slot] = malloc((size_t)FMT_MAX(blk->rows, 1u) * sizeof(struct sv));
+		if (!blk->str[slot])
+			return FMT_E_NOMEM;
+		for (uint32_t i = 0; i < blk->rows && rc == 0; i++)
+			rc = rd_sv(&rd, raw, &blk->str[slot][i]);
+	}
 	if (rc == 0 && rd.left != 0)
 		rc = FMT_E_CORRUPT;
 	return rc;
@@ -1416,10 +1476,7 @@ static int dec_column(const struct fmt_segment *seg, const struct fmt_block_ref 
 		blk->raw[c] = NULL;
 		return rc;
 	case KIND_STR:
-		blk->str[str_slot(c)] = malloc((size_t)blk->rows * sizeof(struct sv));
-		if (!blk->str[str_slot(c)])
-			return FMT_E_NOMEM;
-		return dec_str(k, blk->rows, raw, blk->str[str_slot(c)]);
+		return dec_str(k, blk, str_slot(c), raw);
 	case KIND_ATTRS:
 		return dec_attrs(blk, k, raw);
 	case KIND_OUTCOME:
@@ -1436,17 +1493,55 @@ static int dec_column(const struct fmt_segment *seg, const struct fmt_block_ref 
 	}
 }
 
+struct fmt_decoder {
+	ZSTD_DCtx *dctx;
+};
+
+int fmt_decoder_new(struct fmt_decoder **out)
+{
+	struct fmt_decoder *d = calloc(1, sizeof(*d));
+	if (!d || !(d->dctx = ZSTD_createDCtx())) {
+		free(d);
+		return FMT_E_NOMEM;
+	}
+	*out = d;
+	return 0;
+}
+
+void fmt_decoder_free(struct fmt_decoder *d)
+{
+	if (!d)
+		return;
+	ZSTD_freeDCtx(d->dctx);
+	free(d);
+}
+
 int fmt_block_decode(const struct fmt_segment *seg, uint32_t b, uint32_t col_mask,
 		     const uint8_t *const chunk_bytes[FMT_COL_COUNT], struct fmt_block **out)
+{
+	struct fmt_decoder *d;
+	int rc = fmt_decoder_new(&d);
+	if (rc) {
+		*out = NULL;
+		return rc;
+	}
+	rc = fmt_block_decode_with(d, seg, b, col_mask, chunk_bytes, out);
+	fmt_decoder_free(d);
+	return rc;
+}
+
+int fmt_block_decode_with(struct fmt_decoder *d, const struct fmt_segment *seg, uint32_t b,
+			  uint32_t col_mask, const uint8_t *const chunk_bytes[FMT_COL_COUNT],
+			  struct fmt_block **out)
 {
 	ASSERT(b < seg->meta.block_count);
 	ASSERT((col_mask & ~(uint32_t)FMT_COLS_ALL) == 0);
 	const struct fmt_block_ref *r = &seg->blocks[b];
-	ZSTD_DCtx *dctx = NULL;
+	ZSTD_DCtx *dctx = d->dctx;
 	int rc = FMT_E_NOMEM;
 	*out = NULL;
 	struct fmt_block *blk = calloc(1, sizeof(*blk));
-	if (!blk || !(dctx = ZSTD_createDCtx()))
+	if (!blk)
 		goto fail;
 	blk->rows = r->row_count;
 	for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
@@ -1457,11 +1552,9 @@ int fmt_block_decode(const struct fmt_segment *seg, uint32_t b, uint32_t col_mas
 			goto fail;
 		blk->mask |= 1u << c;
 	}
-	ZSTD_freeDCtx(dctx);
 	*out = blk;
 	return 0;
 fail:
-	ZSTD_freeDCtx(dctx);
 	fmt_block_free(blk);
 	return rc;
 }
@@ -1494,6 +1587,14 @@ static struct fmt_str view(const struct fmt_block *blk, unsigned c, struct sv v)
 	return s;
 }
 
+/* Row i of a decoded string column. */
+static struct fmt_str str_view(const struct fmt_block *blk, unsigned c, uint32_t i)
+{
+	unsigned slot = str_slot(c);
+	ASSERT(i < blk->rows && (blk->mask & (1u << c)));
+	return view(blk, c, blk->str[slot][blk->codes[slot] ? blk->codes[slot][i] : i]);
+}
+
 void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, uint32_t i,
 		   struct fmt_event *ev, struct fmt_attr *attr_buf, uint32_t attr_cap,
 		   uint8_t chain[FMT_HASH_BYTES])
@@ -1515,10 +1616,10 @@ void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, u
 	if (blk->raw[FMT_COL_OUTCOME])
 		ev->outcome = blk->raw[FMT_COL_OUTCOME][i];
 	for (unsigned c = FMT_COL_STR_FIRST; c <= FMT_COL_STR_LAST; c++)
-		if (blk->str[str_slot(c)])
-			ev->str[c - FMT_COL_STR_FIRST] = view(blk, c, blk->str[str_slot(c)][i]);
-	if (blk->str[str_slot(FMT_COL_DETAILS)])
-		ev->details_json = view(blk, FMT_COL_DETAILS, blk->str[str_slot(FMT_COL_DETAILS)][i]);
+		if (blk->mask & (1u << c))
+			ev->str[c - FMT_COL_STR_FIRST] = str_view(blk, c, i);
+	if (blk->mask & (1u << FMT_COL_DETAILS))
+		ev->details_json = str_view(blk, FMT_COL_DETAILS, i);
 	if (blk->attr_first) {
 		uint32_t a0 = blk->attr_first[i], n = blk->attr_first[i + 1] - a0;
 		ASSERT(n <= attr_cap && n <= FMT_ATTRS_HARD_MAX);
@@ -1545,6 +1646,39 @@ bool fmt_block_has_event_id(const struct fmt_block *blk, const uint8_t id[FMT_EV
 	return false;
 }
 
+const uint64_t *fmt_block_ints(const struct fmt_block *blk, unsigned col)
+{
+	ASSERT(col_kind(col) == KIND_INT);
+	return blk->ints[col];
+}
+
+const uint8_t *fmt_block_fixed(const struct fmt_block *blk, unsigned col)
+{
+	ASSERT(col_kind(col) == KIND_ID || col_kind(col) == KIND_OUTCOME ||
+	       col_kind(col) == KIND_CHAIN);
+	return blk->raw[col];
+}
+
+struct fmt_str fmt_block_str(const struct fmt_block *blk, unsigned col, uint32_t i)
+{
+	return str_view(blk, col, i);
+}
+
+uint32_t fmt_block_dict(const struct fmt_block *blk, unsigned col, const uint32_t **codes)
+{
+	unsigned slot = str_slot(col);
+	ASSERT(blk->mask & (1u << col));
+	*codes = blk->codes[slot];
+	return blk->codes[slot] ? blk->dict_count[slot] : 0;
+}
+
+struct fmt_str fmt_block_dict_entry(const struct fmt_block *blk, unsigned col, uint32_t k)
+{
+	unsigned slot = str_slot(col);
+	ASSERT(blk->codes[slot] && k < blk->dict_count[slot]);
+	return view(blk, col, blk->str[slot][k]);
+}
+
 void fmt_block_free(struct fmt_block *blk)
 {
 	if (!blk)
@@ -1553,8 +1687,10 @@ void fmt_block_free(struct fmt_block *blk)
 		free(blk->ints[c]);
 	for (unsigned c = 0; c < FMT_COL_COUNT; c++)
 		free(blk->raw[c]);
-	for (unsigned s = 0; s < STR_COLS; s++)
+	for (unsigned s = 0; s < STR_COLS; s++) {
 		free(blk->str[s]);
+		free(blk->codes[s]);
+	}
 	free(blk->attr_first);
 	free(blk->attr_kv);
 	free(blk);

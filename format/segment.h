@@ -203,6 +203,16 @@ struct fmt_block;
 int fmt_block_decode(const struct fmt_segment *seg, uint32_t b, uint32_t col_mask,
 		     const uint8_t *const chunk_bytes[FMT_COL_COUNT], struct fmt_block **out);
 
+/* A reusable decompression context: decoding many blocks through one
+ * saves setting one up per block. Used by one thread at a time. */
+struct fmt_decoder;
+int fmt_decoder_new(struct fmt_decoder **out);   /* 0 or FMT_E_NOMEM */
+void fmt_decoder_free(struct fmt_decoder *d);
+/* fmt_block_decode through d. */
+int fmt_block_decode_with(struct fmt_decoder *d, const struct fmt_segment *seg, uint32_t b,
+			  uint32_t col_mask, const uint8_t *const chunk_bytes[FMT_COL_COUNT],
+			  struct fmt_block **out);
+
 /* Same, with the whole segment image in memory. */
 int fmt_block_decode_buf(const struct fmt_segment *seg, const uint8_t *buf, size_t len,
 			 uint32_t b, uint32_t col_mask, struct fmt_block **out);
@@ -245,6 +255,29 @@ bool fmt_block_may_hold_id(const struct fmt_segment *seg, uint32_t b,
  * could miss an event), FMT_E_NOMEM. */
 int fmt_block_check_id_index(const struct fmt_segment *seg, uint32_t b,
 			     const struct fmt_block *blk);
+
+/* Column access for scans that need no event views (aggregates). Each
+ * column must have been decoded (in col_mask); pointers live until
+ * fmt_block_free(). */
+
+/* Row values of an integer column: FMT_COL_SEQ, _RECEIVED_AT, _OCCURRED_AT. */
+const uint64_t *fmt_block_ints(const struct fmt_block *blk, unsigned col);
+
+/* Bytes of a fixed-width column, row i at i * width: FMT_COL_OUTCOME (1,
+ * each <= FMT_OUTCOME_DENIED), FMT_COL_EVENT_ID (16), FMT_COL_CHAIN (32). */
+const uint8_t *fmt_block_fixed(const struct fmt_block *blk, unsigned col);
+
+/* Row i of a string column (FMT_COL_STR_FIRST..FMT_COL_STR_LAST, FMT_COL_DETAILS). */
+struct fmt_str fmt_block_str(const struct fmt_block *blk, unsigned col, uint32_t i);
+
+/* A string column whose chunk is DICT-encoded, as its dictionary: returns
+ * the number of entries n (1 <= n <= rows) and points *codes at one code
+ * per row (< n); fmt_block_dict_entry() gives entry k. Returns 0 and sets
+ * *codes to NULL for a PLAIN chunk. Entries written by this codec are
+ * distinct, but a reader must not rely on it (the checksums catch
+ * accidents, not a crafted file). */
+uint32_t fmt_block_dict(const struct fmt_block *blk, unsigned col, const uint32_t **codes);
+struct fmt_str fmt_block_dict_entry(const struct fmt_block *blk, unsigned col, uint32_t k);
 
 /* Decodes every block of a segment image and recomputes its event hashes,
  * chain and Merkle root against the footer, and its event-id index against

@@ -138,16 +138,10 @@ static bool filter_str(struct dec_error *e, const char *field, ProtobufCBinaryDa
 	return true;
 }
 
-int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct fmt_limits *lim,
-	       struct eng_search *req, struct dec_error *e)
+/* The filter fields of a SearchRequest (also CountRequest.filter). */
+static int dec_filter(const Hodei__Audit__V1__SearchRequest *m, const struct fmt_limits *lim,
+		      struct eng_filter *f, struct dec_error *e)
 {
-	Hodei__Audit__V1__SearchRequest *m = hodei__audit__v1__search_request__unpack(
-		&a->allocator, len, msg);
-	if (!m) {
-		dec_failed(a, "SearchRequest", e);
-		return e->status;
-	}
-	struct eng_filter *f = &req->filter;
 	if (m->from_ns < 0 || m->to_ns < 0) {
 		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "%s: negative",
 			  m->from_ns < 0 ? "from_ns" : "to_ns");
@@ -155,11 +149,6 @@ int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct 
 	}
 	if (m->to_ns && m->from_ns > m->to_ns) {
 		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "from_ns: after to_ns");
-		return e->status;
-	}
-	if (m->limit > ENG_SEARCH_LIMIT_MAX) {
-		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "limit: over %u",
-			  ENG_SEARCH_LIMIT_MAX);
 		return e->status;
 	}
 	if ((uint32_t)m->outcome > FMT_OUTCOME_DENIED) {
@@ -170,11 +159,6 @@ int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct 
 	if (m->event_id.len != 0 && m->event_id.len != FMT_EVENT_ID_BYTES) {
 		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
 			  "event_id: must be 16 bytes (a UUID) or empty");
-		return e->status;
-	}
-	if (m->page_token.len > ENG_PAGE_TOKEN_BYTES) {
-		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
-			  "page_token: not a token of this tenant and query");
 		return e->status;
 	}
 	if (!filter_str(e, "actor_id", m->actor_id, lim->actor_id_max, &f->actor_id) ||
@@ -190,6 +174,30 @@ int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct 
 		f->has_event_id = true;
 		memcpy(f->event_id, m->event_id.data, FMT_EVENT_ID_BYTES);
 	}
+	return GRPC_OK;
+}
+
+int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct fmt_limits *lim,
+	       struct eng_search *req, struct dec_error *e)
+{
+	Hodei__Audit__V1__SearchRequest *m = hodei__audit__v1__search_request__unpack(
+		&a->allocator, len, msg);
+	if (!m) {
+		dec_failed(a, "SearchRequest", e);
+		return e->status;
+	}
+	if (m->limit > ENG_SEARCH_LIMIT_MAX) {
+		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT, "limit: over %u",
+			  ENG_SEARCH_LIMIT_MAX);
+		return e->status;
+	}
+	if (m->page_token.len > ENG_PAGE_TOKEN_BYTES) {
+		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+			  "page_token: not a token of this tenant and query");
+		return e->status;
+	}
+	if (dec_filter(m, lim, &req->filter, e) != GRPC_OK)
+		return e->status;
 	req->limit = m->limit;
 	req->oldest_first = m->oldest_first;
 	req->page_token = m->page_token.len ? m->page_token.data : NULL;
@@ -197,3 +205,47 @@ int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct 
 	return GRPC_OK;
 }
 
+
+int dec_count(struct pb_arena *a, const uint8_t *msg, size_t len, const struct fmt_limits *lim,
+	      struct eng_count *req, struct dec_error *e)
+{
+	static const struct {
+		const char *name;
+		enum eng_count_by by;
+	} bys[] = {
+		{ "", ENG_COUNT_BY_NONE },
+		{ "action", ENG_COUNT_BY_ACTION },
+		{ "actor_id", ENG_COUNT_BY_ACTOR_ID },
+		{ "resource_type", ENG_COUNT_BY_RESOURCE_TYPE },
+		{ "outcome", ENG_COUNT_BY_OUTCOME },
+	};
+	Hodei__Audit__V1__CountRequest *m = hodei__audit__v1__count_request__unpack(
+		&a->allocator, len, msg);
+	if (!m) {
+		dec_failed(a, "CountRequest", e);
+		return e->status;
+	}
+	size_t k = 0;
+	while (k < FMT_ARRAY_LEN(bys) && !(m->group_by.len == strlen(bys[k].name) &&
+					    memcmp(m->group_by.data, bys[k].name, m->group_by.len) == 0))
+		k++;
+	if (k == FMT_ARRAY_LEN(bys)) {
+		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+		     "group_by: must be empty (total only), \"action\", \"actor_id\", "
+		     "\"resource_type\" or \"outcome\"");
+		return e->status;
+	}
+	req->group_by = bys[k].by;
+	/* The filter's limit, page_token and order mean nothing to a count:
+	 * they are ignored (DESIGN.md §5). A missing filter is an empty one. */
+	if (m->filter) {
+		e->msg[0] = 0;
+		if (dec_filter(m->filter, lim, &req->filter, e) != GRPC_OK) {
+			char field[sizeof(e->msg)];
+			snprintf(field, sizeof(field), "%s", e->msg);
+			snprintf(e->msg, sizeof(e->msg), "filter.%s", field);
+			return e->status;
+		}
+	}
+	return GRPC_OK;
+}

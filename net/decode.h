@@ -2,8 +2,9 @@
  *
  * decode.h — request messages to engine requests: protobuf-c decode into a
  * capped arena (net/pb_arena.h), then the checks of the wire shape that
- * need no engine state (event_id length, counts, Search arguments). The
- * server (rpc.c) and the request-path fuzz target share it.
+ * need no engine state (event_id length, counts, Search and Count
+ * arguments). The server (rpc.c) and the request-path fuzz target share
+ * it.
  *
  * On success the engine request's pointers (events, attributes, filter
  * strings, page token) point into the arena and the raw message, which
@@ -30,6 +31,12 @@ int dec_append(struct pb_arena *a, const uint8_t *msg, size_t len, const struct 
 /* Fills req's filter, limit, order and page token (not tenant, done, ctx). */
 int dec_search(struct pb_arena *a, const uint8_t *msg, size_t len, const struct fmt_limits *lim,
 	       struct eng_search *req, struct dec_error *e);
+
+/* Fills req's filter and group_by (not tenant, done, ctx); the filter's
+ * limit, page token and order are ignored. Errors name the field as
+ * "filter.<field>" or "group_by". */
+int dec_count(struct pb_arena *a, const uint8_t *msg, size_t len, const struct fmt_limits *lim,
+	      struct eng_count *req, struct dec_error *e);
 
 /* The error of a failed unpack: over the arena cap, or malformed. */
 void dec_failed(const struct pb_arena *a, const char *what, struct dec_error *e);

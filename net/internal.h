@@ -67,6 +67,7 @@ enum srv_reason {
 	R_NOT_READY,
 	R_RATE_LIMITED,
 	R_DISK_BUDGET,
+	R_QUERY_TOO_BIG,
 	R_REASONS
 };
 
@@ -79,6 +80,7 @@ struct call {
 	union {
 		struct eng_append append;
 		struct eng_search search;
+		struct eng_count count;
 		struct eng_verify verify;
 	} u;
 	enum srv_method method;

@@ -13,7 +13,7 @@
  * anything is stored, DESIGN.md §2.2); it reports the index, field and
  * reason, which become the INVALID_ARGUMENT message "events[i].field:
  * reason". The checks here are those of the wire shape (event_id length,
- * counts) and of Search/Verify arguments.
+ * counts) and of Search/Count/Verify arguments.
  */
 #include "net/internal.h"
 #include "net/decode.h"
@@ -146,6 +146,8 @@ void call_free(struct call *call)
 		stream_give_back(call->st->c, call->st->id, call->credit);
 	if (call->method == M_SEARCH)
 		eng_search_release(&call->u.search);
+	else if (call->method == M_COUNT)
+		eng_count_release(&call->u.count);
 	pb_arena_release(&call->arena);
 	free(call->msg);
 	free(call->resp);
@@ -211,6 +213,9 @@ static void call_submit(struct call *call)
 		break;
 	case M_SEARCH:
 		rc = eng_search_submit(sh->prod, &call->u.search);
+		break;
+	case M_COUNT:
+		rc = eng_count_submit(sh->prod, &call->u.count);
 		break;
 	default:
 		rc = eng_verify_submit(sh->prod, &call->u.verify);
@@ -349,7 +354,7 @@ static void append_start(struct call *call)
 
 /* ---- Search --------------------------------------------------------------- */
 
-/* A search or verify that could not read its data: segments that live only
+/* A search, count or verify that could not read its data: segments that live only
  * in S3 may be unreachable (UNAVAILABLE: retry), too many to read back at
  * once (RESOURCE_EXHAUSTED), or damaged (INTERNAL). Returns false for 0. */
 static bool read_failed(struct call *call, int status, const char *what)
@@ -459,6 +464,67 @@ static void search_start(struct call *call)
 	call_submit(call);
 }
 
+/* ---- Count ---------------------------------------------------------------- */
+
+static void count_done(struct eng_count *req)
+{
+	struct call *call = req->ctx;
+	if (!call_completed(call))
+		return;
+	if (req->status == FMT_E_INVALID) {
+		call_fail(call, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
+			  "filter: invalid (tenant, time range or outcome)");
+	} else if (req->status == FMT_E_TOO_BIG && req->over == ENG_COUNT_OVER_GROUPS) {
+		call_fail(call, R_QUERY_TOO_BIG, GRPC_RESOURCE_EXHAUSTED,
+			  "more than %llu groups; narrow the filter", (unsigned long long)req->limit);
+	} else if (req->status == FMT_E_TOO_BIG && req->over == ENG_COUNT_OVER_ROWS) {
+		call_fail(call, R_QUERY_TOO_BIG, GRPC_RESOURCE_EXHAUSTED,
+			  "more than %llu events to examine; narrow the time range",
+			  (unsigned long long)req->limit);
+	} else if (req->status == FMT_E_NOMEM) {
+		call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED, "out of memory for the count");
+	} else if (read_failed(call, req->status, "count")) {
+	} else {
+		Hodei__Audit__V1__CountResponse r = HODEI__AUDIT__V1__COUNT_RESPONSE__INIT;
+		struct pb_arena *a = &call->arena;
+		uint32_t n = req->group_count;
+		Hodei__Audit__V1__CountResponse__Group *gs = pb_arena_alloc(a, (n ? n : 1) * sizeof(*gs));
+		Hodei__Audit__V1__CountResponse__Group **gp = pb_arena_alloc(a, (n ? n : 1) * sizeof(*gp));
+		if (!gs || !gp) {
+			call_fail(call, R_MEMORY_BUDGET, GRPC_RESOURCE_EXHAUSTED,
+				  "out of memory for the response");
+		} else {
+			for (uint32_t i = 0; i < n; i++) {
+				hodei__audit__v1__count_response__group__init(&gs[i]);
+				gs[i].key = c_bin(req->groups[i].key);
+				gs[i].count = req->groups[i].count;
+				gp[i] = &gs[i];
+			}
+			r.n_groups = n;
+			r.groups = gp;
+			r.total = req->total;
+			call_respond(call, &r.base);
+		}
+	}
+	eng_count_release(req);
+	rpc_flush_calls(call->st);
+}
+
+static void count_start(struct call *call)
+{
+	struct dec_error e;
+	struct eng_count *req = &call->u.count;
+	if (dec_count(&call->arena, call->msg, call->credit - GF_PREFIX_BYTES, &call->sh->srv->limits,
+		      req, &e) != GRPC_OK) {
+		call_fail(call, (enum srv_reason)e.reason, e.status, "%s", e.msg);
+		return;
+	}
+	req->tenant = fmt_str_c(call->tenant);
+	req->done = count_done;
+	req->ctx = call;
+	call_submit(call);
+}
+
 /* ---- Verify --------------------------------------------------------------- */
 
 static void verify_done(struct eng_verify *req)
@@ -544,8 +610,7 @@ static void call_start(struct call *call)
 		health_check(call);
 		break;
 	case M_COUNT:
-		call_fail(call, R_UNIMPLEMENTED, GRPC_UNIMPLEMENTED,
-			  "Count is not implemented by this server version");
+		count_start(call);
 		break;
 	default:
 		call_fail(call, R_UNIMPLEMENTED, GRPC_UNIMPLEMENTED, "unknown method");

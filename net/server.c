@@ -622,6 +622,7 @@ static const char *const reason_names[R_REASONS] = {
 	[R_NOT_READY] = "not_ready",
 	[R_RATE_LIMITED] = "rate_limited",
 	[R_DISK_BUDGET] = "disk_budget",
+	[R_QUERY_TOO_BIG] = "query_too_big",
 };
 
 static uint64_t sum_shards(const struct srv *s, size_t offset)

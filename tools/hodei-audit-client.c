@@ -40,6 +40,7 @@
 #include "net/event_json.h"
 #include "net/grpc_client.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <openssl/evp.h>
 #include <signal.h>
@@ -574,22 +575,39 @@ int cli_count(int argc, char **argv)
 		return code;
 	if (r.json) {
 		json_t *groups = json_array();
-		for (size_t k = 0; k < resp->n_groups; k++)
-			json_array_append_new(
-				groups, json_pack("{s:s%,s:I}", "key", (const char *)resp->groups[k]->key.data,
-						  resp->groups[k]->key.len, "count",
-						  (json_int_t)resp->groups[k]->count));
+		for (size_t k = 0; k < resp->n_groups; k++) {
+			/* An empty key may come without a buffer: jansson wants one. */
+			const ProtobufCBinaryData *key = &resp->groups[k]->key;
+			json_array_append_new(groups, json_pack("{s:s%,s:I}", "key",
+								 key->len ? (const char *)key->data : "",
+								 key->len, "count",
+								 (json_int_t)resp->groups[k]->count));
+		}
 		if (!print_json_line(json_pack("{s:I,s:o}", "total", (json_int_t)resp->total,
 					       "groups", groups),
 				     r.cmd))
 			code = CLI_SERVER;
+	} else if (!group_by[0]) {
+		printf("%llu\n", (unsigned long long)resp->total);
 	} else {
+		/* One row per key, largest first as the server sorts them; an
+		 * empty key (no value, or no outcome) shows as "(none)". */
+		char head[64];
+		size_t n = 0;
+		for (; group_by[n] && n + 1 < sizeof(head); n++)
+			head[n] = (char)toupper((unsigned char)group_by[n]);
+		head[n] = 0;
+		printf("%-40s %12s\n", head, "EVENTS");
 		for (size_t k = 0; k < resp->n_groups; k++) {
 			char key[300];
-			cell(&resp->groups[k]->key, 40, key, sizeof(key));
+			static const uint8_t none[] = "(none)";
+			ProtobufCBinaryData b = resp->groups[k]->key;
+			if (!b.len)
+				b = (ProtobufCBinaryData){ sizeof(none) - 1, (uint8_t *)none };
+			cell(&b, 40, key, sizeof(key));
 			printf("%s %12llu\n", key, (unsigned long long)resp->groups[k]->count);
 		}
-		printf("total %llu\n", (unsigned long long)resp->total);
+		printf("%-40s %12llu\n", "(total)", (unsigned long long)resp->total);
 	}
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
 	return code;

@@ -116,6 +116,10 @@ static const struct opt opts[] = {
 	  "events/s one tenant may append; over it RESOURCE_EXHAUSTED (0: no limit)" },
 	{ "tenant-burst", "HODEI_TENANT_BURST", O_U32, D(eng_cfg.tenant_burst), 0,
 	  "events a tenant may append at once above its rate (0: max(rate, max-events))" },
+	{ "count-groups-max", "HODEI_COUNT_GROUPS_MAX", O_U32, D(eng_cfg.count_groups_max), 0,
+	  "distinct keys one Count may return; more is RESOURCE_EXHAUSTED (10000)" },
+	{ "count-scan-rows-max", "HODEI_COUNT_SCAN_ROWS_MAX", O_U32, D(eng_cfg.count_scan_rows_max), 0,
+	  "events one Count may examine; more is RESOURCE_EXHAUSTED (10000000; 0: no limit)" },
 	{ "max-events", "HODEI_MAX_EVENTS", O_U32, D(eng_cfg.limits.events_per_batch_max), 0,
 	  "events per request (10000)" },
 	{ "max-message-bytes", "HODEI_MAX_MESSAGE_BYTES", O_SIZE, D(srv_cfg.max_message_bytes), 0,
@@ -398,6 +402,7 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.dedup_evicted_early += st.dedup_evicted_early;
 		sum.tenants += st.tenants;
 		sum.queue_full += st.queue_full;
+		sum.count_rows_scanned += st.count_rows_scanned;
 		sum.disk_used_bytes += st.disk_used_bytes;
 		failed += st.failed;
 		disk_full += st.disk_full;
@@ -437,6 +442,9 @@ static int render(void *ctx, struct mx_buf *b)
 	ENGINE_COUNTER("hodei_dedup_evicted_early_total",
 		       "event_ids forgotten before the dedup window passed (memory bound).",
 		       dedup_evicted_early);
+	ENGINE_COUNTER("hodei_count_rows_scanned_total",
+		       "Events examined by Count (decoded blocks and memory), all shards.",
+		       count_rows_scanned);
 	ENGINE_GAUGE("hodei_tenants", "Tenants with data on this node.", sum.tenants);
 	ENGINE_GAUGE("hodei_shards", "Shard threads.", shards);
 	ENGINE_GAUGE("hodei_shards_failed", "Shards whose write path stopped after an I/O error.", failed);

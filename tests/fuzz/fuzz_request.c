@@ -4,16 +4,17 @@
  * the server does with a client's request body before the engine stores
  * anything.
  *
- * Input layout: byte 0 picks the method (Append, Search, Verify, Health)
- * and byte 1 the size of the DATA chunks the body is cut into (1..256
- * bytes, so messages straddle chunk boundaries in every way); the rest is
- * the request body as it would arrive over HTTP/2. The body goes through
- * the server's own code: gRPC message reassembly with a size limit
- * (grpc_frame.c), protobuf-c decoding into a capped arena (pb_arena.c),
- * the wire-shape checks (decode.c), and for Append the engine's event
- * validation with the server's JSON check (fmt_event_validate), followed
- * by the canonical encoding of every valid event. Any crash, sanitizer
- * report, leak or failed ASSERT is a finding.
+ * Input layout: byte 0 picks the method (mod 8: 0 Append, 1 Search, 2
+ * Verify, 3 Health, 4 Count; 5..7 as 1..3) and byte 1 the size of the
+ * DATA chunks the body is cut into (1..256 bytes, so messages straddle
+ * chunk boundaries in every way); the rest is the request body as it
+ * would arrive over HTTP/2. The body goes through the server's own code:
+ * gRPC message reassembly with a size limit (grpc_frame.c), protobuf-c
+ * decoding into a capped arena (pb_arena.c), the wire-shape checks
+ * (decode.c, Count's group_by included), and for Append the engine's
+ * event validation with the server's JSON check (fmt_event_validate),
+ * followed by the canonical encoding of every valid event. Any crash,
+ * sanitizer report, leak or failed ASSERT is a finding.
  *
  * With -DHODEI_FUZZ=OFF, replay_main.c drives this file over the
  * checked-in corpus in tests/fuzz/corpus/request/ under CTest.
@@ -70,6 +71,15 @@ static void run_message(int method, const struct fmt_limits *lim, const uint8_t 
 			ASSERT(req.limit <= ENG_SEARCH_LIMIT_MAX && req.page_token_len <= ENG_PAGE_TOKEN_BYTES);
 		break;
 	}
+	case 4: {
+		struct eng_count req = { 0 };
+		if (dec_count(&a, msg, len, lim, &req, &e) != GRPC_OK)
+			ASSERT(e.status != GRPC_OK && e.msg[0]);
+		else
+			ASSERT(req.group_by <= ENG_COUNT_BY_OUTCOME &&
+			       req.filter.outcome <= FMT_OUTCOME_DENIED);
+		break;
+	}
 	case 2: {
 		Hodei__Audit__V1__VerifyRequest *m =
 			hodei__audit__v1__verify_request__unpack(&a.allocator, len, msg);
@@ -90,7 +100,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 2)
 		return 0;
-	int method = data[0] & 3;
+	int method = data[0] & 7;
+	if (method > 4)
+		method -= 4;
 	size_t chunk = (size_t)data[1] + 1;
 	data += 2;
 	size -= 2;

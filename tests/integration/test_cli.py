@@ -392,12 +392,37 @@ def test_tail_prints_new_events(server):
     assert out == ""  # nothing printed twice
 
 
-def test_count_reports_the_servers_answer(server):
-    # Count is part of the API; the server may not implement it yet
-    # (UNIMPLEMENTED → exit 5). Either way the CLI must say what happened.
-    _, reader = keys_for(server, "cli-c")
+def test_count(server):
+    writer, reader = keys_for(server, "cli-c")
     r = run(server, "count", "--json", key=reader)
-    if r.returncode == 0:
-        assert json.loads(r.stdout)["total"] == 0
-    else:
-        assert r.returncode == 5 and "UNIMPLEMENTED" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"total": 0, "groups": []}
+    evs = ndjson_events(30)
+    del evs[4]["outcome"]  # an event without one
+    assert run(server, "append", key=writer, stdin=lines(evs)).returncode == 0
+
+    r = run(server, "count", "--json", "--group-by", "action", key=reader)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"total": 30, "groups": [
+        {"key": "document.read", "count": 20}, {"key": "document.delete", "count": 10}]}
+    # The filters of search; the total alone is one number.
+    r = run(server, "count", "--actor", "user-3", key=reader)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{sum(e['actor_id'] == 'user-3' for e in evs)}\n"
+    # A table: the group column, largest first, empty keys as (none).
+    r = run(server, "count", "--group-by", "outcome", key=reader)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()]
+    assert rows[0] == ["OUTCOME", "EVENTS"]
+    assert rows[1:] == [["denied", "10"], ["success", "10"], ["failure", "9"], ["(none)", "1"],
+                        ["(total)", "30"]], r.stdout
+    r = run(server, "count", "--json", "--group-by", "outcome", "--action", "document.read",
+            key=reader)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"total": 20, "groups": [
+        {"key": "denied", "count": 10}, {"key": "failure", "count": 9}, {"key": "", "count": 1}]}
+    # Usage errors exit 2; a writer key exits 4.
+    r = run(server, "count", "--group-by", "resource_id", key=reader)
+    assert r.returncode == 2 and "--group-by" in r.stderr, r.stderr
+    r = run(server, "count", key=writer)
+    assert r.returncode == 4 and "PERMISSION_DENIED" in r.stderr, r.stderr

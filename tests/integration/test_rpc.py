@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Every RPC's happy path with the official grpcio client (issue #3):
 Append, AppendStream (1,000 requests, one response each, in order), Search
-with each filter and paging, Verify, Health/Check, Count (UNIMPLEMENTED until
-issue #5), and 32 concurrent clients appending to 100 tenants, after which
-every acked event is found with the acked seq and a chain recomputed here
-from docs/FORMAT.md."""
+with each filter and paging, Verify, Health/Check, Count (totals and groups
+per filter and group_by, over sealed segments and memory, its roles, its
+refusals and tenant isolation), and 32 concurrent clients appending to 100
+tenants, after which every acked event is found with the acked seq and a
+chain recomputed here from docs/FORMAT.md."""
+import collections
 import queue
 import threading
 import time
@@ -232,13 +234,153 @@ def test_append_stream_batches_interleaved(server, stubs):
     assert n == 20
 
 
-def test_count_is_unimplemented(server, stubs):
+GROUP_BYS = ("", "action", "actor_id", "resource_type", "outcome")
+OUTCOME_KEYS = {0: "", 1: "success", 2: "failure", 3: "denied"}
+
+
+def count_of(stub, group_by="", **filters):
+    a = hodei.pb().audit_pb2
+    resp = stub.Count(a.CountRequest(filter=a.SearchRequest(**filters), group_by=group_by))
+    return resp.total, [(g.key, g.count) for g in resp.groups]
+
+
+def expected_count(sent, pred, group_by):
+    """What Count must answer: groups by count descending, then key
+    ascending (bytewise); none without group_by."""
+    matched = [e for e in sent if pred(e)]
+    if not group_by:
+        return len(matched), []
+    tally = collections.Counter(OUTCOME_KEYS[e.outcome] if group_by == "outcome"
+                                else getattr(e, group_by) for e in matched)
+    return len(matched), sorted(tally.items(), key=lambda kv: (-kv[1], kv[0].encode()))
+
+
+def test_count_totals_and_groups_per_filter(server_factory, stubs):
+    """Small seals, so the events span sealed segments and memory."""
     a = stubs.audit_pb2
-    r = server.stub(server.add_key("c", "reader"))
+    srv = server_factory(args=["--seal-rows", "40"])
+    w = srv.stub(srv.add_key("acme", "writer"))
+    reader = srv.stub(srv.add_key("acme", "reader"))
+    admin = srv.admin("acme")
+    base = time.time_ns() - 1000 * 1_000_000_000
+    sent = []
+    for i in range(130):
+        sent.append(event(
+            i, occurred_at_ns=base + i * 1_000_000_000 + (i % 7) * 1000,
+            actor_id=("user-a", "user-b", "svc-\u00e9\u4e2d", "user-c", "user-a")[i % 5],
+            action=("doc.read", "doc.write", "doc.delete")[(i // 4) % 3],
+            resource_type=("doc", "invoice", "")[i % 3],
+            resource_id=f"r-{i % 9}",
+            outcome=(a.OUTCOME_SUCCESS, a.OUTCOME_FAILURE, a.OUTCOME_DENIED,
+                     a.OUTCOME_UNSPECIFIED)[i % 4]))
+    for k in range(0, len(sent), 10):
+        w.Append(a.AppendRequest(events=sent[k:k + 10]))
+    hodei.wait_until(lambda: srv.metrics().get("hodei_segments_sealed_total") >= 2, 60,
+                     "two segments sealed")
+
+    t = lambda k: base + k * 1_000_000_000  # noqa: E731
+    cases = [
+        (dict(), lambda e: True),
+        (dict(actor_id="user-a"), lambda e: e.actor_id == "user-a"),
+        (dict(actor_id="svc-\u00e9\u4e2d"), lambda e: e.actor_id == "svc-\u00e9\u4e2d"),
+        (dict(action="doc.write"), lambda e: e.action == "doc.write"),
+        (dict(resource_type="invoice"), lambda e: e.resource_type == "invoice"),
+        (dict(resource_id="r-2"), lambda e: e.resource_id == "r-2"),
+        (dict(outcome=a.OUTCOME_DENIED), lambda e: e.outcome == a.OUTCOME_DENIED),
+        (dict(event_id=sent[77].event_id), lambda e: e.event_id == sent[77].event_id),
+        (dict(actor_id="user-b", action="doc.read", outcome=a.OUTCOME_FAILURE),
+         lambda e: (e.actor_id, e.action, e.outcome) == ("user-b", "doc.read", a.OUTCOME_FAILURE)),
+        (dict(from_ns=t(33), to_ns=t(97)), lambda e: t(33) <= e.occurred_at_ns < t(97)),
+        (dict(from_ns=t(101)), lambda e: e.occurred_at_ns >= t(101)),
+        (dict(to_ns=t(12)), lambda e: e.occurred_at_ns < t(12)),
+        (dict(action="nothing"), lambda e: False),
+        (dict(event_id=hodei.uuid7()), lambda e: False),
+        # limit, page_token and order mean nothing to a count: ignored.
+        (dict(limit=5000, page_token=b"junk", oldest_first=True), lambda e: True),
+    ]
+    for filters, pred in cases:
+        for group_by in GROUP_BYS:
+            want = expected_count(sent, pred, group_by)
+            assert count_of(reader, group_by, **filters) == want, (filters, group_by)
+            assert count_of(admin, group_by, **filters) == want, (filters, group_by, "admin")
+    # A CountRequest without a filter counts everything.
+    resp = reader.Count(a.CountRequest(group_by="outcome"))
+    assert resp.total == 130
+    assert {g.key for g in resp.groups} == {"success", "failure", "denied", ""}
+    m = srv.metrics()
+    assert m.get("hodei_requests_total", method="Count", code="OK") >= len(cases) * 10
+    assert m.get("hodei_count_rows_scanned_total") > 0
+
+
+def test_count_roles_and_tenant_isolation(server, stubs):
+    a = stubs.audit_pb2
+    w1 = server.stub(server.add_key("c-one", "writer"))
+    w2 = server.stub(server.add_key("c-two", "writer"))
+    r1 = server.stub(server.add_key("c-one", "reader"))
+    r2 = server.stub(server.add_key("c-two", "reader"))
+    one = events(25, action="one.act")
+    w1.Append(a.AppendRequest(events=one))
+    w2.Append(a.AppendRequest(events=events(4, action="two.act", actor_id="other")))
+    assert count_of(r1, "action") == (25, [("one.act", 25)])
+    assert count_of(r2, "action") == (4, [("two.act", 4)])
+    assert count_of(server.admin("c-two"), "actor_id") == (4, [("other", 4)])
+    # One tenant's event ids and actors count nothing in the other.
+    assert count_of(r2, event_id=one[3].event_id) == (0, [])
+    assert count_of(r2, "actor_id", actor_id="user-3") == (0, [])
+    assert count_of(r1, event_id=one[3].event_id) == (1, [])
+    # A tenant with no events.
+    assert count_of(server.stub(server.add_key("c-empty", "reader")), "outcome") == (0, [])
+    # Writers may not count; a reader may not name another tenant.
+    code, details, _ = status_of(lambda: w1.Count(a.CountRequest()))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "Count" in details, (code, details)
+    other = server.stub(server.add_key("c-one", "reader"), tenant="c-two")
+    code, details, _ = status_of(lambda: other.Count(a.CountRequest()))
+    assert code == grpc.StatusCode.PERMISSION_DENIED, (code, details)
+
+
+@pytest.mark.parametrize("req,field", [
+    (dict(group_by="bogus"), "group_by"),
+    (dict(group_by="Action"), "group_by"),
+    (dict(filter=dict(from_ns=20, to_ns=10)), "filter.from_ns"),
+    (dict(filter=dict(to_ns=-1)), "filter.to_ns"),
+    (dict(filter=dict(outcome=9)), "filter.outcome"),
+    (dict(filter=dict(event_id=b"abc")), "filter.event_id"),
+    (dict(filter=dict(action="x" * 129)), "filter.action"),
+], ids=["unknown-group", "group-case", "from-after-to", "negative-to", "outcome", "event-id",
+        "long-action"])
+def test_count_invalid_arguments(server, stubs, req, field):
+    a = stubs.audit_pb2
+    r = server.stub(server.add_key("c-bad", "reader"))
+    if "filter" in req:
+        req = dict(req, filter=a.SearchRequest(**req["filter"]))
+    code, details, _ = status_of(lambda: r.Count(a.CountRequest(**req)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert details.startswith(field + ":"), details
+    if field == "group_by":
+        for allowed in ("action", "actor_id", "resource_type", "outcome"):
+            assert f'"{allowed}"' in details, details
+    assert r.Verify(a.VerifyRequest()).ok, "the connection is still usable"
+
+
+def test_count_bounds_refuse(server_factory, stubs):
+    a = stubs.audit_pb2
+    srv = server_factory(args=["--count-groups-max", "3", "--count-scan-rows-max", "50"])
+    w = srv.stub(srv.add_key("b", "writer"))
+    r = srv.stub(srv.add_key("b", "reader"))
+    w.Append(a.AppendRequest(events=[event(i, actor_id=f"user-{i % 5}",
+                                           action=("x", "y")[i % 2]) for i in range(30)]))
+    code, details, _ = status_of(lambda: r.Count(a.CountRequest(group_by="actor_id")))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+    assert details == "more than 3 groups; narrow the filter", details
+    assert count_of(r, "actor_id", actor_id="user-1") == (6, [("user-1", 6)])
+    assert count_of(r, "action") == (30, [("x", 15), ("y", 15)])
+    w.Append(a.AppendRequest(events=events(30, start=30)))
     code, details, _ = status_of(lambda: r.Count(a.CountRequest(group_by="action")))
-    assert code == grpc.StatusCode.UNIMPLEMENTED, (code, details)
-    # The connection is still usable.
-    assert r.Verify(a.VerifyRequest()).ok
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+    assert "more than 50 events" in details and "narrow" in details, details
+    m = srv.metrics()
+    assert m.get("hodei_requests_rejected_total", reason="query_too_big") == 2
+    assert m.get("hodei_requests_total", method="Count", code="RESOURCE_EXHAUSTED") == 2
 
 
 def test_io_sync_backend(server_factory, stubs):

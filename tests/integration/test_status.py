@@ -433,6 +433,7 @@ def _calls(srv, stub):
         "AppendStream": lambda: list(stub.AppendStream(iter([a.AppendRequest(events=events(2))]))),
         "Search": lambda: stub.Search(a.SearchRequest()),
         "Verify": lambda: stub.Verify(a.VerifyRequest()),
+        "Count": lambda: stub.Count(a.CountRequest(group_by="action")),
     }
 
 
@@ -449,7 +450,7 @@ AUTH_HEADERS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["Append", "AppendStream", "Search", "Verify"])
+@pytest.mark.parametrize("method", ["Append", "AppendStream", "Search", "Verify", "Count"])
 @pytest.mark.parametrize("header", [h[1] for h in AUTH_HEADERS], ids=[h[0] for h in AUTH_HEADERS])
 def test_unauthenticated(shared_server, method, header):
     srv = shared_server
@@ -463,7 +464,7 @@ def test_unauthenticated(shared_server, method, header):
 
 @pytest.mark.parametrize("role,method", [
     ("reader", "Append"), ("reader", "AppendStream"),
-    ("writer", "Search"), ("writer", "Verify"),
+    ("writer", "Search"), ("writer", "Verify"), ("writer", "Count"),
 ])
 def test_wrong_role(shared_server, role, method):
     srv = shared_server
@@ -474,7 +475,7 @@ def test_wrong_role(shared_server, role, method):
 
 @pytest.mark.parametrize("role,method", [
     ("writer", "Append"), ("writer", "AppendStream"),
-    ("reader", "Search"), ("reader", "Verify"),
+    ("reader", "Search"), ("reader", "Verify"), ("reader", "Count"),
 ])
 def test_other_tenant_header_is_denied(shared_server, role, method):
     """A non-admin key naming another tenant in x-hodei-tenant."""
@@ -485,7 +486,7 @@ def test_other_tenant_header_is_denied(shared_server, role, method):
     assert srv.stored(mine) == []
 
 
-@pytest.mark.parametrize("method", ["Append", "AppendStream", "Search", "Verify"])
+@pytest.mark.parametrize("method", ["Append", "AppendStream", "Search", "Verify", "Count"])
 def test_admin_without_tenant_header(shared_server, method):
     srv = shared_server
     before = srv.metrics().sum("hodei_events_appended_total")
@@ -517,6 +518,8 @@ def test_admin_with_tenant_header(shared_server, stubs, tenant):
     assert [s.seq for s in calls["Search"]().events] == [4, 3, 2, 1]
     v = calls["Verify"]()
     assert v.ok and v.events_checked == 4
+    c = calls["Count"]()
+    assert c.total == 4 and [(g.key, g.count) for g in c.groups] == [("document.read", 4)]
     # The tenant's own reader sees exactly the same.
     r = srv.stub(srv.add_key(t, "reader"))
     assert [s.seq for s in hodei.search_all(r)] == [1, 2, 3, 4]
@@ -525,7 +528,7 @@ def test_admin_with_tenant_header(shared_server, stubs, tenant):
 
 @pytest.mark.parametrize("role,method", [
     ("writer", "Append"), ("writer", "AppendStream"),
-    ("reader", "Search"), ("reader", "Verify"),
+    ("reader", "Search"), ("reader", "Verify"), ("reader", "Count"),
 ])
 def test_own_tenant_header_is_allowed(shared_server, role, method):
     srv = shared_server

@@ -4,9 +4,10 @@
  * S3 (engine/remote.c), with a fetcher that copies from a folder standing
  * for the bucket (the S3 fetcher is tested against a real S3 server in
  * tests/integration): replicated segments leave the local disk once their
- * retention passed, searches and verifies still answer (fetching them into
- * the bounded cache), a restart keeps them remote, the offline verifier
- * accepts the manifest, and a failed fetch fails the request that needed it.
+ * retention passed, searches, counts and verifies still answer (fetching
+ * them into the bounded cache), a restart keeps them remote, the offline
+ * verifier accepts the manifest, and a failed fetch fails the request that
+ * needed it (a total without filters needs no segment: the manifest has it).
  */
 #include <criterion/criterion.h>
 
@@ -161,6 +162,14 @@ Test(remote, retention_then_reads_through_the_cache)
 	atomic_store(&b.eng, eng);
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
 	cr_assert_eq(search_count(p, "acme", &status), 200);
+	struct eng_count c = { .tenant = fmt_str_c("acme"), .group_by = ENG_COUNT_BY_ACTION };
+	cr_assert_eq(eng_count_wait(p, &c), 0);
+	cr_assert_eq(c.total, 200);
+	cr_assert_eq(c.group_count, 2);
+	cr_assert(fmt_str_eq(c.groups[0].key, fmt_str_c("document.read")));
+	cr_assert_eq(c.groups[0].count, 133);
+	cr_assert_eq(c.groups[1].count, 67);
+	eng_count_release(&c);
 	struct eng_shard_stats ss;
 	eng_shard_stats(eng, 0, &ss);
 	cr_assert_eq(ss.segments_remote, 4);
@@ -173,6 +182,14 @@ Test(remote, retention_then_reads_through_the_cache)
 	atomic_store(&b.eng, eng);
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
 	atomic_store(&b.fail, true);
+	int fetches = atomic_load(&b.fetches);
+	c = (struct eng_count){ .tenant = fmt_str_c("acme") };
+	cr_assert_eq(eng_count_wait(p, &c), 0, "a total needs no segment read");
+	cr_assert_eq(c.total, 200);
+	cr_assert_eq(atomic_load(&b.fetches), fetches);
+	c = (struct eng_count){ .tenant = fmt_str_c("acme"), .group_by = ENG_COUNT_BY_OUTCOME };
+	cr_assert_eq(eng_count_wait(p, &c), -EIO);
+	cr_assert_null(c.groups);
 	search_count(p, "acme", &status);
 	cr_assert_eq(status, -EIO);
 	atomic_store(&b.fail, false);

@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * read.c — what the queries (search.c, count.c) share: the checks of a
+ * filter, the evaluation of a filter on one row, which memtable rows a
+ * query sees, and reading a tenant's segment blocks on the shard thread.
+ *
+ * Filter (DESIGN.md §5, ADR 0005): from_ns inclusive (0: no lower bound),
+ * to_ns exclusive (0: now, read once per request); string filters and the
+ * event_id are exact matches; outcome 0 means any. All conditions AND.
+ *
+ * Memtable rows a query sees: the durable ones (I3) that no segment holds
+ * yet. While a seal is in progress its rows stay in the memtable until the
+ * segment is stored, so rows are told apart by seq (unique per tenant).
+ *
+ * Segment reads. A segment is opened through the shard's open-segment
+ * cache (its footer kept), and checked against the manifest before any
+ * chunk is read: a footer naming another tenant, segment or seq range is
+ * FMT_E_CORRUPT, so tenant isolation does not rest on file names. The
+ * chunks of one block that a query needs are read with as few preads as
+ * their positions allow (adjacent chunks coalesce) into one buffer the
+ * query owns, then decoded (fmt_block_decode checks every checksum). A
+ * segment shorter than its footer says is corrupt, as far as a query is
+ * concerned. Every failure is logged with the query's name, the tenant,
+ * the segment and the block.
+ */
+#include "engine/internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+
+static bool str_ok(struct fmt_str s)
+{
+	return s.len == 0 || s.ptr != NULL;
+}
+
+int eng_filter_prepare(struct fmt_str tenant, const struct eng_filter *f, int64_t *lo_ns,
+		       int64_t *hi_ns)
+{
+	if (!str_ok(tenant) || !fmt_tenant_valid(tenant))
+		return FMT_E_INVALID;
+	if (!str_ok(f->actor_id) || !str_ok(f->action) || !str_ok(f->resource_type) ||
+	    !str_ok(f->resource_id))
+		return FMT_E_INVALID;
+	if (f->outcome > FMT_OUTCOME_DENIED)
+		return FMT_E_INVALID;
+	*lo_ns = f->from_ns ? f->from_ns : INT64_MIN;
+	if (f->to_ns && *lo_ns > f->to_ns)
+		return FMT_E_INVALID;
+	*hi_ns = f->to_ns ? f->to_ns : eng_now_ns();
+	return 0;
+}
+
+uint32_t eng_filter_columns(const struct eng_filter *f)
+{
+	uint32_t mask = 0;
+	if (f->outcome)
+		mask |= 1u << FMT_COL_OUTCOME;
+	if (f->has_event_id)
+		mask |= 1u << FMT_COL_EVENT_ID;
+	if (f->actor_id.len)
+		mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_ACTOR_ID);
+	if (f->action.len)
+		mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_ACTION);
+	if (f->resource_type.len)
+		mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE);
+	if (f->resource_id.len)
+		mask |= 1u << (FMT_COL_STR_FIRST + FMT_F_RESOURCE_ID);
+	return mask;
+}
+
+bool eng_filter_row(const struct eng_filter *f, int64_t lo_ns, int64_t hi_ns,
+		    const struct fmt_event *ev)
+{
+	if (ev->occurred_at_ns < lo_ns || ev->occurred_at_ns >= hi_ns)
+		return false;
+	if (f->outcome && ev->outcome != f->outcome)
+		return false;
+	if (f->has_event_id && memcmp(ev->event_id, f->event_id, FMT_EVENT_ID_BYTES) != 0)
+		return false;
+	if (f->actor_id.len && !fmt_str_eq(ev->str[FMT_F_ACTOR_ID], f->actor_id))
+		return false;
+	if (f->action.len && !fmt_str_eq(ev->str[FMT_F_ACTION], f->action))
+		return false;
+	if (f->resource_type.len && !fmt_str_eq(ev->str[FMT_F_RESOURCE_TYPE], f->resource_type))
+		return false;
+	return !f->resource_id.len || fmt_str_eq(ev->str[FMT_F_RESOURCE_ID], f->resource_id);
+}
+
+bool eng_memtable_unsealed(const struct eng_tenant *t, uint32_t *first, uint32_t *end)
+{
+	const struct eng_memtable *m = &t->active;
+	uint32_t visible = eng_memtable_visible(m, t->durable_seq);
+	uint64_t sealed_last = 0;
+	for (uint32_t i = 0; i < t->segment_count; i++)
+		sealed_last = FMT_MAX(sealed_last, t->segments[i]->last_seq);
+	*first = 0;
+	*end = visible;
+	if (visible && sealed_last >= m->first_seq)
+		*first = (uint32_t)FMT_MIN((uint64_t)visible, sealed_last - m->first_seq + 1);
+	ASSERT(*first <= *end);
+	ASSERT(*first == *end || m->min_occurred_ns <= m->max_occurred_ns);
+	return *first < *end;
+}
+
+/* ---- segments ------------------------------------------------------------ */
+
+void eng_query_free(struct eng_query *q)
+{
+	free(q->io_buf);
+	q->io_buf = NULL;
+	q->io_cap = 0;
+}
+
+int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg)
+{
+	/* Also when the footer is cached: this marks the segment used by the
+	 * request, so that opening another one cannot evict it meanwhile. */
+	int rc = eng_segment_open_footer(q->s, seg);
+	if (rc) {
+		eng_log(q->s->eng, ENG_LOG_ERROR,
+			"shard %u: %s of tenant %s: segment %016" PRIx64 " unreadable: %s", q->s->id,
+			q->what, q->t->name, seg->segment_id, fmt_strerror(rc));
+		return rc;
+	}
+	ASSERT(seg->footer && seg->fd >= 0);
+	const struct fmt_segment_meta *meta = &seg->footer->meta;
+	if (strcmp(meta->tenant, q->t->name) != 0 || meta->segment_id != seg->segment_id ||
+	    meta->row_count != seg->row_count || meta->first_seq != seg->first_seq ||
+	    meta->last_seq != seg->last_seq) {
+		eng_log(q->s->eng, ENG_LOG_ERROR,
+			"shard %u: %s of tenant %s: segment %016" PRIx64
+			" footer does not match the manifest",
+			q->s->id, q->what, q->t->name, seg->segment_id);
+		return FMT_E_CORRUPT;
+	}
+	return 0;
+}
+
+static int pread_chunks(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+	int rc = eng_pread_full(fd, buf, len, off);
+	return rc == FMT_E_TRUNCATED ? FMT_E_CORRUPT : rc;
+}
+
+static int io_buf_reserve(struct eng_query *q, size_t need)
+{
+	if (need <= q->io_cap)
+		return 0;
+	uint8_t *p = realloc(q->io_buf, need);
+	if (!p)
+		return FMT_E_NOMEM;
+	q->io_buf = p;
+	q->io_cap = need;
+	return 0;
+}
+
+/* Reads the stored chunks of block b for the columns in mask, coalescing
+ * chunks that are adjacent in the file into one pread. */
+static int read_chunks(struct eng_query *q, const struct eng_segment *seg, uint32_t b,
+		       uint32_t mask, const uint8_t *ptrs[FMT_COL_COUNT])
+{
+	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
+	size_t total = 0;
+	for (uint32_t col = 0; col < FMT_COL_COUNT; col++)
+		if (mask & (1u << col))
+			total += ref->chunk[col].stored_len;
+	int rc = io_buf_reserve(q, total ? total : 1);
+	if (rc)
+		return rc;
+	size_t at = 0, run_at = 0, run_len = 0;
+	uint64_t run_off = 0;
+	for (uint32_t col = 0; col < FMT_COL_COUNT; col++) {
+		const struct fmt_chunk_ref *ch = &ref->chunk[col];
+		ptrs[col] = NULL;
+		if (!(mask & (1u << col)))
+			continue;
+		ASSERT(ch->offset + ch->stored_len <= seg->footer->footer_offset); /* checked by open */
+		if (run_len == 0 || ch->offset != run_off + run_len) {
+			if (run_len && (rc = pread_chunks(seg->fd, q->io_buf + run_at, run_len, run_off)))
+				return rc;
+			run_at = at;
+			run_off = ch->offset;
+			run_len = 0;
+		}
+		run_len += ch->stored_len;
+		ptrs[col] = q->io_buf + at;
+		at += ch->stored_len;
+	}
+	ASSERT(at == total);
+	return run_len ? pread_chunks(seg->fd, q->io_buf + run_at, run_len, run_off) : 0;
+}
+
+int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+		    struct fmt_block **out)
+{
+	ASSERT(seg->footer && b < seg->footer->meta.block_count && mask != 0);
+	const uint8_t *ptrs[FMT_COL_COUNT];
+	int rc = read_chunks(q, seg, b, mask, ptrs);
+	if (rc == 0)
+		rc = fmt_block_decode_with(q->s->decoder, seg->footer, b, mask, ptrs, out);
+	if (rc) {
+		eng_log(q->s->eng, ENG_LOG_ERROR,
+			"shard %u: %s of tenant %s: segment %016" PRIx64 " block %u: %s", q->s->id,
+			q->what, q->t->name, seg->segment_id, b, fmt_strerror(rc));
+		return rc;
+	}
+	ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
+	return 0;
+}
