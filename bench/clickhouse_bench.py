@@ -7,9 +7,10 @@ interface with http.client and keep-alive connections.
 
 Data flow:
 
-    hodei-bench-gen --with-tenant-id  (NDJSON, the JSON form of an event)
-      -> Mirror.row()                 (one row of the mirror's table; not timed)
-      -> JSONEachRow / TabSeparated / RowBinary bytes, 10,000 rows per INSERT
+    hodei-bench-gen --clickhouse      (the mirror's rows for the generator's
+                                       events, as JSONEachRow lines)
+      -> JSONEachRow as is, or TabSeparated / RowBinary bytes (converted
+         once, not timed), 10,000 rows per INSERT
       -> ClickHouse: INSERT into <db>.events_insert (insert benchmark) or
          <db>.events (the table the queries read)
 
@@ -21,9 +22,10 @@ is about the data layout the mirror really uses. The generator's JSON lacks
 what hodei-auditd adds on append (seq, received_at_ns, chain_hash,
 segment_id) and has two objects that 18.16's JSONEachRow cannot put into
 the mirror's columns (attributes -> attr_keys/attr_values, details ->
-details_json). Mirror.row() computes them the way the engine does (seq per
-tenant from 1, a per-tenant SHA-256 chain, received = occurred + a few ms),
-once, before any timing; "schema" in the output says so.
+details_json). `hodei-bench-gen --clickhouse` computes them the way the
+engine does (seq per tenant from 1, a per-tenant SHA-256 chain, received =
+occurred + a few ms; bench/gen_main.c), before any timing; "schema" in the
+output says so.
 
 Subcommands (each prints one JSON object on stdout, a summary on stderr):
 
@@ -72,7 +74,6 @@ count() run after the timed loop) and wrong answers are counted.
 """
 import argparse
 import base64
-import hashlib
 import http.client
 import json
 import os
@@ -131,7 +132,6 @@ FORMATS = ("JSONEachRow", "TabSeparated", "RowBinary")
 KINDS = ("Q1", "Q1top", "Q2", "Q3", "Q4", "Q5")
 LIMIT = 100
 BATCH_ROWS = 10_000
-SEGMENT_ROWS = 100_000      # rows per synthetic segment_id (the engine seals by size and age)
 IDLE_RECONNECT_S = 1.0      # below chserver's keep_alive_timeout of 3 s
 DAY_NS = 86_400 * 10**9
 
@@ -257,7 +257,7 @@ class Conn:
 
 def gen_command(a, seed, count):
     return [str(a.gen), "--seed", str(seed), "--count", str(count), "--tenants", str(a.tenants),
-            "--step-ns", str(a.step_ns), "--with-tenant-id"]
+            "--step-ns", str(a.step_ns), "--clickhouse"]
 
 
 def gen_lines(cmd):
@@ -275,44 +275,11 @@ def gen_lines(cmd):
             raise SystemExit(f"{' '.join(cmd)} exited with {p.returncode}")
 
 
-class Mirror:
-    """Turns the JSON form of an event into the row the mirror would write.
-    The fields hodei-auditd adds on append are computed as it does:
-    seq = 1, 2, ... per tenant in arrival order; chain_hash =
-    SHA-256(previous chain || SHA-256(event)) per tenant (FORMAT.md §3; the
-    event's hash is taken over its JSON line here, not its canonical
-    encoding: same size and entropy, not the same value); received_at_ns =
-    occurred_at_ns + 0..65 ms taken from the event id; segment_id counts
-    blocks of SEGMENT_ROWS rows of one tenant."""
-
-    def __init__(self):
-        self.seq = {}
-        self.chain = {}
-        self.segments = {}
-
-    def row(self, line):
-        e = json.loads(line)
-        t = e["tenant_id"]
-        seq = self.seq.get(t, 0) + 1
-        self.seq[t] = seq
-        ev_hash = hashlib.sha256(line).digest()
-        chain = hashlib.sha256(self.chain.get(t, bytes(32)) + ev_hash).digest()
-        self.chain[t] = chain
-        key = (t, (seq - 1) // SEGMENT_ROWS)
-        seg = self.segments.setdefault(key, len(self.segments) + 1)
-        ns = int(e["occurred_at_ns"])
-        eid = e["event_id"]
-        attrs = e.get("attributes") or {}
-        details = e.get("details")
-        return (t, eid, seq, min(max(ns // 10**9, 0), 4354819199), ns,
-                ns + int(eid[-4:], 16) * 1000,
-                *(e.get(f, "") for f in STRING_FIELDS[:5]),
-                e.get("outcome", "unspecified"),
-                *(e.get(f, "") for f in STRING_FIELDS[5:]),
-                list(attrs.keys()), [str(v) for v in attrs.values()],
-                "" if details is None else json.dumps(details, ensure_ascii=False,
-                                                      separators=(",", ":")),
-                chain.hex(), seg)
+def row_of(line):
+    """One mirror row (a JSONEachRow line of hodei-bench-gen --clickhouse)
+    as a tuple in COLUMNS order, for the encoders."""
+    d = json.loads(line)
+    return tuple(d[n] for n in NAMES)
 
 
 def enc_json(rows):
@@ -396,15 +363,22 @@ ENCODERS = {"JSONEachRow": enc_json, "TabSeparated": enc_tsv, "RowBinary": enc_r
 
 
 def batches(lines, rows_per_batch=BATCH_ROWS):
-    mirror = Mirror()
-    rows = []
+    """Groups the generator's mirror rows (JSONEachRow lines) by BATCH_ROWS."""
+    batch = []
     for line in lines:
-        rows.append(mirror.row(line))
-        if len(rows) == rows_per_batch:
-            yield rows
-            rows = []
-    if rows:
-        yield rows
+        batch.append(line)
+        if len(batch) == rows_per_batch:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def body_of(fmt, lines):
+    """An INSERT body in fmt from mirror rows as JSONEachRow lines."""
+    if fmt == "JSONEachRow":
+        return b"\n".join(lines) + b"\n"
+    return ENCODERS[fmt]([row_of(line) for line in lines])
 
 
 # --------------------------------------------------------------------------
@@ -536,12 +510,12 @@ def schema_note(t):
         "partition_by": PARTITION_BY,
         "order_by": ORDER_BY,
         "columns": [f"{n} {ty}" for n, ty in COLUMNS],
-        "input": ("hodei-bench-gen NDJSON converted once, before timing, into the mirror's "
-                  "rows: attributes -> attr_keys/attr_values, details -> details_json, "
+        "input": ("hodei-bench-gen --clickhouse: the generator's events as the mirror's "
+                  "rows, made before timing: attributes -> attr_keys/attr_values, details -> details_json, "
                   "occurred_at = floor(occurred_at_ns / 1e9); computed as hodei-auditd "
                   "does on append: seq per tenant from 1, chain_hash a per-tenant SHA-256 "
                   "chain (64 hex), received_at_ns = occurred_at_ns + 0..65 ms, segment_id "
-                  f"per {SEGMENT_ROWS} rows of a tenant"),
+                  "per 100000 rows of a tenant (bench/gen_main.c)"),
         "bodies": "uncompressed (the mirror gzips; on loopback no compression is faster)",
     }
 
@@ -583,26 +557,26 @@ def settle(c, t, table, quiet_s, timeout_s):
 # --------------------------------------------------------------------------
 # Insert benchmark.
 
-def build_pool(a):
+def build_pool(a, formats=FORMATS):
     """pool[fmt] = list of (rows, body) from --pool-batches batches of
-    --insert-seed's events, converted once into every format."""
-    pool = {f: [] for f in FORMATS}
+    --insert-seed's events, converted once into each of formats."""
+    pool = {f: [] for f in formats}
     cmd = gen_command(a, a.insert_seed, a.pool_batches * BATCH_ROWS)
     cmd[cmd.index("--step-ns") + 1] = str(a.insert_step_ns)
     t0 = time.monotonic()
-    conv = {f: 0.0 for f in FORMATS}
+    conv = {f: 0.0 for f in formats}
     for rows in batches(gen_lines(cmd)):
-        for f in FORMATS:
+        for f in formats:
             s = time.monotonic()
-            pool[f].append((len(rows), ENCODERS[f](rows)))
+            pool[f].append((len(rows), body_of(f, rows)))
             conv[f] += time.monotonic() - s
-    n = sum(r for r, _ in pool["JSONEachRow"])
+    n = sum(r for r, _ in pool[formats[0]])
     info = {"seed": a.insert_seed, "step_ns": a.insert_step_ns, "events": n,
-            "batches": len(pool["JSONEachRow"]), "batch_rows": BATCH_ROWS,
+            "batches": len(pool[formats[0]]), "batch_rows": BATCH_ROWS,
             "prepare_seconds": rnd(time.monotonic() - t0, 1),
             "bytes_per_event": {f: rnd(sum(len(b) for _, b in pool[f]) / max(n, 1), 1)
-                                for f in FORMATS},
-            "encode_seconds": {f: rnd(conv[f], 2) for f in FORMATS}}
+                                for f in formats},
+            "encode_seconds": {f: rnd(conv[f], 2) for f in formats}}
     log(f"pool: {n} events in {info['batches']} batches; bytes/event "
         + ", ".join(f"{f} {v}" for f, v in info["bytes_per_event"].items()))
     return pool, info
@@ -709,7 +683,7 @@ def spool_load(a, path):
     t0 = time.monotonic()
     with open(path, "wb") as f:
         for rows in batches(gen_lines(gen_command(a, a.seed, a.count))):
-            body = enc_json(rows)
+            body = body_of("JSONEachRow", rows)
             f.write(body)
             index.append((off, len(body), len(rows)))
             off += len(body)
@@ -1144,11 +1118,11 @@ def run(a, t, ch):
     out["schema"] = schema_note(t)
     skip = set(filter(None, getattr(a, "skip", "").split(",")))
     if a.cmd in ("all", "insert") and "insert" not in skip:
-        pool, info = build_pool(a)
         formats = [f for f in a.formats.split(",") if f]
         bad = set(formats) - set(FORMATS)
-        if bad:
+        if bad or not formats:
             raise SystemExit(f"--formats: unknown {sorted(bad)}; known {FORMATS}")
+        pool, info = build_pool(a, formats)
         res = insert_bench(t, pool, formats, [int(x) for x in a.clients.split(",")],
                            a.insert_seconds)
         del pool

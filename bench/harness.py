@@ -229,23 +229,55 @@ def ingest(args, work, ch):
 
 
 class ClickHouse:
+    """One private ClickHouse 18.16 for the whole run (clickhouse_bench.py
+    serve), driven by clickhouse_bench.py's subcommands with --url."""
+
     def __init__(self, args, work):
         self.args = args
-        self.work = work
+        self.work = Path(work)
+        self.proc = None
+        self.url = self.pid = None
+
+    def start(self):
+        self.work.mkdir(parents=True, exist_ok=True)
+        log("starting ClickHouse")
+        self.proc = subprocess.Popen([sys.executable, str(CH_BENCH), "serve", "--dir",
+                                      str(self.work / "server")], stdout=subprocess.PIPE)
+        first = self.proc.stdout.readline()
+        if not first:
+            raise RuntimeError("clickhouse_bench.py serve did not start a server")
+        info = json.loads(first)["server"]
+        self.url, self.pid = info["url"], info["pid"]
+        log(f"ClickHouse {info.get('version')} at {self.url}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
     def _run(self, sub, *extra, timeout=None):
-        return run_json([sys.executable, CH_BENCH, sub, "--dir", self.work, "--gen", GEN, *extra],
-                        timeout=timeout)
+        if not self.proc:
+            self.start()
+        return run_json([sys.executable, CH_BENCH, sub, "--url", self.url, "--server-pid",
+                         self.pid, "--dir", self.work, "--gen", GEN, *extra], timeout=timeout)
 
     def insert_all(self, seconds):
-        return self._run("insert", "--seconds", seconds)
+        """Every format with one and two clients: the best is kept."""
+        j = self._run("insert", "--insert-seconds", seconds, "--pool-batches",
+                      self.args.ch_pool_batches, "--tenants", self.args.tenants)
+        return j["insert"]
 
     def insert(self, fmt, clients, seconds):
-        j = self._run("insert", "--seconds", seconds, "--formats", fmt, "--clients", clients)
-        return j["best"]
+        j = self._run("insert", "--insert-seconds", seconds, "--pool-batches",
+                      self.args.ch_pool_batches, "--tenants", self.args.tenants,
+                      "--formats", fmt, "--clients", clients)
+        return j["insert"]["best"]
 
     def load_and_query(self, plan, n):
-        return self._run("load-query", "--seed", self.args.seed, "--count", n,
+        return self._run("all", "--skip", "insert", "--seed", self.args.seed, "--count", n,
                          "--tenants", self.args.tenants, "--step-ns", step_for(n),
                          "--plan", plan, "--samples", self.args.samples)
 
@@ -286,7 +318,13 @@ def queries(args, work, ch):
         res["hodei"] = run_json([QUERY, "run", "--plan", plan, "--target", h.target,
                                  "--key", h.key])
     if ch:
-        res["clickhouse"] = ch.load_and_query(plan, n)
+        raw = ch.load_and_query(plan, n)
+        res["clickhouse"] = {
+            "queries": (raw.get("queries") or {}).get("kinds", {}),
+            "storage": {"bytes_per_event": (raw.get("bytes") or {}).get("bytes_on_disk_per_event")},
+            "load": raw.get("load"),
+            "raw": raw,
+        }
         res["p99_ratio"] = {}
         for q, v in res["hodei"].get("queries", {}).items():
             c = res["clickhouse"].get("queries", {}).get(q)
@@ -395,6 +433,8 @@ def main():
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--only", default="ingest,queries,restart")
     ap.add_argument("--no-clickhouse", action="store_true")
+    ap.add_argument("--ch-pool-batches", type=int, default=30,
+                    help="10,000-event batches ClickHouse's insert runs cycle through")
     ap.add_argument("--work", help="work directory (default: a new one under $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
@@ -403,6 +443,7 @@ def main():
     if args.quick:
         args.events, args.tenants, args.seconds, args.warmup = 20000, 20, 1, 0
         args.rounds, args.samples, args.settle, args.pool_events = 1, 5, 4, 50000
+        args.ch_pool_batches = 2
         args.wal_bytes, args.restarts, args.fractions = 4 << 20, 1, "0.5"
     args.fractions = [float(x) for x in args.fractions.split(",")]
     steps = set(args.only.split(","))
@@ -431,6 +472,8 @@ def main():
         if "restart" in steps:
             result["restart"] = restart(args, work)
     finally:
+        if ch:
+            ch.stop()
         for s in hodei.ALL_SERVERS:
             if s.running():
                 s.kill()

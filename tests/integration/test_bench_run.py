@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark harness end to end at tiny sizes (bench/harness.py
+--quick, what bench/run.sh runs at full size): every step runs against real
+servers (hodei-auditd, ClickHouse 18.16), the results JSON has a measured
+figure for every target of issue #5, and the plot is drawn. Figures are
+never compared with anything: this only keeps the harness from rotting."""
+import json
+import subprocess
+import sys
+
+import hodei
+
+ROOT = hodei.ROOT
+
+
+def test_quick_run_measures_every_target(tmp_path):
+    out = tmp_path / "results"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "harness.py"), "--quick",
+                        "--out", str(out), "--work", str(tmp_path / "work")],
+                       capture_output=True, text=True, timeout=900,
+                       env=dict(hodei.os.environ, HODEI_BUILD_DIR=str(hodei.BUILD_DIR)))
+    assert p.returncode == 0, p.stderr[-4000:]
+    results = list(out.glob("*-quick.json"))
+    assert len(results) == 1, list(out.iterdir())
+    r = json.loads(results[0].read_text())
+    assert results[0].with_suffix(".png").stat().st_size > 10_000
+
+    ing = r["ingest"]
+    assert ing["hodei"]["max"] and all(m["eps"] > 0 for m in ing["hodei"]["max"])
+    assert all(s["eps"] > 0 and s["p99_us"] > 0 for s in ing["hodei"]["sweep"])
+    assert ing["clickhouse"]["best"]["events_per_s"] > 0
+    assert len(ing["clickhouse"]["runs"]) == 6  # 3 formats x 1 and 2 clients
+
+    q = r["queries"]
+    for kind in ("Q1", "Q1top", "Q2", "Q3", "Q4", "Q5"):
+        h, c = q["hodei"]["queries"][kind], q["clickhouse"]["queries"][kind]
+        assert h["samples"] > 0 and h["errors"] == 0 and h["wrong"] == 0, (kind, h)
+        assert c["samples"] > 0 and c["errors"] == 0 and c["wrong"] == 0, (kind, c)
+    assert q["clickhouse"]["load"]["count_in_table"] == q["events"]
+    assert q["hodei_storage"]["segment_bytes_per_event"] > 0
+
+    assert r["restart"]["runs"] and r["restart"]["wal_bytes"] >= r["restart"]["wal_target_bytes"]
+    for t in r["targets"]:
+        assert t["measured"] is not None, t
