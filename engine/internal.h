@@ -100,6 +100,12 @@ int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n);
 int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
 		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
 		     uint64_t wal_gen);
+/* The same, for a caller that already decoded canon into ev (whose views
+ * point into canon, attributes included): the copy's views are ev's moved
+ * to the copy, not decoded a second time (WAL replay). */
+int eng_memtable_add_decoded(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+			     const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
+			     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen);
 
 /* ---- segments ----------------------------------------------------------- */
 

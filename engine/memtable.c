@@ -150,9 +150,19 @@ static int grow_rows(struct eng_memtable *m)
 	return 0;
 }
 
-int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
-		     uint64_t wal_gen)
+/* A view into [from, from + len) moved to the same place in `to`; views
+ * elsewhere (empty ones) are kept. */
+static struct fmt_str rebase(struct fmt_str v, const uint8_t *from, uint32_t len, const uint8_t *to)
+{
+	const uint8_t *p = (const uint8_t *)v.ptr;
+	if (v.len && p >= from && p + v.len <= from + len)
+		v.ptr = (const void *)(to + (p - from));
+	return v;
+}
+
+static int add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+	       const struct fmt_event *decoded, const uint8_t hash[FMT_HASH_BYTES],
+	       const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
 {
 	int rc;
 	if (m->row_count == m->row_cap && (rc = grow_rows(m)) != 0)
@@ -163,15 +173,27 @@ int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t cano
 	memcpy(copy, canon, canon_len);
 	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
 	struct fmt_event *ev = &m->rows[m->row_count];
-	rc = fmt_event_canon_decode(copy, canon_len, ev, attrs, FMT_ATTRS_HARD_MAX);
-	if (rc)
+	if (decoded) {
+		*ev = *decoded;
+		for (int f = 0; f < FMT_F_STRING_COUNT; f++)
+			ev->str[f] = rebase(ev->str[f], canon, canon_len, copy);
+		ev->details_json = rebase(ev->details_json, canon, canon_len, copy);
+		ev->tenant = rebase(ev->tenant, canon, canon_len, copy);
+		for (uint32_t i = 0; i < ev->attr_count; i++) {
+			attrs[i].key = rebase(decoded->attrs[i].key, canon, canon_len, copy);
+			attrs[i].value = rebase(decoded->attrs[i].value, canon, canon_len, copy);
+		}
+	} else if ((rc = fmt_event_canon_decode(copy, canon_len, ev, attrs, FMT_ATTRS_HARD_MAX)) != 0) {
 		return rc;
+	}
 	if (ev->attr_count) {
 		struct fmt_attr *kept = arena_alloc(m, sizeof(*kept) * ev->attr_count);
 		if (!kept)
 			return FMT_E_NOMEM;
 		memcpy(kept, attrs, sizeof(*kept) * ev->attr_count);
 		ev->attrs = kept;
+	} else {
+		ev->attrs = NULL;
 	}
 	if (m->row_count == 0) {
 		if (m->first_seq == 0)
@@ -189,6 +211,21 @@ int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t cano
 	m->max_occurred_ns = FMT_MAX(m->max_occurred_ns, ev->occurred_at_ns);
 	m->row_count++;
 	return 0;
+}
+
+int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
+		     uint64_t wal_gen)
+{
+	return add(m, canon, canon_len, NULL, hash, chain, wal_gen);
+}
+
+int eng_memtable_add_decoded(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+			     const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
+			     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
+{
+	ASSERT(ev->attr_count <= FMT_ATTRS_HARD_MAX);
+	return add(m, canon, canon_len, ev, hash, chain, wal_gen);
 }
 
 int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n)

@@ -39,6 +39,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -184,6 +185,41 @@ fail:
 	free(buf);
 	close(fd);
 	return rc;
+}
+
+static const uint8_t empty_file[1];
+
+int eng_file_map(const char *path, const uint8_t **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+	} else if (!S_ISREG(st.st_mode)) {
+		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+	} else if (st.st_size == 0) {
+		*out = empty_file;
+		*len = 0;
+	} else {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+		if (p == MAP_FAILED) {
+			rc = -errno;
+		} else {
+			*out = p;
+			*len = (size_t)st.st_size;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+void eng_file_unmap(const uint8_t *p, size_t len)
+{
+	if (p && p != empty_file)
+		munmap((void *)p, len);
 }
 
 int eng_manifest_export_decode(const uint8_t *payload, uint32_t len, struct eng_manifest_export *out)

@@ -85,6 +85,14 @@ int eng_verify_dir(const char *data_dir, eng_offline_report_fn report, void *ctx
  * FMT_E_TRUNCATED if the file shrank while being read. */
 int eng_file_read_all(const char *path, uint8_t **out, size_t *len);
 
+/* Maps a whole regular file read-only, its pages faulted in at once
+ * (MAP_POPULATE): for reading a big file once (WAL replay), this costs no
+ * copy and no anonymous memory, where eng_file_read_all() copies it all.
+ * Release with eng_file_unmap(). The file must not shrink while mapped.
+ * Returns as eng_file_read_all(), or -errno of mmap. */
+int eng_file_map(const char *path, const uint8_t **out, size_t *len);
+void eng_file_unmap(const uint8_t *p, size_t len);
+
 /* A manifest segment record (docs/FORMAT.md §6), for tools that dump it. */
 struct eng_manifest_entry {
 	char tenant[FMT_TENANT_MAX + 1];

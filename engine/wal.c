@@ -192,7 +192,7 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 	fmt_sha256_with(s->sha, canon, len, hash);
 	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
 	uint64_t before = eng_memtable_bytes(&t->active);
-	if ((rc = eng_memtable_add(&t->active, canon, len, hash, t->chain, r->gen)) != 0)
+	if ((rc = eng_memtable_add_decoded(&t->active, canon, len, &ev, hash, t->chain, r->gen)) != 0)
 		return rc;
 	s->memtable_bytes += eng_memtable_bytes(&t->active) - before;
 	eng_dedup_insert(s->dedup, t->key, ev.event_id, ev.received_at_ns);
@@ -298,16 +298,16 @@ int eng_wal_replay(struct eng_shard *s)
 			unlink(path);
 			continue;
 		}
-		uint8_t *buf = NULL;
+		const uint8_t *buf = NULL;
 		size_t len = 0;
-		if ((rc = eng_file_read_all(path, &buf, &len)) != 0)
+		if ((rc = eng_file_map(path, &buf, &len)) != 0)
 			break;
 		struct fmt_log_scan sc;
 		r.path = path;
 		r.gen = s->wal.old_gens[i];
 		rc = fmt_log_scan(buf, len, wal_magic, (uint32_t)s->eng->cfg.wal_buffer_bytes,
 				  replay_visit, &r, &sc);
-		free(buf);
+		eng_file_unmap(buf, len);
 		bool newest = i + 1 == s->wal.old_count;
 		if (rc == FMT_E_TRUNCATED && newest) {
 			/* Created but its header never became durable: empty. */
