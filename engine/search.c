@@ -79,6 +79,7 @@
 #define TOKEN_BODY_BYTES 18
 #define TOKEN_BYTES (TOKEN_BODY_BYTES + 8)
 #define FILTER_STRINGS 4
+#define READ_GAP_BYTES (16u << 10)
 #define DIGEST_INPUT_BYTES \
 	(TOKEN_BODY_BYTES + 1 + FMT_TENANT_MAX + 8 + 8 + FILTER_STRINGS * 12 + 4 + 1 + FMT_EVENT_ID_BYTES)
 
@@ -491,15 +492,28 @@ static int io_buf_reserve(struct search *c, size_t need)
 }
 
 /* Reads the stored chunks of block b for the columns in mask, coalescing
- * chunks that are adjacent in the file into one pread. */
+ * chunks that are adjacent in the file into one pread, and reading
+ * through a gap of at most READ_GAP_BYTES between two of them (a scan's
+ * seq and occurred_at chunks have received_at between them, a few dozen
+ * bytes): copying a few KiB more from the page cache costs less than
+ * another system call per block. */
 static int read_chunks(struct search *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,
 		       const uint8_t *ptrs[FMT_COL_COUNT])
 {
 	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
 	size_t total = 0;
-	for (uint32_t col = 0; col < FMT_COL_COUNT; col++)
-		if (mask & (1u << col))
-			total += ref->chunk[col].stored_len;
+	uint64_t end = 0;
+	bool any = false;
+	for (uint32_t col = 0; col < FMT_COL_COUNT; col++) {
+		const struct fmt_chunk_ref *ch = &ref->chunk[col];
+		if (!(mask & (1u << col)))
+			continue;
+		if (any && ch->offset >= end && ch->offset - end <= READ_GAP_BYTES)
+			total += ch->offset - end;
+		total += ch->stored_len;
+		end = ch->offset + ch->stored_len;
+		any = true;
+	}
 	int rc = io_buf_reserve(c, total ? total : 1);
 	if (rc)
 		return rc;
@@ -511,7 +525,11 @@ static int read_chunks(struct search *c, const struct eng_segment *seg, uint32_t
 		if (!(mask & (1u << col)))
 			continue;
 		ASSERT(ch->offset + ch->stored_len <= seg->footer->footer_offset); /* checked by open */
-		if (run_len == 0 || ch->offset != run_off + run_len) {
+		uint64_t run_end = run_off + run_len;
+		if (run_len && ch->offset >= run_end && ch->offset - run_end <= READ_GAP_BYTES) {
+			at += ch->offset - run_end;
+			run_len += ch->offset - run_end;
+		} else {
 			if (run_len && (rc = pread_chunks(seg->fd, c->io_buf + run_at, run_len, run_off)))
 				return rc;
 			run_at = at;
@@ -614,9 +632,13 @@ static int scan_block(struct search *c, uint32_t u, uint32_t b)
 	int rc = block_load(c, seg, b, c->mask, &blk);
 	if (rc)
 		return rc;
-	for (uint32_t i = 0; i < ref->row_count; i++) {
-		struct fmt_event ev;
-		fmt_block_row(seg->footer, blk, i, &ev, c->attrs, FMT_ATTRS_HARD_MAX, NULL);
+	/* Rows are in seq order; visiting them in output order (backwards when
+	 * newest first) fills the heap with the likely hits first, so that most
+	 * later rows lose against its root without a sift. */
+	struct fmt_event ev = { 0 }; /* row_matches reads only phase-1 columns */
+	for (uint32_t k = 0; k < ref->row_count; k++) {
+		uint32_t i = c->newest ? ref->row_count - 1 - k : k;
+		fmt_block_row_cols(blk, i, c->mask, &ev);
 		ASSERT(ev.seq == ref->first_seq + i);
 		if (row_matches(c, &ev))
 			heap_offer(c, (struct cand){ { ev.occurred_at_ns, ev.seq }, u, b, i });
@@ -656,7 +678,8 @@ static void scan_memtable(struct search *c, uint32_t u)
 {
 	const struct unit *un = &c->units[u];
 	const struct eng_memtable *m = &c->t->active;
-	for (uint32_t i = un->row_first; i < un->row_end; i++) {
+	for (uint32_t k = un->row_first; k < un->row_end; k++) {
+		uint32_t i = c->newest ? un->row_end - 1 - (k - un->row_first) : k;
 		const struct fmt_event *ev = &m->rows[i];
 		ASSERT(ev->seq == m->first_seq + i); /* I1 */
 		if (row_matches(c, ev))
