@@ -137,7 +137,9 @@ static int config_check(const struct eng_config *c)
 		return FMT_E_INVALID;
 	if (c->seal_rows < 1 || c->seal_rows > FMT_SEG_ROWS_MAX || c->dedup_entries_max < 1)
 		return FMT_E_INVALID;
-	if (c->block_rows < 1 || c->tenants_max < 1 || c->io_entries < 8 || c->open_segments_max < 1)
+	if (c->block_rows < 1 || c->block_rows > FMT_SEG_ROWS_MAX || c->tenants_max < 1)
+		return FMT_E_INVALID;
+	if (c->io_entries < 8 || c->open_segments_max < 1)
 		return FMT_E_INVALID;
 	if (c->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX || c->segment_version > FMT_SEG_VERSION ||
 	    (c->segment_version && c->segment_version < FMT_SEG_VERSION_MIN))

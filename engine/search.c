@@ -511,9 +511,13 @@ static int scan_block(struct search *c, uint32_t u, uint32_t b)
 	rc = block_load(c, seg, b, c->mask, &blk);
 	if (rc)
 		return rc;
-	for (uint32_t i = 0; i < ref->row_count; i++) {
-		struct fmt_event ev;
-		fmt_block_row(seg->footer, blk, i, &ev, c->attrs, FMT_ATTRS_HARD_MAX, NULL);
+	/* Rows are in seq order; visiting them in output order (backwards when
+	 * newest first) fills the heap with the likely hits first, so that most
+	 * later rows lose against its root without a sift. */
+	struct fmt_event ev = { 0 }; /* row_matches reads only phase-1 columns */
+	for (uint32_t k = 0; k < ref->row_count; k++) {
+		uint32_t i = c->newest ? ref->row_count - 1 - k : k;
+		fmt_block_row_cols(blk, i, c->mask, &ev);
 		ASSERT(ev.seq == ref->first_seq + i);
 		if (row_matches(c, &ev))
 			heap_offer(c, (struct cand){ { ev.occurred_at_ns, ev.seq }, u, b, i });
@@ -553,7 +557,8 @@ static void scan_memtable(struct search *c, uint32_t u)
 {
 	const struct unit *un = &c->units[u];
 	const struct eng_memtable *m = &c->t->active;
-	for (uint32_t i = un->row_first; i < un->row_end; i++) {
+	for (uint32_t k = un->row_first; k < un->row_end; k++) {
+		uint32_t i = c->newest ? un->row_end - 1 - (k - un->row_first) : k;
 		const struct fmt_event *ev = &m->rows[i];
 		ASSERT(ev->seq == m->first_seq + i); /* I1 */
 		if (row_matches(c, ev))

@@ -46,6 +46,7 @@
 
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -1388,53 +1389,50 @@ static int dec_str(const struct fmt_chunk_ref *k, struct fmt_block *blk, unsigne
 	return rc;
 }
 
-/* Walks the attrs chunk; counts attributes into *total and, when first and
- * kv are given (second pass), fills them. */
-static int walk_attrs(const uint8_t *raw, uint32_t raw_len, uint32_t rows, uint32_t *first,
-		      struct sv *kv, uint64_t *total)
+/* Makes room for `need` attributes in blk->attr_kv (doubling). Each
+ * attribute takes at least two raw bytes, so a chunk that decodes never
+ * needs more than raw_len / 2 of them and the array stays proportional to
+ * the bytes that really decompressed. */
+static int attrs_reserve(struct fmt_block *blk, uint64_t *cap, uint64_t need)
 {
-	struct rd rd = { raw, raw_len };
-	uint64_t t = 0;
-	for (uint32_t i = 0; i < rows; i++) {
-		uint64_t count;
-		int rc = rd_varint(&rd, &count);
-		if (rc)
-			return rc;
-		if (count > FMT_ATTRS_HARD_MAX)
-			return FMT_E_CORRUPT;
-		if (first)
-			first[i] = (uint32_t)t;
-		for (uint64_t a = 0; a < count; a++, t++) {
-			struct sv key, value;
-			if ((rc = rd_sv(&rd, raw, &key)) || (rc = rd_sv(&rd, raw, &value)))
-				return rc;
-			if (kv) {
-				kv[2 * t] = key;
-				kv[2 * t + 1] = value;
-			}
-		}
-	}
-	if (first)
-		first[rows] = (uint32_t)t;
-	*total = t;
-	return rd.left == 0 ? 0 : FMT_E_CORRUPT;
+	if (need <= *cap)
+		return 0;
+	uint64_t n = FMT_MAX(need, 2 * *cap);
+	struct sv *kv = realloc(blk->attr_kv, (size_t)n * 2 * sizeof(struct sv));
+	if (!kv)
+		return FMT_E_NOMEM;
+	blk->attr_kv = kv;
+	*cap = n;
+	return 0;
 }
 
+/* One pass over the attrs chunk: per row a count, then key/value strings. */
 static int dec_attrs(struct fmt_block *blk, const struct fmt_chunk_ref *k, const uint8_t *raw)
 {
-	uint64_t total, again;
-	int rc = walk_attrs(raw, k->raw_len, blk->rows, NULL, NULL, &total);
+	struct rd rd = { raw, k->raw_len };
+	uint64_t t = 0, cap = 0;
+	blk->attr_first = malloc(((size_t)blk->rows + 1) * sizeof(uint32_t));
+	if (!blk->attr_first)
+		return FMT_E_NOMEM;
+	int rc = attrs_reserve(blk, &cap, FMT_MIN((uint64_t)blk->rows * 4, k->raw_len / 2) + 1);
+	for (uint32_t i = 0; i < blk->rows && rc == 0; i++) {
+		uint64_t count;
+		if ((rc = rd_varint(&rd, &count)) != 0)
+			break;
+		if (count > FMT_ATTRS_HARD_MAX || count > rd.left / 2)
+			return FMT_E_CORRUPT;
+		if ((rc = attrs_reserve(blk, &cap, t + count)) != 0)
+			break;
+		blk->attr_first[i] = (uint32_t)t;
+		for (uint64_t a = 0; a < count && rc == 0; a++, t++)
+			if ((rc = rd_sv(&rd, raw, &blk->attr_kv[2 * t])) == 0)
+				rc = rd_sv(&rd, raw, &blk->attr_kv[2 * t + 1]);
+	}
 	if (rc)
 		return rc;
-	/* Each attribute takes at least two bytes, so total <= raw_len / 2. */
-	ASSERT(total <= k->raw_len / 2);
-	blk->attr_first = malloc(((size_t)blk->rows + 1) * sizeof(uint32_t));
-	blk->attr_kv = malloc((size_t)FMT_MAX(total, 1) * 2 * sizeof(struct sv));
-	if (!blk->attr_first || !blk->attr_kv)
-		return FMT_E_NOMEM;
-	rc = walk_attrs(raw, k->raw_len, blk->rows, blk->attr_first, blk->attr_kv, &again);
-	ASSERT(rc == 0 && again == total);
-	return 0;
+	ASSERT(t <= k->raw_len / 2);
+	blk->attr_first[blk->rows] = (uint32_t)t;
+	return rd.left == 0 ? 0 : FMT_E_CORRUPT;
 }
 
 /* v2: the block's ids must span exactly its id zone map, as occurred_at
@@ -1677,6 +1675,30 @@ struct fmt_str fmt_block_dict_entry(const struct fmt_block *blk, unsigned col, u
 	unsigned slot = str_slot(col);
 	ASSERT(blk->codes[slot] && k < blk->dict_count[slot]);
 	return view(blk, col, blk->str[slot][k]);
+}
+
+void fmt_block_row_cols(const struct fmt_block *blk, uint32_t i, uint32_t col_mask,
+			struct fmt_event *ev)
+{
+	ASSERT(i < blk->rows);
+	ASSERT((col_mask & ~blk->mask) == 0);
+	ASSERT((col_mask & ((1u << FMT_COL_ATTRS) | (1u << FMT_COL_DETAILS) |
+			    (1u << FMT_COL_CHAIN))) == 0);
+	if (col_mask & (1u << FMT_COL_SEQ))
+		ev->seq = blk->ints[FMT_COL_SEQ][i];
+	if (col_mask & (1u << FMT_COL_RECEIVED_AT))
+		ev->received_at_ns = (int64_t)blk->ints[FMT_COL_RECEIVED_AT][i];
+	if (col_mask & (1u << FMT_COL_OCCURRED_AT))
+		ev->occurred_at_ns = (int64_t)blk->ints[FMT_COL_OCCURRED_AT][i];
+	if (col_mask & (1u << FMT_COL_EVENT_ID))
+		memcpy(ev->event_id, blk->raw[FMT_COL_EVENT_ID] + (size_t)i * FMT_EVENT_ID_BYTES,
+		       FMT_EVENT_ID_BYTES);
+	if (col_mask & (1u << FMT_COL_OUTCOME))
+		ev->outcome = blk->raw[FMT_COL_OUTCOME][i];
+	uint32_t strs = col_mask >> FMT_COL_STR_FIRST;
+	for (unsigned f = 0; strs != 0 && f < FMT_F_STRING_COUNT; f++, strs >>= 1)
+		if (strs & 1)
+			ev->str[f] = str_view(blk, FMT_COL_STR_FIRST + f, i);
 }
 
 void fmt_block_free(struct fmt_block *blk)

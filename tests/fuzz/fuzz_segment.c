@@ -2,8 +2,9 @@
 /*
  * fuzz_segment.c — libFuzzer target for the segment reader
  * (format/segment.c): the input is a whole segment image. It is opened,
- * every block is decoded with all columns and with a partial mask, every
- * row is read, and the image is verified. Nothing may crash, leak or read
+ * every block is decoded with all columns and with two partial masks, every
+ * row is read (fmt_block_row, and fmt_block_row_cols as a search's scan
+ * reads them), and the image is verified. Nothing may crash, leak or read
  * out of bounds, whatever the bytes.
  *
  * Checksums stop random mutations at the first gate, so each input is run
@@ -59,6 +60,18 @@ static void probe_ids(const struct fmt_segment *seg, uint32_t b, const struct fm
 			sink += fmt_block_may_hold_id(seg, k, ev.event_id, key);
 	}
 	sink += (uint32_t)fmt_block_check_id_index(seg, b, blk);
+}
+
+static void read_scan_cols(const struct fmt_block *blk, uint32_t cols)
+{
+	volatile uint64_t sink = 0;
+	for (uint32_t i = 0; i < fmt_block_rows(blk); i++) {
+		struct fmt_event ev = { 0 };
+		fmt_block_row_cols(blk, i, cols, &ev);
+		if (ev.str[FMT_F_ACTOR_ID].len)
+			sink += (uint8_t)ev.str[FMT_F_ACTOR_ID].ptr[ev.str[FMT_F_ACTOR_ID].len - 1];
+		sink += ev.seq + (uint64_t)ev.occurred_at_ns + ev.outcome + ev.event_id[15];
+	}
 	(void)sink;
 }
 
@@ -68,6 +81,10 @@ static void run(const uint8_t *data, size_t size)
 	if (fmt_segment_open_buf(data, size, &seg) == 0) {
 		const uint32_t partial = (1u << FMT_COL_SEQ) | (1u << FMT_COL_OCCURRED_AT) |
 					 (1u << FMT_COL_ATTRS) | (1u << FMT_COL_DETAILS);
+		/* What a search's scan decodes: keys and filtered columns. */
+		const uint32_t scan = (1u << FMT_COL_SEQ) | (1u << FMT_COL_OCCURRED_AT) |
+				      (1u << FMT_COL_EVENT_ID) | (1u << FMT_COL_OUTCOME) |
+				      (1u << (FMT_COL_STR_FIRST + FMT_F_ACTOR_ID));
 		for (uint32_t b = 0; b < seg->meta.block_count; b++) {
 			struct fmt_block *blk = NULL;
 			if (fmt_block_decode_buf(seg, data, size, b, FMT_COLS_ALL, &blk) == 0) {
@@ -77,6 +94,10 @@ static void run(const uint8_t *data, size_t size)
 			}
 			if (fmt_block_decode_buf(seg, data, size, b, partial, &blk) == 0) {
 				read_rows(seg, blk);
+				fmt_block_free(blk);
+			}
+			if (fmt_block_decode_buf(seg, data, size, b, scan, &blk) == 0) {
+				read_scan_cols(blk, scan);
 				fmt_block_free(blk);
 			}
 		}
