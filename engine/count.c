@@ -109,7 +109,8 @@ static uint64_t key_hash(struct fmt_str key)
 
 static struct fmt_str group_key(const struct groups *g, const struct group *e)
 {
-	return (struct fmt_str){ g->keys + e->key_off, e->key_len };
+	/* keys is NULL until a non-empty key is stored. */
+	return (struct fmt_str){ g->keys ? g->keys + e->key_off : "", e->key_len };
 }
 
 static struct group *slot_find(const struct groups *g, uint64_t hash, struct fmt_str key)
