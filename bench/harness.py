@@ -155,13 +155,29 @@ class Hodei:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def quiesce(self, idle_share=0.05, timeout_s=120):
+        """Waits until the server is idle (under idle_share of a core over
+        half a second): seals of what a run appended go on after it, and
+        must not share the machine with the next measurement, ours or
+        ClickHouse's. Returns the seconds waited."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            before = self.cpu_s()
+            time.sleep(0.5)
+            if self.cpu_s() - before < idle_share * 0.5:
+                break
+        return time.monotonic() - t0
+
     def load(self, *extra, timeout=None):
-        """Runs hodei-bench-load; adds the server's CPU per acked event over
-        the whole run (warm-up and pool building included, so an upper
-        bound)."""
+        """Runs hodei-bench-load (after the server went idle); adds the
+        server's CPU per acked event: from the start of the run until the
+        server is idle again, so warm-up and the seals after the run are
+        included (an upper bound)."""
+        self.quiesce()
         before = self.cpu_s()
         j = run_json([LOAD, "--target", self.target, "--key", self.key, *extra], timeout=timeout)
-        used = self.cpu_s() - before
+        j["server_settle_s"] = self.quiesce()
+        used = self.cpu_s() - before  # the seals that follow the run included
         acked = j.get("events_acked_total") or j.get("events_acked") or 0
         j["server_cpu_s"] = used
         j["server_cpu_us_per_event"] = used * 1e6 / acked if acked else None
@@ -184,6 +200,7 @@ def load_summary(j):
         "not_started": j.get("not_started", 0),
         "client_cpu_us_per_event": j.get("client_cpu_us_per_event"),
         "server_cpu_us_per_event": j.get("server_cpu_us_per_event"),
+        "server_settle_s": j.get("server_settle_s"),
         "client_cpu_cores": j.get("client_cpu_cores"),
         "loadavg_1m": [j.get("loadavg_1m_start"), j.get("loadavg_1m_end")],
     }
