@@ -35,6 +35,7 @@
  * --json-out). It never asserts on time: a slow machine gives small
  * numbers, not a failure. It exits non-zero only when it could not run.
  */
+#include "bench/hist.h"
 #include "engine/engine.h"
 
 #include <dirent.h>
@@ -101,84 +102,6 @@ static uint32_t rng_below(uint64_t *state, uint32_t n)
 {
 	ASSERT(n > 0);
 	return (uint32_t)(((rng_next(state) >> 32) * (uint64_t)n) >> 32);
-}
-
-/* ---- latency histogram ----------------------------------------------------- */
-
-/* Log-linear buckets: values below 2^HIST_SUB_BITS are exact; above, each
- * power of two is cut into 2^HIST_SUB_BITS equal buckets, so a bucket's
- * width is at most 1/64 of its value. */
-#define HIST_SUB_BITS 6
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS (2 * HIST_SUB + (63 - HIST_SUB_BITS - 1) * HIST_SUB)
-
-struct hist {
-	uint64_t counts[HIST_BUCKETS];
-	uint64_t n, sum_ns, min_ns, max_ns;
-};
-
-static uint32_t hist_index(uint64_t v)
-{
-	if (v < 2 * HIST_SUB)
-		return (uint32_t)v;
-	uint32_t e = 63u - (uint32_t)__builtin_clzll(v); /* >= HIST_SUB_BITS + 1 */
-	uint32_t shift = e - HIST_SUB_BITS;
-	uint32_t m = (uint32_t)(v >> shift);             /* [HIST_SUB, 2 * HIST_SUB) */
-	uint32_t i = 2 * HIST_SUB + (e - HIST_SUB_BITS - 1) * HIST_SUB + (m - HIST_SUB);
-	ASSERT(i < HIST_BUCKETS);
-	return i;
-}
-
-/* The highest value that falls into bucket i. */
-static uint64_t hist_bucket_high(uint32_t i)
-{
-	if (i < 2 * HIST_SUB)
-		return i;
-	uint32_t e = (i - 2 * HIST_SUB) / HIST_SUB + HIST_SUB_BITS + 1;
-	uint32_t m = (i - 2 * HIST_SUB) % HIST_SUB + HIST_SUB;
-	uint32_t shift = e - HIST_SUB_BITS;
-	return (((uint64_t)m + 1) << shift) - 1;
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-	h->counts[hist_index(v)]++;
-	if (h->n == 0 || v < h->min_ns)
-		h->min_ns = v;
-	if (v > h->max_ns)
-		h->max_ns = v;
-	h->n++;
-	h->sum_ns += v;
-}
-
-static void hist_merge(struct hist *into, const struct hist *h)
-{
-	for (uint32_t i = 0; i < HIST_BUCKETS; i++)
-		into->counts[i] += h->counts[i];
-	if (h->n && (into->n == 0 || h->min_ns < into->min_ns))
-		into->min_ns = h->min_ns;
-	if (h->max_ns > into->max_ns)
-		into->max_ns = h->max_ns;
-	into->n += h->n;
-	into->sum_ns += h->sum_ns;
-}
-
-/* The value at quantile q (0..1): the top of the first bucket whose
- * cumulative count reaches ceil(q * n), clipped to the observed maximum. */
-static uint64_t hist_quantile(const struct hist *h, double q)
-{
-	if (h->n == 0)
-		return 0;
-	uint64_t rank = (uint64_t)(q * (double)h->n + 0.999999);
-	if (rank < 1)
-		rank = 1;
-	uint64_t seen = 0;
-	for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
-		seen += h->counts[i];
-		if (seen >= rank)
-			return FMT_MIN(hist_bucket_high(i), h->max_ns);
-	}
-	return h->max_ns;
 }
 
 /* ---- realistic events ------------------------------------------------------ */
@@ -911,9 +834,9 @@ static void json_latency(FILE *f, const struct hist *h)
 {
 	fprintf(f, "\"latency_ms\":{\"samples\":%" PRIu64 ",\"min\":%.3f,\"mean\":%.3f,\"p50\":%.3f,"
 		   "\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f},",
-		h->n, ms(h->min_ns), h->n ? ms(h->sum_ns) / (double)h->n : 0, ms(hist_quantile(h, 0.50)),
+		h->n, ms(h->min), h->n ? ms(h->sum) / (double)h->n : 0, ms(hist_quantile(h, 0.50)),
 		ms(hist_quantile(h, 0.90)), ms(hist_quantile(h, 0.99)), ms(hist_quantile(h, 0.999)),
-		ms(h->max_ns));
+		ms(h->max));
 }
 
 static void json_engine(FILE *f, const struct results *r, const struct snapshot *z)
@@ -1056,7 +979,7 @@ static void summary_write(FILE *f, const struct bench *b, const struct results *
 	fprintf(f, "  ack latency p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%" PRIu64
 		   " batches)\n",
 		ms(hist_quantile(h, 0.5)), ms(hist_quantile(h, 0.9)), ms(hist_quantile(h, 0.99)),
-		ms(h->max_ns), h->n);
+		ms(h->max), h->n);
 	fprintf(f, "  fsync      %.0f/s, %.1f events and %.2f batches per fsync, mean %.2f ms\n",
 		per_s((double)r->fsyncs, r->window_s), ratio((double)r->engine_events, (double)r->fsyncs),
 		ratio((double)r->batches, (double)r->fsyncs), ratio(ms(r->fsync_ns), (double)r->fsyncs));
