@@ -60,6 +60,7 @@ static void probe_ids(const struct fmt_segment *seg, uint32_t b, const struct fm
 			sink += fmt_block_may_hold_id(seg, k, ev.event_id, key);
 	}
 	sink += (uint32_t)fmt_block_check_id_index(seg, b, blk);
+	(void)sink;
 }
 
 static void read_scan_cols(const struct fmt_block *blk, uint32_t cols)
