@@ -1575,20 +1575,24 @@ static int workers_init(struct load *L, char *err, size_t cap)
 		snprintf(err, cap, "out of memory");
 		return -1;
 	}
+	for (uint32_t t = 0; t < c->threads; t++)
+		L->workers[t].ep = -1; /* load_free() may run before workers_run() */
 	uint32_t next = 0;
 	for (uint32_t t = 0; t < c->threads; t++) {
 		struct worker *w = &L->workers[t];
 		w->L = L;
 		w->index = t;
-		w->ep = -1;
-		w->nconns = c->connections / c->threads + (t < c->connections % c->threads);
-		w->conns = calloc(w->nconns, sizeof(*w->conns));
+		uint32_t want = c->connections / c->threads + (t < c->connections % c->threads);
+		w->conns = calloc(want, sizeof(*w->conns));
 		if (!w->conns) {
 			snprintf(err, cap, "out of memory");
 			return -1;
 		}
-		for (uint32_t i = 0; i < w->nconns; i++) {
+		/* nconns counts the connections conn_init() has seen, so that
+		 * load_free() frees exactly those after a failure here. */
+		for (uint32_t i = 0; i < want; i++) {
 			struct conn *cn = &w->conns[i];
+			w->nconns = i + 1;
 			if (conn_init(L, cn, w, next++) != 0) {
 				snprintf(err, cap, "out of memory");
 				return -1;
@@ -1688,6 +1692,32 @@ static int workers_run(struct load *L, struct outcome *o, char *err, size_t cap)
 	return 0;
 }
 
+/* Frees what resolve(), workers_init(), pool_build() and the run left,
+ * whatever step failed (LeakSanitizer checks the error paths too). */
+static void load_free(struct load *L)
+{
+	for (uint32_t t = 0; L->workers && t < L->cfg.threads; t++) {
+		struct worker *w = &L->workers[t];
+		for (uint32_t i = 0; i < w->nconns; i++)
+			conn_free(&w->conns[i]);
+		free(w->conns);
+		free(w->reqs);
+		if (w->ep >= 0)
+			close(w->ep);
+		for (struct req *r = w->retry_head, *nx; r; r = nx) {
+			nx = r->next;
+			req_free(r);
+		}
+	}
+	for (uint32_t i = 0; i < L->pool_reqs; i++)
+		req_free(L->pool[i]);
+	free(L->pool);
+	free(L->workers);
+	free(L->names);
+	if (L->addrs)
+		freeaddrinfo(L->addrs);
+}
+
 int main(int argc, char **argv)
 {
 	struct load L = { 0 };
@@ -1708,12 +1738,14 @@ int main(int argc, char **argv)
 	/* Connections first: an unreachable server fails before the pool is built. */
 	if (resolve(&L, err, sizeof(err)) != 0 || workers_init(&L, err, sizeof(err)) != 0) {
 		fprintf(stderr, "hodei-bench-load: %s\n", err);
+		load_free(&L);
 		return 1;
 	}
 	struct batcher fill;
 	if (c->mode == MODE_FILL) {
 		if (batcher_init(&fill, c, c->fill, L.names) != 0) {
 			fprintf(stderr, "hodei-bench-load: out of memory\n");
+			load_free(&L);
 			return 1;
 		}
 		L.workers[0].fill = &fill;
@@ -1723,16 +1755,21 @@ int main(int argc, char **argv)
 		int rc = pool_build(&L);
 		if (rc != 0) {
 			fprintf(stderr, "hodei-bench-load: building the pool: %s\n", fmt_strerror(rc));
+			load_free(&L);
 			return 1;
 		}
 		if (pool_split(&L, err, sizeof(err)) != 0) {
 			fprintf(stderr, "hodei-bench-load: %s\n", err);
+			load_free(&L);
 			return 2;
 		}
 	}
 	struct outcome o;
 	if (workers_run(&L, &o, err, sizeof(err)) != 0) {
 		fprintf(stderr, "hodei-bench-load: %s\n", err);
+		if (c->mode == MODE_FILL)
+			batcher_free(&fill);
+		load_free(&L);
 		return 1;
 	}
 	bool all_dead = false;
@@ -1758,24 +1795,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hodei-bench-load: no event was acknowledged\n");
 		exit_code = 1;
 	}
-	for (uint32_t t = 0; t < c->threads; t++) {
-		struct worker *w = &L.workers[t];
-		for (uint32_t i = 0; i < w->nconns; i++)
-			conn_free(&w->conns[i]);
-		free(w->conns);
-		free(w->reqs);
-		if (w->ep >= 0)
-			close(w->ep);
-		for (struct req *r = w->retry_head, *nx; r; r = nx) {
-			nx = r->next;
-			req_free(r);
-		}
-	}
-	for (uint32_t i = 0; i < L.pool_reqs; i++)
-		req_free(L.pool[i]);
-	free(L.pool);
-	free(L.workers);
-	free(L.names);
-	freeaddrinfo(L.addrs);
+	load_free(&L);
 	return exit_code;
 }

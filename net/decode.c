@@ -226,8 +226,9 @@ int dec_count(struct pb_arena *a, const uint8_t *msg, size_t len, const struct f
 		return e->status;
 	}
 	size_t k = 0;
-	while (k < FMT_ARRAY_LEN(bys) && !(m->group_by.len == strlen(bys[k].name) &&
-					    memcmp(m->group_by.data, bys[k].name, m->group_by.len) == 0))
+	while (k < FMT_ARRAY_LEN(bys) &&
+	       !(m->group_by.len == strlen(bys[k].name) &&
+		 (m->group_by.len == 0 || memcmp(m->group_by.data, bys[k].name, m->group_by.len) == 0)))
 		k++;
 	if (k == FMT_ARRAY_LEN(bys)) {
 		fail(e, R_INVALID_ARGUMENT, GRPC_INVALID_ARGUMENT,
