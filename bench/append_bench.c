@@ -36,6 +36,7 @@
  * numbers, not a failure. It exits non-zero only when it could not run.
  */
 #include "bench/hist.h"
+#include "bench/rng.h"
 #include "engine/engine.h"
 
 #include <dirent.h>
@@ -88,20 +89,12 @@ struct bench_config {
 	uint32_t queue_depth;        /* 0: engine default */
 };
 
-/* ---- deterministic PRNG (splitmix64) --------------------------------------- */
-
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
+/* ---- deterministic PRNG (bench/rng.h) -------------------------------------- */
 
 static uint32_t rng_below(uint64_t *state, uint32_t n)
 {
 	ASSERT(n > 0);
-	return (uint32_t)(((rng_next(state) >> 32) * (uint64_t)n) >> 32);
+	return bench_rng_below32(state, n);
 }
 
 /* ---- realistic events ------------------------------------------------------ */
@@ -204,7 +197,7 @@ static struct fmt_str arena_hex(struct arena *a, uint64_t *rng, uint32_t digits)
 	ASSERT(a->cap - a->used > digits);
 	char *p = a->data + a->used;
 	for (uint32_t i = 0; i < digits; i++)
-		p[i] = hex[rng_next(rng) & 15];
+		p[i] = hex[bench_rng_next(rng) & 15];
 	a->used += digits;
 	return (struct fmt_str){ p, digits };
 }
@@ -244,16 +237,19 @@ static void gen_actor(struct fmt_event *ev, struct arena *a, uint64_t *rng)
 static void gen_source_ip(struct fmt_event *ev, struct arena *a, uint64_t *rng)
 {
 	static const uint32_t first_octets[] = { 10, 34, 52, 81, 91, 172, 185, 192, 198, 203 };
+	/* Draws are taken into locals, last field first (the gcc build's
+	 * order): the evaluation order of a call's arguments is unspecified. */
 	if (rng_below(rng, 100) < 80) {
-		ev->str[FMT_F_SOURCE_IP] = arena_printf(
-			a, "%u.%u.%u.%u", first_octets[rng_below(rng, FMT_ARRAY_LEN(first_octets))],
-			rng_below(rng, 256), rng_below(rng, 256), 1 + rng_below(rng, 254));
+		uint32_t d = 1 + rng_below(rng, 254), c = rng_below(rng, 256), b = rng_below(rng, 256);
+		uint32_t a0 = first_octets[rng_below(rng, FMT_ARRAY_LEN(first_octets))];
+		ev->str[FMT_F_SOURCE_IP] = arena_printf(a, "%u.%u.%u.%u", a0, b, c, d);
 		return;
 	}
-	ev->str[FMT_F_SOURCE_IP] = arena_printf(a, "2001:db8:%x:%x:%x:%x:%x:%x", rng_below(rng, 65536),
-						rng_below(rng, 65536), rng_below(rng, 65536),
-						rng_below(rng, 65536), rng_below(rng, 65536),
-						rng_below(rng, 65536));
+	uint32_t h[6];
+	for (int i = 5; i >= 0; i--)
+		h[i] = rng_below(rng, 65536);
+	ev->str[FMT_F_SOURCE_IP] = arena_printf(a, "2001:db8:%x:%x:%x:%x:%x:%x", h[0], h[1], h[2], h[3],
+						h[4], h[5]);
 }
 
 static void gen_attrs(struct fmt_event *ev, struct fmt_attr *slots, uint64_t *rng)
@@ -424,7 +420,7 @@ static void slot_fill(struct producer *pr, struct slot *s)
 		*ev = pr->pool[pr->cursor];
 		canon += pr->pool_canon[pr->cursor] + tenant.len;
 		pr->cursor = pr->cursor + 1 == pr->pool_count ? 0 : pr->cursor + 1;
-		uint64_t r1 = rng_next(&pr->rng), r2 = rng_next(&pr->rng);
+		uint64_t r1 = bench_rng_next(&pr->rng), r2 = bench_rng_next(&pr->rng);
 		uint8_t rand10[10];
 		memcpy(rand10, &r1, 8);
 		memcpy(rand10 + 8, &r2, 2);

@@ -5,6 +5,7 @@
  * by the caller, in a fixed order, so a seed names one sequence of events.
  */
 #include "bench/gen.h"
+#include "bench/rng.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -48,15 +49,12 @@ static const char *const reasons[] = { "policy", "quota", "mfa_required", "expir
 
 static uint64_t next_u64(struct gen *g)
 {
-	uint64_t z = (g->state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return bench_rng_next(&g->state);
 }
 
 static uint32_t below(struct gen *g, uint32_t n)
 {
-	return (uint32_t)((next_u64(g) >> 32) * n >> 32);
+	return bench_rng_below32(&g->state, n);
 }
 
 static double unit(struct gen *g)
@@ -157,16 +155,22 @@ void gen_next(struct gen *g, struct fmt_event *ev, struct fmt_str *tenant)
 	ev->str[FMT_F_RESOURCE_ID] = put(g, &off, "%s-%08x", resource_types[type], below(g, 50000));
 	uint32_t o = below(g, 100);
 	ev->outcome = o < 90 ? FMT_OUTCOME_SUCCESS : o < 97 ? FMT_OUTCOME_FAILURE : FMT_OUTCOME_DENIED;
-	if (below(g, 100) < 80)
-		ev->str[FMT_F_SOURCE_IP] = put(g, &off, "%u.%u.%u.%u", 10 + below(g, 200), below(g, 256),
-					       below(g, 256), 1 + below(g, 254));
-	else
-		ev->str[FMT_F_SOURCE_IP] = put(g, &off, "2001:db8:%x:%x::%x", below(g, 65536),
-					       below(g, 65536), 1 + below(g, 65535));
+	/* C leaves the order in which a call's arguments are evaluated open
+	 * (gcc goes right to left, clang left to right), so no call below takes
+	 * two draws as arguments: each is drawn into a local first, the last
+	 * field first, which is the stream the gcc build always produced. */
+	if (below(g, 100) < 80) {
+		uint32_t d = 1 + below(g, 254), c = below(g, 256), b = below(g, 256);
+		uint32_t a = 10 + below(g, 200);
+		ev->str[FMT_F_SOURCE_IP] = put(g, &off, "%u.%u.%u.%u", a, b, c, d);
+	} else {
+		uint32_t c = 1 + below(g, 65535), b = below(g, 65536), a = below(g, 65536);
+		ev->str[FMT_F_SOURCE_IP] = put(g, &off, "2001:db8:%x:%x::%x", a, b, c);
+	}
 	ev->str[FMT_F_USER_AGENT] = fmt_str_c(agents[below(g, sizeof(agents) / sizeof(agents[0]))]);
 	ev->str[FMT_F_REQUEST_ID] = put(g, &off, "req-%016llx", (unsigned long long)next_u64(g));
-	ev->str[FMT_F_TRACE_ID] = put(g, &off, "%016llx%016llx", (unsigned long long)next_u64(g),
-				      (unsigned long long)next_u64(g));
+	unsigned long long trace_lo = next_u64(g), trace_hi = next_u64(g);
+	ev->str[FMT_F_TRACE_ID] = put(g, &off, "%016llx%016llx", trace_hi, trace_lo);
 	uint32_t na = below(g, GEN_ATTRS_MAX + 1);
 	for (uint32_t i = 0; i < na; i++) {
 		switch (i) {
@@ -174,9 +178,12 @@ void gen_next(struct gen *g, struct fmt_event *ev, struct fmt_str *tenant)
 							 fmt_str_c(regions[below(g, 4)]) }; break;
 		case 1: g->attrs[i] = (struct fmt_attr){ fmt_str_c("mfa"),
 							 fmt_str_c(below(g, 2) ? "true" : "false") }; break;
-		case 2: g->attrs[i] = (struct fmt_attr){ fmt_str_c("client_version"),
-							 put(g, &off, "%u.%u.%u", 1 + below(g, 4),
-							     below(g, 20), below(g, 50)) }; break;
+		case 2: {
+			uint32_t patch = below(g, 50), minor = below(g, 20), major = 1 + below(g, 4);
+			g->attrs[i] = (struct fmt_attr){ fmt_str_c("client_version"),
+							 put(g, &off, "%u.%u.%u", major, minor, patch) };
+			break;
+		}
 		case 3: g->attrs[i] = (struct fmt_attr){ fmt_str_c("org_unit"),
 							 put(g, &off, "ou-%u", below(g, 40)) }; break;
 		default: g->attrs[i] = (struct fmt_attr){ fmt_str_c("session_id"),
@@ -189,10 +196,11 @@ void gen_next(struct gen *g, struct fmt_event *ev, struct fmt_str *tenant)
 	/* details: 50..300 bytes of JSON, padded with a note of random length. */
 	uint32_t want = 50 + below(g, 251);
 	size_t start = off;
+	uint32_t bytes = below(g, 1u << 20), latency_ms = below(g, 2000);
+	const char *reason = ev->outcome == FMT_OUTCOME_SUCCESS ? "ok" : reasons[below(g, 7)];
 	int n = snprintf(g->buf + off, sizeof(g->buf) - off,
-			 "{\"reason\":\"%s\",\"latency_ms\":%u,\"bytes\":%u,\"note\":\"",
-			 ev->outcome == FMT_OUTCOME_SUCCESS ? "ok" : reasons[below(g, 7)], below(g, 2000),
-			 below(g, 1u << 20));
+			 "{\"reason\":\"%s\",\"latency_ms\":%u,\"bytes\":%u,\"note\":\"", reason,
+			 latency_ms, bytes);
 	off += (size_t)n;
 	while (off - start + 2 < want && off + 3 < sizeof(g->buf))
 		g->buf[off++] = (char)('a' + below(g, 26));

@@ -91,9 +91,12 @@ int main(int argc, char **argv)
 	unsigned long long seed = 1, count = 1000, tenants = GEN_TENANTS_DEFAULT, step = GEN_STEP_DEFAULT_NS;
 	bool with_tenant = false, clickhouse = false;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--with-tenant-id") == 0 || strcmp(argv[i], "--clickhouse") == 0) {
+		if (strcmp(argv[i], "--with-tenant-id") == 0) {
 			with_tenant = true;
-			clickhouse = clickhouse || argv[i][2] == 'c';
+			continue;
+		}
+		if (strcmp(argv[i], "--clickhouse") == 0) {
+			with_tenant = clickhouse = true;
 			continue;
 		}
 		unsigned long long *dst = strcmp(argv[i], "--seed") == 0      ? &seed

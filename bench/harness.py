@@ -50,6 +50,7 @@ os.environ["HODEI_BUILD_DIR"] = str(BUILD)
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import hodei  # noqa: E402  (the test suite's server driver)
+from clickhouse_bench import proc_cpu_s  # noqa: E402
 
 LOAD = BUILD / "bench" / "hodei-bench-load"
 QUERY = BUILD / "bench" / "hodei-bench-query"
@@ -151,9 +152,7 @@ class Hodei:
 
     def cpu_s(self):
         """The server's CPU time so far (user + system), in seconds."""
-        with open(f"/proc/{self.srv.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_s(self.srv.proc.pid)
 
     def quiesce(self, idle_share=0.05, timeout_s=120):
         """Waits until the server is idle (under idle_share of a core over

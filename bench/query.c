@@ -59,6 +59,7 @@
  * 2 usage.
  */
 #include "bench/gen.h"
+#include "bench/rng.h"
 #include "format/common.h"
 #include "format/event.h"
 #include "hodei/audit/v1/audit.pb-c.h"
@@ -104,20 +105,11 @@ _Static_assert(SEARCH_LIMIT <= 1000, "DESIGN.md §5: Search limit ≤ 1000");
 enum kind { Q1, Q1TOP, Q2, Q3, Q4, Q5, KIND_COUNT };
 static const char *const kind_names[KIND_COUNT] = { "Q1", "Q1top", "Q2", "Q3", "Q4", "Q5" };
 
-/* splitmix64, the generator's RNG, for the plan's own draws. */
-static uint64_t rng_next(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in [0, n), n ≥ 1 (Lemire's multiply-shift; the bias is < n/2^64). */
+/* Uniform in [0, n), n ≥ 1, from the plan's own splitmix64 stream. */
 static uint64_t rng_below(uint64_t *state, uint64_t n)
 {
 	ASSERT(n > 0);
-	return (uint64_t)(((unsigned __int128)rng_next(state) * n) >> 64);
+	return bench_rng_below64(state, n);
 }
 
 static int64_t day_start_ns(int64_t t)

@@ -146,29 +146,43 @@ static void note(struct off_run *r, enum eng_offline_severity sev, const char *p
 	r->report(r->ctx, &p);
 }
 
-int eng_file_read_all(const char *path, uint8_t **out, size_t *len)
+/* Opens path read-only without following a final symlink and checks that
+ * it is a regular file; *fd is open and *size set only on 0. */
+static int open_regular(const char *path, int *fd, size_t *size)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
+	int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (f < 0)
 		return -errno;
 	struct stat st;
-	uint8_t *buf = NULL;
 	int rc = 0;
-	if (fstat(fd, &st) != 0) {
+	if (fstat(f, &st) != 0)
 		rc = -errno;
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
+	else if (!S_ISREG(st.st_mode))
 		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-		goto fail;
+	if (rc) {
+		close(f);
+		return rc;
 	}
-	if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1))) {
+	*fd = f;
+	*size = (size_t)st.st_size;
+	return 0;
+}
+
+int eng_file_read_all(const char *path, uint8_t **out, size_t *len)
+{
+	int fd;
+	size_t size;
+	int rc = open_regular(path, &fd, &size);
+	if (rc)
+		return rc;
+	uint8_t *buf = malloc(size ? size : 1);
+	if (!buf) {
 		rc = FMT_E_NOMEM;
 		goto fail;
 	}
 	size_t got = 0;
-	while (got < (size_t)st.st_size) {
-		ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+	while (got < size) {
+		ssize_t n = pread(fd, buf + got, size - got, (off_t)got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -191,25 +205,21 @@ static const uint8_t empty_file[1];
 
 int eng_file_map(const char *path, const uint8_t **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	int rc = 0;
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-	} else if (!S_ISREG(st.st_mode)) {
-		rc = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-	} else if (st.st_size == 0) {
+	int fd;
+	size_t size;
+	int rc = open_regular(path, &fd, &size);
+	if (rc)
+		return rc;
+	if (size == 0) {
 		*out = empty_file;
 		*len = 0;
 	} else {
-		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+		void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
 		if (p == MAP_FAILED) {
 			rc = -errno;
 		} else {
 			*out = p;
-			*len = (size_t)st.st_size;
+			*len = size;
 		}
 	}
 	close(fd);
