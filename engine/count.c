@@ -440,11 +440,11 @@ static int count_segment(struct count *c, struct eng_segment *seg, bool scan, ui
 	return 0;
 }
 
-static int count_memtable(struct count *c, bool scan, uint64_t *rows)
+static int count_memtable(struct count *c, const struct eng_memtable *m, bool scan,
+			  uint64_t *rows)
 {
-	const struct eng_memtable *m = &c->t->active;
 	uint32_t first, end;
-	if (!eng_memtable_unsealed(c->t, &first, &end) || m->max_occurred_ns < c->lo_ns ||
+	if (!eng_memtable_unsealed(c->t, m, &first, &end) || m->max_occurred_ns < c->lo_ns ||
 	    m->min_occurred_ns >= c->hi_ns)
 		return 0;
 	if (!scan) {
@@ -477,7 +477,8 @@ static int count_pass(struct count *c, bool scan, uint64_t *rows)
 		if (rc)
 			return rc;
 	}
-	return count_memtable(c, scan, rows);
+	int rc = count_memtable(c, &c->t->sealing, scan, rows);
+	return rc ? rc : count_memtable(c, &c->t->active, scan, rows);
 }
 
 /* ---- result -------------------------------------------------------------- */

@@ -217,6 +217,7 @@ static void shard_free(struct eng_shard *s)
 		struct eng_tenant *t = s->tenant_slots[i];
 		if (!t)
 			continue;
+		eng_memtable_free(&t->sealing);
 		eng_memtable_free(&t->active);
 		for (uint32_t k = 0; k < t->segment_count; k++)
 			eng_segment_free(t->segments[k]);

@@ -89,10 +89,11 @@ uint64_t eng_memtable_bytes(const struct eng_memtable *m);
 uint64_t eng_memtable_growth(const struct eng_memtable *m, uint32_t rows, uint64_t bytes);
 /* Rows with seq <= durable_seq (I3). */
 uint32_t eng_memtable_visible(const struct eng_memtable *m, uint64_t durable_seq);
-/* Drops rows [0, n): rebuilds the memtable from the remaining rows, whose
- * chain_before becomes chains[n - 1]. Returns 0 or FMT_E_NOMEM (then m is
- * unchanged). */
-int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n);
+/* Moves rows [n, row_count) into `rest`, a new memtable whose chain_before
+ * is chains[n - 1], and keeps rows [0, n) in m without moving them. Only
+ * the moved rows are copied (their views are rebased, not decoded again).
+ * Returns 0 or FMT_E_NOMEM (then m is unchanged and rest empty). */
+int eng_memtable_split(struct eng_memtable *m, uint32_t n, struct eng_memtable *rest);
 /* Copies a canonical encoding into the arena and appends its decoded view
  * with its chain value. Returns 0 or FMT_E_NOMEM; FMT_E_CORRUPT if canon
  * does not decode (a programmer error for the append path, real for
@@ -170,8 +171,12 @@ struct eng_tenant {
 	uint8_t chain[FMT_HASH_BYTES];     /* I2 */
 	uint64_t sealed_seq;               /* last seq in a segment (0: none) */
 	uint8_t sealed_chain[FMT_HASH_BYTES];
+	/* Rows a seal round froze: all durable, read in place by the seal
+	 * worker and by queries until their segment replaces them in one
+	 * step; still here after a failed round, for the retry. Empty (no
+	 * rows) otherwise. Appends go to `active`, which follows it in seq. */
+	struct eng_memtable sealing;
 	struct eng_memtable active;
-	uint32_t sealing_rows;             /* rows [0, n) being sealed; 0: none */
 	struct eng_segment **segments;     /* manifest order == seq order */
 	uint32_t segment_count, segment_cap;
 	double rate_tokens;                /* token bucket of tenant_rate_eps */
@@ -406,9 +411,11 @@ uint32_t eng_filter_columns(const struct eng_filter *f);
 /* Whether ev passes the filter, time range [lo_ns, hi_ns) included. */
 bool eng_filter_row(const struct eng_filter *f, int64_t lo_ns, int64_t hi_ns,
 		    const struct fmt_event *ev);
-/* The active memtable's rows a query sees, [*first, *end): durable (I3)
- * and in no segment yet. Returns whether there are any. */
-bool eng_memtable_unsealed(const struct eng_tenant *t, uint32_t *first, uint32_t *end);
+/* The rows of memtable m (t->sealing or t->active) a query sees,
+ * [*first, *end): durable (I3) and in no segment yet. Returns whether
+ * there are any. */
+bool eng_memtable_unsealed(const struct eng_tenant *t, const struct eng_memtable *m,
+			   uint32_t *first, uint32_t *end);
 
 /* One query's reads of one tenant's segments, on the shard thread. */
 struct eng_query {

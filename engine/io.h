@@ -74,6 +74,9 @@ enum eng_io_backend {
 struct eng_io_fault_plan {
 	uint64_t fail_write_nth;  /* 1-based; 0 = never */
 	uint64_t fail_fsync_nth;  /* 1-based; 0 = never */
+	/* Every write to a file whose path ends with this (e.g. ".hseg.tmp")
+	 * fails; NULL = none. */
+	const char *fail_path_suffix;
 	int error;                /* the -errno to inject; 0 means -EIO */
 };
 

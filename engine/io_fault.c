@@ -6,7 +6,8 @@
  * Injection: write and fsync ops are counted as they are executed (in
  * submission order); the plan's Nth write and Nth fsync (1-based) fail
  * with plan->error (-EIO by default) WITHOUT being performed, so the file
- * never holds the failed write's bytes.
+ * never holds the failed write's bytes; so does every write to a file
+ * whose path ends with plan->fail_path_suffix (the fd's /proc link).
  *
  * Durability model, per fd the backend wrote to: `synced_bytes` is the
  * file length at the last successful fsync, or the length the file had
@@ -31,7 +32,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,13 +105,23 @@ static struct fault_file *fault_track(struct eng_io_fault *f, int fd, int *err)
 	return ff;
 }
 
+static bool path_has_suffix(int fd, const char *suffix)
+{
+	char link[64], path[4200];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof(path) - 1);
+	size_t k = strlen(suffix);
+	return n >= 0 && (size_t)n >= k && memcmp(path + n - k, suffix, k) == 0;
+}
+
 static void fault_write(struct eng_io_fault *f, struct eng_io_op *op)
 {
 	struct fault_file *ff;
 	int err = 0;
 
 	f->writes++;
-	if (f->writes == f->plan.fail_write_nth) {
+	if (f->writes == f->plan.fail_write_nth ||
+	    (f->plan.fail_path_suffix && path_has_suffix(op->fd, f->plan.fail_path_suffix))) {
 		op->result = f->plan.error;
 		return;
 	}

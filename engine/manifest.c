@@ -473,6 +473,7 @@ int eng_manifest_load(struct eng_shard *s)
 		t->next_seq = t->sealed_seq + 1;
 		t->durable_seq = t->sealed_seq;
 		memcpy(t->chain, t->sealed_chain, FMT_HASH_BYTES);
+		eng_memtable_init(&t->sealing, t->next_seq, t->chain);
 		eng_memtable_init(&t->active, t->next_seq, t->chain);
 	}
 	return 0;

@@ -228,20 +228,22 @@ int eng_memtable_add_decoded(struct eng_memtable *m, const uint8_t *canon, uint3
 	return add(m, canon, canon_len, ev, hash, chain, wal_gen);
 }
 
-int eng_memtable_drop_prefix(struct eng_memtable *m, uint32_t n)
+int eng_memtable_split(struct eng_memtable *m, uint32_t n, struct eng_memtable *rest)
 {
 	ASSERT(n >= 1 && n <= m->row_count);
-	struct eng_memtable next;
-	eng_memtable_init(&next, m->first_seq + n, m->chains[n - 1]);
+	eng_memtable_init(rest, m->first_seq + n, m->chains[n - 1]);
 	for (uint32_t i = n; i < m->row_count; i++) {
-		int rc = eng_memtable_add(&next, m->canon[i], m->canon_len[i], m->hashes[i],
-					  m->chains[i], m->gen[i]);
+		/* The view points into canon[i]: add() rebases it onto the copy. */
+		int rc = add(rest, m->canon[i], m->canon_len[i], &m->rows[i], m->hashes[i],
+			     m->chains[i], m->gen[i]);
 		if (rc) {
-			eng_memtable_free(&next);
+			eng_memtable_free(rest);
+			eng_memtable_init(rest, m->first_seq + n, m->chains[n - 1]);
 			return rc;
 		}
 	}
-	eng_memtable_free(m);
-	*m = next;
+	/* The arena and arrays stay as they are; min/max_occurred_ns keep
+	 * covering the moved rows too, which only loosens them as bounds. */
+	m->row_count = n;
 	return 0;
 }

@@ -86,9 +86,9 @@ bool eng_filter_row(const struct eng_filter *f, int64_t lo_ns, int64_t hi_ns,
 	return !f->resource_id.len || fmt_str_eq(ev->str[FMT_F_RESOURCE_ID], f->resource_id);
 }
 
-bool eng_memtable_unsealed(const struct eng_tenant *t, uint32_t *first, uint32_t *end)
+bool eng_memtable_unsealed(const struct eng_tenant *t, const struct eng_memtable *m,
+			   uint32_t *first, uint32_t *end)
 {
-	const struct eng_memtable *m = &t->active;
 	uint32_t visible = eng_memtable_visible(m, t->durable_seq);
 	uint64_t sealed_last = 0;
 	for (uint32_t i = 0; i < t->segment_count; i++)

@@ -8,20 +8,25 @@
  * once, so that a shard with thousands of small tenants pays three fsync
  * latencies per round, not per tenant:
  *
- *   IDLE ──pick tenants, snapshot their row views──▶ BUILDING
+ *   IDLE ──pick tenants, freeze their memtables──▶ BUILDING
  *        (the shard's seal worker thread encodes and compresses the
  *         images, so the shard keeps committing appends meanwhile)
  *   BUILDING ──built──▶ WRITING
  *        (write + fsync <id>.hseg.tmp for every tenant, all in flight)
  *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
  *        ──▶ MANIFEST (write + fsync one record per segment, in one write)
- *   MANIFEST ──done──▶ add each segment to its tenant, drop the sealed rows
- *        from the memtables, reclaim WAL files ──▶ IDLE
+ *   MANIFEST ──done──▶ add each segment to its tenant, free the frozen
+ *        memtables, reclaim WAL files ──▶ IDLE
  *
- * The sealed rows are each memtable's first n durable rows at pick time;
- * the memtable keeps growing meanwhile, and searches keep reading those rows
- * from the memtable until the segment replaces them in one step, so no row
- * is ever seen twice or missed.
+ * Freezing. The sealed rows are each active memtable's first n durable
+ * rows at pick time. The shard moves that memtable to tenant->sealing as it
+ * is (no copy) and starts a fresh active memtable holding only the rows
+ * past n (rows not yet durable, or past seal_rows: usually few), so the
+ * worker reads the frozen rows in place while appends go on, and nothing
+ * is re-added when the round ends. Queries read the frozen rows until the
+ * segment replaces them in one step, so no row is ever seen twice or
+ * missed. A failed round leaves the frozen memtable in place; the next
+ * round seals it as it is.
  *
  * A tenant is due when its durable rows reach seal_rows, its memtable
  * seal_bytes, or its oldest row seal_age. Under memory pressure (the shard's
@@ -49,14 +54,7 @@ _Static_assert(2 * SEAL_BATCH_MAX + 4 <= 256, "a whole round fits the default ri
 struct seal_item {
 	struct eng_seal *z;
 	struct eng_tenant *t;
-	uint32_t rows;
-	/* Snapshot of the memtable's first `rows` rows for the worker: the
-	 * memtable's arrays may move as appends grow them, the arena bytes the
-	 * views point into do not (they are freed only when the round ends). */
-	struct fmt_event *snap_rows;
-	uint8_t (*snap_chains)[FMT_HASH_BYTES];
-	uint8_t (*snap_hashes)[FMT_HASH_BYTES];
-	uint8_t chain_before[FMT_HASH_BYTES];
+	uint32_t rows;                /* t->sealing's rows, once frozen */
 	uint64_t segment_id;
 	int64_t created_ns;
 	uint8_t *image;
@@ -244,9 +242,6 @@ static void seal_end(struct eng_shard *s, int err)
 		if (it->fd >= 0)
 			close(it->fd);
 		free(it->image);
-		free(it->snap_rows);
-		free(it->snap_chains);
-		free(it->snap_hashes);
 		eng_segment_free(it->seg); /* NULL once handed to the tenant */
 	}
 	if (err) {
@@ -272,10 +267,10 @@ static void seal_committed(struct eng_shard *s)
 	for (uint32_t i = 0; i < z->count; i++) {
 		struct seal_item *it = &z->item[i];
 		struct eng_tenant *t = it->t;
-		uint64_t before = eng_memtable_bytes(&t->active);
-		int rc = eng_memtable_drop_prefix(&t->active, it->rows);
-		ASSERT(rc == 0); /* TODO(budget): retry the drop instead of failing hard */
-		s->memtable_bytes -= before - eng_memtable_bytes(&t->active);
+		ASSERT(t->sealing.row_count == it->rows);
+		s->memtable_bytes -= eng_memtable_bytes(&t->sealing);
+		eng_memtable_free(&t->sealing);
+		eng_memtable_init(&t->sealing, t->active.first_seq, t->active.chain_before);
 		eng_tenant_add_segment(t, it->seg);
 		ASSERT(t->active.first_seq == t->sealed_seq + 1); /* I1 */
 		ASSERT(t->next_seq == t->active.first_seq + t->active.row_count); /* I2 */
@@ -394,17 +389,18 @@ static struct eng_segment *seal_describe(const struct seal_item *it, uint64_t id
 static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_item *it)
 {
 	struct eng_tenant *t = it->t;
+	const struct eng_memtable *m = &t->sealing; /* frozen: nothing writes it */
 	struct fmt_segment_build_args args = { .segment_id = it->segment_id, .shard = shard,
 					       .block_rows = cfg->block_rows,
 					       .zstd_level = cfg->zstd_level,
 					       .version = cfg->segment_version,
 					       .id_filter_bits = cfg->id_filter_bits,
 					       .created_ns = it->created_ns,
-					       .chain_before = it->chain_before,
+					       .chain_before = m->chain_before,
 					       .tenant = { t->name, t->name_len },
-					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])it->snap_hashes };
-	int rc = fmt_segment_build(&args, it->snap_rows,
-				   (const uint8_t(*)[FMT_HASH_BYTES])it->snap_chains, it->rows,
+					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])m->hashes };
+	int rc = fmt_segment_build(&args, m->rows, (const uint8_t(*)[FMT_HASH_BYTES])m->chains,
+				   it->rows,
 				   &it->image, &it->image_len);
 	if (rc)
 		return rc;
@@ -414,21 +410,30 @@ static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_
 	return 0;
 }
 
-/* Shard thread: copies what the worker needs, so that appends can go on
- * growing (and moving) the memtable's arrays meanwhile. */
-static int item_snapshot(struct eng_shard *s, struct seal_item *it)
+/* Shard thread: freezes the rows the worker seals (see the header). */
+static int item_freeze(struct eng_shard *s, struct seal_item *it)
 {
-	const struct eng_memtable *m = &it->t->active;
-	size_t n = it->rows;
-	it->snap_rows = malloc(n * sizeof(*it->snap_rows));
-	it->snap_chains = malloc(n * FMT_HASH_BYTES);
-	it->snap_hashes = malloc(n * FMT_HASH_BYTES);
-	if (!it->snap_rows || !it->snap_chains || !it->snap_hashes)
-		return FMT_E_NOMEM;
-	memcpy(it->snap_rows, m->rows, n * sizeof(*it->snap_rows));
-	memcpy(it->snap_chains, m->chains, n * FMT_HASH_BYTES);
-	memcpy(it->snap_hashes, m->hashes, n * FMT_HASH_BYTES);
-	memcpy(it->chain_before, m->chain_before, FMT_HASH_BYTES);
+	struct eng_tenant *t = it->t;
+	if (t->sealing.row_count == 0) {
+		struct eng_memtable rest;
+		ASSERT(it->rows >= 1 && it->rows <= t->active.row_count);
+		if (it->rows == t->active.row_count) {
+			eng_memtable_init(&rest, t->active.first_seq + it->rows,
+					  t->active.chains[it->rows - 1]);
+		} else {
+			int rc = eng_memtable_split(&t->active, it->rows, &rest);
+			if (rc)
+				return rc;
+			s->memtable_bytes += eng_memtable_bytes(&rest);
+		}
+		eng_memtable_free(&t->sealing); /* empty: its init allocated nothing */
+		t->sealing = t->active;
+		t->active = rest;
+	}
+	/* A round that failed left these rows frozen: they are sealed as is. */
+	it->rows = t->sealing.row_count;
+	ASSERT(t->sealing.first_seq == t->sealed_seq + 1); /* I1 */
+	ASSERT(t->active.first_seq == t->sealing.first_seq + it->rows);
 	it->segment_id = ((uint64_t)s->id << 40) | s->next_segment_no++;
 	it->created_ns = eng_now_ns();
 	return 0;
@@ -495,7 +500,7 @@ static void seal_start(struct eng_shard *s, struct eng_seal *z)
 		z->item[i].z = z;
 	}
 	for (uint32_t i = 0; i < z->count; i++) {
-		int rc = item_snapshot(s, &z->item[i]);
+		int rc = item_freeze(s, &z->item[i]);
 		if (rc) {
 			seal_end(s, rc);
 			return;
@@ -606,6 +611,10 @@ void eng_seal_maybe(struct eng_shard *s, bool force_all)
 	int64_t now = eng_now_ns();
 	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
 		struct eng_tenant *t = s->tenant_slots[i];
+		if (t && t->sealing.row_count) { /* left by a failed round */
+			pick_insert(z, bytes, t, t->sealing.row_count, eng_memtable_bytes(&t->sealing));
+			continue;
+		}
 		uint32_t rows = t ? eng_memtable_visible(&t->active, t->durable_seq) : 0;
 		if (rows == 0 || !(force_all || pressure || seal_due(s, t, now)))
 			continue;

@@ -5,9 +5,9 @@
  * seq), return one page and a token for the next.
  *
  * Sources ("units"). The tenant's sealed segments, and the rows of its
- * active memtable that are durable (I3) and not already in a segment (a
- * seal in progress keeps its rows in the memtable until the segment is
- * stored; rows are told apart by seq, which is unique per tenant). Only
+ * two memtables — the one a seal round froze (kept until its segment is
+ * stored) and the active one — that are durable (I3) and not already in a
+ * segment (rows are told apart by seq, which is unique per tenant). Only
  * the tenant named by the request is looked up; a segment whose footer
  * names another tenant is reported as corrupt, never read. The filter
  * checks, which memtable rows are seen and the segment reads are shared
@@ -34,7 +34,7 @@
  * scanned. A block that a lookup by id does read is first read by its
  * event_id chunk alone, and left there when the id is not in it (a Bloom
  * false positive, or a version-1 block). The memtable is always scanned
- * (it is in memory). Phase
+ * (they are in memory). Phase
  * 2 decodes all columns of just the blocks that hold the final hits, one
  * block at a time, stages each hit, then packs every hit, its strings and
  * attributes into ONE allocation (req->result_mem) so results stay valid
@@ -113,7 +113,8 @@ struct cand {
 
 /* A source: one sealed segment, or the memtable's rows [row_first, row_end). */
 struct unit {
-	struct eng_segment *seg;   /* NULL: the memtable */
+	struct eng_segment *seg;   /* NULL: the memtable mem */
+	const struct eng_memtable *mem;
 	struct key lo, hi;         /* every row's key is within [lo, hi] */
 	uint32_t row_first, row_end;
 };
@@ -298,15 +299,15 @@ static int unit_cmp(const void *a, const void *b, void *ctx)
 	return out_cmp(c, unit_best(c, a), unit_best(c, b));
 }
 
-/* The memtable's durable rows that no segment holds yet. */
-static void unit_add_memtable(struct search *c)
+/* A memtable's durable rows that no segment holds yet. */
+static void unit_add_memtable(struct search *c, const struct eng_memtable *m)
 {
-	const struct eng_memtable *m = &c->t->active;
 	uint32_t first, end;
-	if (!eng_memtable_unsealed(c->t, &first, &end))
+	if (!eng_memtable_unsealed(c->t, m, &first, &end))
 		return;
 	struct unit u = {
 		.seg = NULL,
+		.mem = m,
 		.lo = { m->min_occurred_ns, m->first_seq + first },
 		.hi = { m->max_occurred_ns, m->first_seq + end - 1 },
 		.row_first = first,
@@ -319,7 +320,7 @@ static void unit_add_memtable(struct search *c)
 static int units_build(struct search *c)
 {
 	const struct eng_tenant *t = c->t;
-	c->units = calloc((size_t)t->segment_count + 1, sizeof(*c->units));
+	c->units = calloc((size_t)t->segment_count + 2, sizeof(*c->units));
 	if (!c->units)
 		return FMT_E_NOMEM;
 	for (uint32_t i = 0; i < t->segment_count; i++) {
@@ -336,7 +337,8 @@ static int units_build(struct search *c)
 		}
 		c->units[c->unit_count++] = u;
 	}
-	unit_add_memtable(c);
+	unit_add_memtable(c, &t->sealing);
+	unit_add_memtable(c, &t->active);
 	qsort_r(c->units, c->unit_count, sizeof(*c->units), unit_cmp, c);
 	return 0;
 }
@@ -556,7 +558,7 @@ static int scan_segment(struct search *c, uint32_t u)
 static void scan_memtable(struct search *c, uint32_t u)
 {
 	const struct unit *un = &c->units[u];
-	const struct eng_memtable *m = &c->t->active;
+	const struct eng_memtable *m = un->mem;
 	for (uint32_t k = un->row_first; k < un->row_end; k++) {
 		uint32_t i = c->newest ? un->row_end - 1 - (k - un->row_first) : k;
 		const struct fmt_event *ev = &m->rows[i];
@@ -654,7 +656,7 @@ static int stage_group(struct search *c, const struct cand *hits, const uint32_t
 {
 	const struct unit *un = &c->units[hits[idx[0]].unit];
 	if (!un->seg) {
-		const struct eng_memtable *m = &c->t->active;
+		const struct eng_memtable *m = un->mem;
 		for (uint32_t i = 0; i < k; i++) {
 			uint32_t row = hits[idx[i]].row;
 			staged[idx[i]].ev = m->rows[row];

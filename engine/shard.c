@@ -137,6 +137,7 @@ struct eng_tenant *eng_tenant_get(struct eng_shard *s, struct fmt_str name, int 
 	t->name_len = (uint8_t)name.len;
 	t->key = eng_tenant_key(name);
 	t->next_seq = 1;
+	eng_memtable_init(&t->sealing, 1, t->chain);
 	eng_memtable_init(&t->active, 1, t->chain);
 	uint32_t mask = s->tenant_slot_count - 1;
 	uint32_t i = (uint32_t)t->key & mask;

@@ -117,10 +117,13 @@ static bool verify_segment(struct eng_shard *s, struct eng_verify *req, const st
 	return ok;
 }
 
+/* Checks memtable m's durable rows against the chain; on success, *prev
+ * and *expect are where the next rows must continue. */
 static bool verify_memtable(struct eng_verify *req, const struct eng_tenant *t,
-			    const uint8_t prev_chain[FMT_HASH_BYTES], uint64_t expect_seq)
+			    const struct eng_memtable *m, const uint8_t **prev, uint64_t *expect)
 {
-	const struct eng_memtable *m = &t->active;
+	const uint8_t *prev_chain = *prev;
+	uint64_t expect_seq = *expect;
 	uint32_t n = eng_memtable_visible(m, t->durable_seq);
 	if (n == 0)
 		return true;
@@ -147,6 +150,8 @@ static bool verify_memtable(struct eng_verify *req, const struct eng_tenant *t,
 			req->events_checked++;
 	}
 	memcpy(req->chain, chain, FMT_HASH_BYTES);
+	*prev = m->chains[n - 1];
+	*expect = m->first_seq + n;
 	return true;
 }
 
@@ -189,5 +194,8 @@ void eng_verify_run(struct eng_shard *s, struct eng_verify *req)
 	}
 	if (req->to_seq && t->sealed_seq >= req->to_seq)
 		return;
-	verify_memtable(req, t, prev, expect);
+	if (!verify_memtable(req, t, &t->sealing, &prev, &expect) ||
+	    (req->to_seq && expect > req->to_seq))
+		return;
+	verify_memtable(req, t, &t->active, &prev, &expect);
 }

@@ -139,6 +139,8 @@ void eng_wal_reclaim(struct eng_shard *s)
 	uint64_t keep_from = w->gen;
 	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
 		struct eng_tenant *t = s->tenant_slots[i];
+		if (t && t->sealing.row_count && t->sealing.gen[0] < keep_from)
+			keep_from = t->sealing.gen[0];
 		if (t && t->active.row_count && t->active.gen[0] < keep_from)
 			keep_from = t->active.gen[0];
 	}
