@@ -11,8 +11,8 @@ Data flow:
                                        events, as JSONEachRow lines)
       -> JSONEachRow as is, or TabSeparated / RowBinary bytes (converted
          once, not timed), 10,000 rows per INSERT
-      -> ClickHouse: INSERT into <db>.events_insert (insert benchmark) or
-         <db>.events (the table the queries read)
+      -> ClickHouse: INSERT into <db>.events_insert (insert benchmark and
+         sweep) or <db>.events (the table the queries read)
 
 The table is the ClickHouse mirror's own (docs/CLICKHOUSE.md, DDL in
 net/clickhouse.c; tests/integration/test_bench_clickhouse.py checks that
@@ -33,6 +33,8 @@ Subcommands (each prints one JSON object on stdout, a summary on stderr):
             load, bytes and query; the one call bench/run.sh makes
     serve   start a private server in --dir and wait (SIGINT/SIGTERM stops it)
     insert  the insert benchmark: every format x 1 and 2 clients
+    sweep   open-loop batch latency at fixed offered rates (--rates), in
+            one format with 1 or 2 clients (the insert benchmark's best)
     load    load exactly --count events into <db>.events, wait for merges
     bytes   bytes per event of <db>.events
     query   run the plan's queries against <db>.events
@@ -47,6 +49,13 @@ most of it converting events before the timed parts):
         --tenants 1000 --step-ns 1296000000 --plan plan.json \
         --insert-seconds 10 --samples 200
 
+and the latency sweep against a server started with `serve`:
+
+    .venv/bin/python bench/clickhouse_bench.py sweep --url http://127.0.0.1:PORT \
+        --server-pid PID --gen build/bench/hodei-bench-gen --tenants 1000 \
+        --format TabSeparated --clients 2 --rates 20000,100000,180000 \
+        --sweep-seconds 10 --pool-batches 30
+
 What is timed, and how:
 - insert: a pool of --pool-batches x 10,000 events (--insert-seed) held in
   memory in each of the three formats; for each format and 1 and 2 client
@@ -54,6 +63,16 @@ What is timed, and how:
   --insert-seconds into the scratch table events_insert, TRUNCATE'd and
   with no merge running before each run. events/s and MB/s of body;
   "best" is the fastest run.
+- sweep: the same kind of pool, in --format only; for each of --rates
+  (events/s), --sweep-warmup then --sweep-seconds of open loop: batch k
+  is due at t0 + (rows before it) / rate, --clients threads send the
+  batches in due order on their own connections, and a batch's latency
+  runs from its DUE time to the end of the answer, so a server that falls
+  behind shows it (coordinated omission corrected, as hodei-bench-load
+  --rate). Per rate: events/s answered in the window, batch latency
+  p50/p99/p99.9 over the batches due in it, late starts (> 1 ms after
+  due), batches not started --sweep-drain after the window, and count()
+  of the TRUNCATE'd table against the rows sent.
 - load: exactly --count events in JSONEachRow batches of 10,000 from 2
   clients into events, then a wait for background merges to settle (no
   OPTIMIZE FINAL unless --settle optimize). The bodies come from a spool
@@ -215,6 +234,7 @@ class Conn:
             # Headers and a large body go out in two writes: without
             # TCP_NODELAY the body could wait for a delayed ACK.
             self.c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.last = time.monotonic()  # a fresh connection is not idle
 
     def post(self, params, body, retry=False):
         path = "/?" + urllib.parse.urlencode(params) if params else "/"
@@ -440,20 +460,22 @@ def rnd(v, n=3):
 
 
 def pct(sorted_vals, p):
-    """Nearest-rank percentile of an ascending list."""
+    """Nearest-rank percentile of an ascending list (p to 0.1: 99.9 works;
+    the rank is computed in integers, per mille)."""
     if not sorted_vals:
         return None
-    k = max(0, min(len(sorted_vals) - 1, int(-(-p * len(sorted_vals) // 100)) - 1))
+    k = max(0, min(len(sorted_vals) - 1, -(-round(p * 10) * len(sorted_vals) // 1000) - 1))
     return sorted_vals[k]
 
 
 def lat_summary_us(ns_list):
     v = sorted(ns_list)
     if not v:
-        return {"p50_us": None, "p95_us": None, "p99_us": None, "max_us": None, "mean_us": None}
+        return {"p50_us": None, "p95_us": None, "p99_us": None, "p999_us": None,
+                "max_us": None, "mean_us": None}
     return {"p50_us": rnd(pct(v, 50) / 1e3, 1), "p95_us": rnd(pct(v, 95) / 1e3, 1),
-            "p99_us": rnd(pct(v, 99) / 1e3, 1), "max_us": rnd(v[-1] / 1e3, 1),
-            "mean_us": rnd(sum(v) / len(v) / 1e3, 1)}
+            "p99_us": rnd(pct(v, 99) / 1e3, 1), "p999_us": rnd(pct(v, 99.9) / 1e3, 1),
+            "max_us": rnd(v[-1] / 1e3, 1), "mean_us": rnd(sum(v) / len(v) / 1e3, 1)}
 
 
 # --------------------------------------------------------------------------
@@ -669,6 +691,132 @@ def wait_no_merges(c, t, table, timeout_s=120):
     end = time.monotonic() + timeout_s
     while merges_running(c, t, table) and time.monotonic() < end:
         time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------
+# Open-loop sweep: batch latency at fixed offered rates.
+
+LATE_S = 0.001   # a batch started this long after its due time is a late start
+
+
+def sweep_point(t, bodies, fmt, clients, rate_eps, seconds, warmup_s, drain_s):
+    """One offered rate, open loop. Batch k (the pool cycled) is due at
+    t0 + (rows of batches 0..k-1) / rate_eps, whatever the server does;
+    `clients` threads, each on its own keep-alive connection, take the
+    batches in due order, sleep until the due time if it is ahead and
+    send. A batch's latency runs from its due time to the end of the HTTP
+    answer: when both connections are busy the next batch waits and its
+    latency grows (coordinated omission corrected, as in hodei-bench-load).
+
+    The window is [t0 + warmup_s, + seconds): latency counts batches due
+    in it, answered whenever; throughput counts rows answered in it. Every
+    batch due before the window ends is sent, however late, unless it has
+    not started drain_s after the end ("not started"). The server CPU runs
+    from the start to the last answer, over every row sent."""
+    assert rate_eps > 0 and clients >= 1 and bodies
+    lock = threading.Lock()
+    st = {"k": 0, "rows_due": 0, "rows_sent": 0, "batches_sent": 0, "win_rows": 0,
+          "errors": 0, "first_error": None, "lat": [], "late_starts": 0}
+    ready = threading.Barrier(clients + 1)
+    clock = {}
+
+    def client():
+        c = t.conn()
+        c.ensure()
+        ready.wait()
+        t0, ws, we = clock["t0"], clock["ws"], clock["we"]
+        while True:
+            with lock:
+                due = t0 + st["rows_due"] / rate_eps
+                if due >= we or time.perf_counter() > we + drain_s:
+                    break
+                rows, body = bodies[st["k"] % len(bodies)]
+                st["k"] += 1
+                st["rows_due"] += rows
+            ahead = due - time.perf_counter()
+            if ahead > 0.005:
+                time.sleep(ahead - 0.005)
+            # An idle connection is replaced here, before the due time,
+            # not inside the measured latency.
+            c.ensure()
+            ahead = due - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            s = time.perf_counter()
+            try:
+                c.insert(t.insert_table, fmt, body)
+            except (ChError, OSError, http.client.HTTPException) as e:
+                with lock:
+                    st["errors"] += 1
+                    st["first_error"] = st["first_error"] or str(e)
+                c.close()
+                continue
+            e_s = time.perf_counter()
+            with lock:
+                st["rows_sent"] += rows
+                st["batches_sent"] += 1
+                if ws <= e_s < we:
+                    st["win_rows"] += rows
+                if ws <= due < we:
+                    st["lat"].append(int((e_s - due) * 1e9))
+                    st["late_starts"] += s - due > LATE_S
+        c.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    cpu = CpuWindow(t.pid)
+    clock["t0"] = time.perf_counter() + 0.01
+    clock["ws"] = clock["t0"] + warmup_s
+    clock["we"] = clock["ws"] + seconds
+    ready.wait()
+    for th in threads:
+        th.join()
+    st["cpu"] = cpu.done()
+    # Batches due before the window's end that no client took.
+    k, rows_due, not_started = st["k"], st["rows_due"], 0
+    while clock["t0"] + rows_due / rate_eps < clock["we"]:
+        rows_due += bodies[k % len(bodies)][0]
+        k += 1
+        not_started += 1
+    st["not_started"] = not_started
+    return st
+
+
+def sweep(t, bodies, fmt, clients, rates, seconds, warmup_s, drain_s):
+    """sweep_point at each offered rate, into the scratch table, TRUNCATE'd
+    and with no merge running before each point; after a point, count()
+    of the table must equal the rows the point sent."""
+    c = t.conn()
+    points = []
+    for rate in rates:
+        c.query(f"TRUNCATE TABLE {t.insert_table}")
+        wait_no_merges(c, t, "events_insert")
+        st = sweep_point(t, bodies, fmt, clients, rate, seconds, warmup_s, drain_s)
+        lat = lat_summary_us(st["lat"])
+        count = c.scalar(f"SELECT count() FROM {t.insert_table}")
+        pt = {"offered_eps": rate, "eps": round(st["win_rows"] / seconds),
+              "batches_measured": len(st["lat"]), "batch_rows": BATCH_ROWS,
+              **lat, "late_starts": st["late_starts"], "not_started": st["not_started"],
+              "errors": st["errors"], "first_error": st["first_error"],
+              "rows_sent": st["rows_sent"], "batches_sent": st["batches_sent"],
+              "rows_in_table": count,
+              "server_cpu_us_per_event": cpu_us_per_event(st["cpu"], st["rows_sent"]),
+              "cpu": st["cpu"]}
+        points.append(pt)
+        ms = {k: None if lat[k] is None else round(lat[k] / 1e3, 1)
+              for k in ("p50_us", "p99_us", "p999_us")}
+        log(f"sweep {fmt} x{clients}: offered {rate:>9,}/s -> {pt['eps']:>9,}/s  batch latency "
+            f"p50 {ms['p50_us']} p99 {ms['p99_us']} p99.9 {ms['p999_us']} ms "
+            f"({pt['batches_measured']} batches, {pt['late_starts']} late starts, "
+            f"{pt['not_started']} not started, {pt['errors']} errors; count() {count} of "
+            f"{pt['rows_sent']} sent; server {pt['server_cpu_us_per_event']} us/event)")
+    return {"points": points, "format": fmt, "clients": clients, "seconds": seconds,
+            "warmup_seconds": warmup_s, "drain_seconds": drain_s, "batch_rows": BATCH_ROWS,
+            "table": t.insert_table,
+            "latency": ("per batch of 10,000 rows, from its due time t0 + rows before it / "
+                        "offered rate to the end of the HTTP answer (open loop; a batch that "
+                        "waits for a free connection keeps its due time)")}
 
 
 # --------------------------------------------------------------------------
@@ -1017,15 +1165,37 @@ def add_gen(p):
     p.add_argument("--step-ns", type=int, default=1000)
 
 
-def add_insert(p):
-    p.add_argument("--insert-seconds", type=float, default=10.0)
+def add_pool(p):
     p.add_argument("--insert-seed", type=int, default=2)
     p.add_argument("--insert-step-ns", type=int, default=1000,
                    help="the pool's step (default: the generator's, all in one partition)")
     p.add_argument("--pool-batches", type=int, default=100,
                    help=f"batches of {BATCH_ROWS} events held in memory, in every format")
+
+
+def add_insert(p):
+    p.add_argument("--insert-seconds", type=float, default=10.0)
+    add_pool(p)
     p.add_argument("--formats", default=",".join(FORMATS))
     p.add_argument("--clients", default="1,2")
+
+
+def add_sweep(p):
+    add_pool(p)
+    p.add_argument("--rates", required=True,
+                   help="offered rates, events/s, comma-separated (e.g. 20000,100000)")
+    p.add_argument("--format", default="TabSeparated", choices=FORMATS,
+                   help="input format (the insert benchmark's best)")
+    p.add_argument("--clients", type=int, default=2, choices=(1, 2),
+                   help="connections (the insert benchmark's best)")
+    p.add_argument("--sweep-seconds", type=float, default=10.0, help="measured window per rate")
+    p.add_argument("--sweep-warmup", type=float, default=2.0,
+                   help="seconds per rate sent before the window, not measured")
+    p.add_argument("--sweep-drain", type=float, default=30.0,
+                   help="a batch due in the window and not started this long after it is "
+                        "'not started'")
+    p.add_argument("--keep-table", action="store_true",
+                   help="leave the last rate's rows in the scratch table")
 
 
 def add_load(p):
@@ -1056,6 +1226,8 @@ def parse_args(argv):
     add_common(p, with_url=False)
     p = sub.add_parser("insert")
     add_common(p), add_gen(p), add_insert(p)
+    p = sub.add_parser("sweep", help="open-loop batch latency at fixed offered rates")
+    add_common(p), add_gen(p), add_sweep(p)
     p = sub.add_parser("load")
     add_common(p), add_gen(p), add_load(p)
     p = sub.add_parser("bytes")
@@ -1066,6 +1238,15 @@ def parse_args(argv):
     add_gen(p)
     p.add_argument("--plan-samples", type=int, default=50)
     a = ap.parse_args(argv)
+    if a.cmd == "sweep":
+        try:
+            a.rates = [int(x) for x in a.rates.split(",") if x]
+        except ValueError:
+            ap.error(f"--rates {a.rates!r}: want integers, events/s")
+        if not a.rates or min(a.rates) <= 0 or a.sweep_seconds <= 0 or a.sweep_warmup < 0 \
+                or a.sweep_drain < 0:
+            ap.error("--rates: at least one, each > 0; --sweep-seconds > 0; "
+                     "--sweep-warmup and --sweep-drain >= 0")
     if getattr(a, "url", None) is None and a.cmd not in ("all", "serve", "plan"):
         ap.error(f"{a.cmd} needs --url (start a server with `serve --dir D`)")
     if a.cmd in ("all", "serve") and not getattr(a, "dir", None) and not getattr(a, "url", None):
@@ -1130,6 +1311,13 @@ def run(a, t, ch):
                              table=t.insert_table, note="TRUNCATE and no merge running "
                              "before each run; a run's window ends when its last INSERT does")
         c.query(f"DROP TABLE IF EXISTS {t.insert_table}")
+    if a.cmd == "sweep":
+        pool, info = build_pool(a, [a.format])
+        out["sweep"] = dict(sweep(t, pool[a.format], a.format, a.clients, a.rates,
+                                  a.sweep_seconds, a.sweep_warmup, a.sweep_drain), pool=info)
+        del pool
+        if not a.keep_table:
+            c.query(f"DROP TABLE IF EXISTS {t.insert_table}")
     if a.cmd in ("all", "load") and "load" not in skip:
         out["load"] = load(a, t)
     if a.cmd in ("all", "load", "bytes"):

@@ -15,7 +15,11 @@ work directory that is removed at the end unless --keep):
      format (JSONEachRow, TSV, RowBinary) with one and two clients and keeps
      the best; then rounds alternate "hodei max" and "ClickHouse best", so a
      slow phase of the shared machine hurts both alike; the ratio is the
-     median of the per-round ratios.
+     median of the per-round ratios. Then ClickHouse's own latency curve
+     (clickhouse_bench.py sweep): the best format and client count, open
+     loop, at the same fractions of ClickHouse's median best rate as
+     hodei's sweep uses of hodei's median maximum (docs/adr/0010);
+     latency per batch of 10,000 rows from its due time.
   3. Query store: the same N events (hodei-bench-gen's stream, seed and
      30-day span fixed) loaded into a fresh hodei-auditd (hodei-bench-load
      --fill) and into ClickHouse (JSONEachRow, batches of 10,000); bytes on
@@ -237,7 +241,29 @@ def ingest(args, work, ch):
         res["hodei"]["wal_and_segments_bytes"] = du(h.srv.data_dir)
     if res["rounds"]:
         res["ratio_median"] = median(r["ratio"] for r in res["rounds"])
+    if ch:
+        ch_sweep(args, ch, res["clickhouse"], [r["clickhouse_eps"] for r in res["rounds"]])
     return res
+
+
+def ch_sweep(args, ch, ch_res, round_eps):
+    """ClickHouse's open-loop curve, into ch_res (the insert benchmark's
+    result): "best_median_eps" (the median of its best run and the
+    rounds, as hodei's max_median_eps), "sweep" (one entry per fraction,
+    the keys of hodei's sweep entries where they mean the same thing) and
+    "sweep_config". Runs after hodei-auditd has stopped."""
+    best = ch_res["best"]
+    top = median([best["events_per_s"], *round_eps])
+    ch_res["best_median_eps"] = top
+    rates = [max(1, int(top * f)) for f in args.fractions]
+    j = ch.sweep(best["format"], best["clients"], rates, args.seconds, args.warmup)
+    points = j.pop("points")
+    for frac, pt in zip(args.fractions, points):
+        pt["fraction"] = frac
+        log(f"ClickHouse offered {pt['offered_eps']}/s ({frac:.0%}): {pt['eps']:.0f}/s "
+            f"batch p50 {pt['p50_us']} µs p99 {pt['p99_us']} µs")
+    ch_res["sweep"] = points
+    ch_res["sweep_config"] = dict(j, basis="fractions of best_median_eps (ClickHouse's own)")
 
 
 # ---------------------------------------------------------------------------
@@ -291,6 +317,13 @@ class ClickHouse:
                       self.args.ch_pool_batches, "--tenants", self.args.tenants,
                       "--formats", fmt, "--clients", clients)
         return j["insert"]["best"]
+
+    def sweep(self, fmt, clients, rates, seconds, warmup):
+        """Open-loop batch latency at each offered rate (events/s)."""
+        j = self._run("sweep", "--rates", ",".join(str(r) for r in rates), "--format", fmt,
+                      "--clients", clients, "--sweep-seconds", seconds, "--sweep-warmup", warmup,
+                      "--pool-batches", self.args.ch_pool_batches, "--tenants", self.args.tenants)
+        return j["sweep"]
 
     def load_and_query(self, plan, n):
         return self._run("all", "--skip", "insert", "--seed", self.args.seed, "--count", n,
@@ -430,6 +463,31 @@ def print_table(rows):
         print(f"{row['target']:38} {row['goal']:>22} {fmt(row['measured']):>14}  {met}")
 
 
+def rate(v):
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def print_sweep(r):
+    """The open-loop curves of both systems, fraction by fraction."""
+    ing = r.get("ingest") or {}
+    rows = [("hodei-audit, ack per request", s) for s in (ing.get("hodei") or {}).get("sweep", [])]
+    rows += [("ClickHouse, per 10k-row batch", s)
+             for s in (ing.get("clickhouse") or {}).get("sweep", [])]
+    if not rows:
+        return
+    rows.sort(key=lambda x: (x[1].get("fraction") or 0, not x[0].startswith("hodei")))
+    print()
+    print(f"{'open loop: latency from due time':32} {'load':>5} {'offered/s':>10} "
+          f"{'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>8} {'µs CPU/ev':>9}")
+    for name, s in rows:
+        ms = [fmt(s[k] / 1000) if s.get(k) is not None else "-"
+              for k in ("p50_us", "p99_us", "p999_us")]
+        frac = s.get("fraction")
+        print(f"{name:32} {(f'{frac:.0%}' if frac is not None else '-'):>5} "
+              f"{rate(s.get('offered_eps')):>10} {rate(s.get('eps')):>10} {ms[0]:>8} {ms[1]:>8} "
+              f"{ms[2]:>8} {fmt(s.get('server_cpu_us_per_event')):>9}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -497,6 +555,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     result["targets"] = targets(result)
     print_table(result["targets"])
+    print_sweep(result)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """bench/plot.py RESULTS.json OUT.png — draws one benchmark run (written by
-bench/harness.py): ingest throughput and ack latency against offered load,
-with ClickHouse's best insert rate of the same run, and the p99 of every
-query for both systems. Missing parts of a run are left out of the plot."""
+bench/harness.py): for both systems, ingest throughput (achieved against
+offered, and each one's closed-loop best) and open-loop latency against
+offered load — hodei-audit's ack latency per request, ClickHouse's latency
+per batch of 10,000 rows, both from the due time — and the p99 of every
+query. Missing parts of a run (e.g. a run without the ClickHouse sweep) are
+left out of the plot."""
 import json
 import sys
 
@@ -13,9 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def legend(ax):
+def legend(ax, size=8):
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=size)
 
 
 def main():
@@ -27,16 +30,24 @@ def main():
                  f"{r.get('machine', {}).get('cores', '?')} cores, load generator on the same machine")
 
     ing = r.get("ingest") or {}
-    sweep = (ing.get("hodei") or {}).get("sweep") or []
-    offered = [s["offered_eps"] / 1000 for s in sweep if s.get("offered_eps")]
-    got = [s["eps"] / 1000 for s in sweep if s.get("offered_eps")]
+    sweep = [s for s in (ing.get("hodei") or {}).get("sweep") or [] if s.get("offered_eps")]
+    chr_ = ing.get("clickhouse") or {}
+    ch_sweep = [s for s in chr_.get("sweep") or [] if s.get("offered_eps")]
+    offered = [s["offered_eps"] / 1000 for s in sweep]
+    ch_offered = [s["offered_eps"] / 1000 for s in ch_sweep]
     if offered:
-        ax_t.plot(offered, got, "o-", label="hodei-audit, acked (fsync'd)")
-        ax_t.plot(offered, offered, ":", color="grey", label="offered")
+        ax_t.plot(offered, [s["eps"] / 1000 for s in sweep], "o-", color="C0",
+                  label="hodei-audit, acked (fsync'd)")
+    if ch_offered:
+        ax_t.plot(ch_offered, [s["eps"] / 1000 for s in ch_sweep], "s-", color="C3",
+                  label="ClickHouse, inserted (open loop)")
+    if offered or ch_offered:
+        lim = max(offered + ch_offered)
+        ax_t.plot([0, lim], [0, lim], ":", color="grey", label="offered")
     top = (ing.get("hodei") or {}).get("max_median_eps")
     if top:
         ax_t.axhline(top / 1000, color="C0", linestyle="--", label="hodei-audit max (median)")
-    ch = (ing.get("clickhouse") or {}).get("best")
+    ch = chr_.get("best")
     if ch:
         ax_t.axhline(ch["events_per_s"] / 1000, color="C3", linestyle="--",
                      label=f"ClickHouse best insert ({ch['format']}, {ch['clients']} client(s))")
@@ -46,16 +57,23 @@ def main():
     legend(ax_t)
     ax_t.grid(alpha=0.3)
 
+    pcts = (("p50_us", "p50", "o", "-"), ("p99_us", "p99", "^", "--"),
+            ("p999_us", "p99.9", "v", ":"))
+    for pts, xs, color, who in ((sweep, offered, "C0", "hodei-audit ack (100 events)"),
+                                (ch_sweep, ch_offered, "C3", "ClickHouse batch (10k rows)")):
+        for key, label, marker, style in pcts:
+            ys = [s[key] / 1000 if s.get(key) is not None else None for s in pts]
+            if xs:
+                ax_l.plot(xs, ys, marker=marker, linestyle=style, color=color,
+                          label=f"{who} {label}")
     if offered:
-        for key, label in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
-            ys = [s[key] / 1000 if s.get(key) is not None else None for s in sweep if s.get("offered_eps")]
-            ax_l.plot(offered, ys, "o-", label=label)
         ax_l.axhline(5, color="grey", linestyle=":", label="p99 target at half max (5 ms)")
+    if offered or ch_offered:
         ax_l.set_yscale("log")
     ax_l.set_xlabel("offered load, thousand events/s")
-    ax_l.set_ylabel("ack latency, ms (log)")
-    ax_l.set_title("hodei-audit ack latency (open loop)")
-    legend(ax_l)
+    ax_l.set_ylabel("latency from due time, ms (log)")
+    ax_l.set_title("latency vs offered load (open loop)")
+    legend(ax_l, 7)
     ax_l.grid(alpha=0.3, which="both")
 
     q = r.get("queries") or {}

@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # bench/run.sh — the whole benchmark with one command, after the README's
-# setup (scripts/setup.sh): ingest (maximum and open-loop latency curve),
+# setup (scripts/setup.sh): ingest (maximum and open-loop latency curves),
 # the 10 M-event query benchmark Q1-Q5, storage per event and restart with a
 # 1 GiB WAL, each side by side with ClickHouse 18.16 in the same run. It
-# prints a table of the targets with the measured figures, and writes
+# prints a table of the targets with the measured figures and both systems'
+# open-loop latency curves, and writes
 # bench/results/<date>-<commit>.json and .png. See docs/PERFORMANCE.md.
 #
 #   bench/run.sh [--quick] [--events N] [--seconds S] [--only ingest,queries,restart] ...

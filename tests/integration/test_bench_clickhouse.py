@@ -9,6 +9,8 @@ sizes against the suite's ClickHouse 18.16 (the `clickhouse` fixture):
 - `all` end to end (20,000 events, 1 s of inserts, 3 samples) prints one
   JSON object of the documented shape, loads exactly N events, and every
   query answer passes the benchmark's own checks (Q3 finds its event);
+- `sweep` (two offered rates, 1 s each) sends every batch due in its
+  window, and count() of the table equals the rows it says it sent;
 - `serve` starts a private server and stops on SIGTERM.
 
 The plan is made here from the generator's own output (a few entries per
@@ -155,6 +157,37 @@ def test_all_end_to_end(clickhouse, tmp_path):
     assert q["Q3"]["rows_mean"] == 1
     assert q["Q1top"]["rows_mean"] == 100
     assert 0 < q["Q1"]["rows_mean"] <= 100
+
+
+def test_sweep_sends_every_due_batch(clickhouse, tmp_path):
+    rates, seconds = (20000, 50000), 1
+    r = subprocess.run(
+        [sys.executable, str(BENCH), "sweep", "--url", clickhouse.url, "--dir", str(tmp_path),
+         "--database", "sweep_t", "--gen", str(GEN), "--tenants", str(TENANTS),
+         "--pool-batches", "2", "--format", "RowBinary", "--clients", "2",
+         "--rates", ",".join(map(str, rates)), "--sweep-seconds", str(seconds),
+         "--sweep-warmup", "0", "--keep-table", "--server-pid", str(clickhouse.proc.pid)],
+        capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    sw = json.loads(r.stdout)["sweep"]
+    assert (sw["format"], sw["clients"], sw["batch_rows"]) == ("RowBinary", 2, cb.BATCH_ROWS)
+    assert sw["pool"]["events"] == 2 * cb.BATCH_ROWS
+    assert [p["offered_eps"] for p in sw["points"]] == list(rates)
+    for rate, p in zip(rates, sw["points"]):
+        # Batch k is due at k * 10,000 / rate: those due in the window.
+        due = -(-rate * seconds // cb.BATCH_ROWS)
+        assert p["errors"] == 0, p["first_error"]
+        assert p["batches_sent"] + p["not_started"] == due, p
+        assert p["rows_sent"] == p["batches_sent"] * cb.BATCH_ROWS > 0
+        assert p["rows_in_table"] == p["rows_sent"]
+        assert p["batches_measured"] == p["batches_sent"]
+        assert p["eps"] > 0 and p["server_cpu_us_per_event"] > 0
+        for k in ("p50_us", "p99_us", "p999_us", "max_us"):
+            assert p[k] > 0, (k, p)
+        assert p["p50_us"] <= p["p99_us"] <= p["p999_us"] <= p["max_us"]
+    # --keep-table: the last rate's rows are still there, counted here.
+    n = clickhouse.query("SELECT count(*) FROM sweep_t.events_insert").strip()
+    assert int(n) == sw["points"][-1]["rows_sent"]
 
 
 def test_serve_starts_and_stops(tmp_path):

@@ -30,6 +30,15 @@ def test_quick_run_measures_every_target(tmp_path):
     assert all(s["eps"] > 0 and s["p99_us"] > 0 for s in ing["hodei"]["sweep"])
     assert ing["clickhouse"]["best"]["events_per_s"] > 0
     assert len(ing["clickhouse"]["runs"]) == 6  # 3 formats x 1 and 2 clients
+    # ClickHouse's open-loop sweep: the same fractions as hodei's, of its own rate.
+    chs = ing["clickhouse"]["sweep"]
+    assert [s["fraction"] for s in chs] == [s["fraction"] for s in ing["hodei"]["sweep"]]
+    assert ing["clickhouse"]["best_median_eps"] > 0
+    for s in chs:
+        assert s["offered_eps"] > 0 and s["eps"] > 0 and s["errors"] == 0, s
+        assert s["p50_us"] > 0 and s["p99_us"] > 0 and s["p999_us"] > 0, s
+        assert s["rows_in_table"] == s["rows_sent"] > 0, s
+    assert ing["clickhouse"]["sweep_config"]["format"] == ing["clickhouse"]["best"]["format"]
 
     q = r["queries"]
     for kind in ("Q1", "Q1top", "Q2", "Q3", "Q4", "Q5"):
