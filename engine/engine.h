@@ -476,6 +476,9 @@ struct eng_shard_stats {
 	uint64_t requests_rejected_invalid, requests_rejected_budget, requests_rejected_rate;
 	uint64_t requests_rejected_disk;
 	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
+	/* WAL rotations, and those that created the next file on the shard
+	 * thread because the seal worker had not created it ahead. */
+	uint64_t wal_rotations, wal_rotations_inline;
 	/* Group commits: wal_fsyncs counts them; fsync_ns_* measure each from
 	 * the write's submission to the shard seeing the fsync complete, so
 	 * they include the write and any wait for the shard thread. */

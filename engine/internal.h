@@ -207,6 +207,13 @@ struct eng_wal {
 	struct eng_io_op write_op, fsync_op;
 	int64_t commit_started_ns;
 	int write_result;
+	/* The next generation's file, created ahead by the seal worker so
+	 * that a rotation does not wait for open, header fsync and directory
+	 * fsync on the shard thread (wal.c). Guarded by the shard's seal_lock. */
+	uint64_t spare_want;               /* generation asked for; 0: none */
+	bool spare_busy;                   /* the worker is creating it */
+	int spare_fd;                      /* -1: none ready */
+	uint64_t spare_gen;
 };
 
 /* ---- shard -------------------------------------------------------------- */
@@ -269,12 +276,15 @@ struct eng_shard {
 
 	/* The seal in progress (one round at a time per shard), and the
 	 * shard's seal worker, which builds segment images off the shard
-	 * thread. seal_lock guards seal_job and seal_worker_stop only. */
+	 * thread and creates the WAL's spare file. seal_lock guards
+	 * seal_job, seal_worker_stop and the WAL's spare_* fields only;
+	 * spare_cond signals the end of a spare's creation. */
 	struct eng_seal *seal;
 	pthread_t seal_worker;
 	bool seal_worker_started;
 	pthread_mutex_t seal_lock;
 	pthread_cond_t seal_cond;
+	pthread_cond_t spare_cond;
 	struct eng_seal *seal_job;
 	bool seal_worker_stop;
 	bool seal_wanted;                  /* a tenant crossed seal_rows/seal_bytes */
@@ -380,6 +390,18 @@ bool eng_seal_ready(const struct eng_shard *s);
 bool eng_seal_busy(const struct eng_shard *s);
 int eng_seal_worker_start(struct eng_shard *s);
 void eng_seal_worker_stop(struct eng_shard *s);
+/* wal.c: the spare file. Worker thread, seal_lock held (released while
+ * the file is created): creates the generation asked for. */
+void eng_wal_spare_make(struct eng_shard *s);
+/* Shard thread: asks the worker for generation gen (no-op without one). */
+void eng_wal_spare_request(struct eng_shard *s, uint64_t gen);
+/* After the worker stopped: closes and removes an unused spare. */
+void eng_wal_spare_drop(struct eng_shard *s);
+/* Index of the last of the `count` WAL files (sorted generations in dir)
+ * that holds more than its header, or 0 when none does: a torn tail is
+ * expected there (an unacknowledged write), not in older files. Files
+ * after it are spares, created ahead and never written. */
+uint32_t eng_wal_last_used(const char *dir, const uint64_t *gens, uint32_t count);
 /* Frees a seal left in flight by a power cut (its I/O never completes). */
 void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);

@@ -953,7 +953,9 @@ static int wal_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	return 0;
 }
 
-static void wal_file(struct off_run *r, const char *path, uint64_t gen, bool newest)
+/* newest: a torn tail is expected (the last file with records); last:
+ * a torn header is (the very last file). */
+static void wal_file(struct off_run *r, const char *path, uint64_t gen, bool newest, bool last)
 {
 	uint8_t *buf = NULL;
 	size_t len = 0;
@@ -985,7 +987,7 @@ static void wal_file(struct off_run *r, const char *path, uint64_t gen, bool new
 		return;
 	}
 	bool lost;
-	if (rc == FMT_E_TRUNCATED && newest) {
+	if (rc == FMT_E_TRUNCATED && last) {
 		note(r, ENG_OFFLINE_WARNING, path, "", 0, 0,
 		     "WAL file with a torn header: created just before a crash, holds nothing");
 		return;
@@ -1037,10 +1039,13 @@ static void check_wal(struct off_run *r)
 	}
 	if (count)
 		qsort(gens, count, sizeof(*gens), cmp_u64);
+	/* The newest file a torn tail is expected in is the last one holding
+	 * records: a spare created ahead may follow it (wal.c). */
+	uint32_t last_used = eng_wal_last_used(dir, gens, count);
 	for (uint32_t i = 0; i < count && !r->err; i++) {
 		char path[OFF_PATH_MAX];
 		snprintf(path, sizeof(path), "%s/wal-%016llx.log", dir, (unsigned long long)gens[i]);
-		wal_file(r, path, gens[i], i + 1 == count);
+		wal_file(r, path, gens[i], i >= last_used, i + 1 == count);
 	}
 out:
 	free(gens);

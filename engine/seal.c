@@ -10,7 +10,8 @@
  *
  *   IDLE ──pick tenants, freeze their memtables──▶ BUILDING
  *        (the shard's seal worker thread encodes and compresses the
- *         images, so the shard keeps committing appends meanwhile)
+ *         images and creates their temporary files, so the shard keeps
+ *         committing appends meanwhile and never waits for the journal)
  *   BUILDING ──built──▶ WRITING
  *        (write + fsync <id>.hseg.tmp for every tenant, all in flight)
  *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
@@ -59,7 +60,8 @@ struct seal_item {
 	int64_t created_ns;
 	uint8_t *image;
 	size_t image_len;
-	int fd;
+	int fd;                       /* the temporary file, opened by the worker */
+	bool created;                 /* tmp_path exists, made by this round */
 	int result;
 	struct eng_segment *seg;
 	char tmp_path[4200], final_path[4200];
@@ -237,8 +239,8 @@ static void seal_end(struct eng_shard *s, int err)
 	struct eng_seal *z = s->seal;
 	for (uint32_t i = 0; i < z->count; i++) {
 		struct seal_item *it = &z->item[i];
-		if (err && z->state == SEAL_WRITING)
-			unlink(it->tmp_path);
+		if (err && it->created && z->state != SEAL_MANIFEST)
+			unlink(it->tmp_path); /* (a renamed one is gone: recovery removes it) */
 		if (it->fd >= 0)
 			close(it->fd);
 		free(it->image);
@@ -407,6 +409,12 @@ static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_
 	if (!(it->seg = seal_describe(it, it->segment_id)))
 		return FMT_E_NOMEM;
 	ASSERT(it->image_len <= UINT32_MAX);
+	/* Here rather than on the shard thread: creating a file waits for
+	 * the filesystem's journal, tens of ms while segments are flushed. */
+	it->fd = open(it->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (it->fd < 0)
+		return -errno;
+	it->created = true;
 	return 0;
 }
 
@@ -436,6 +444,11 @@ static int item_freeze(struct eng_shard *s, struct seal_item *it)
 	ASSERT(t->active.first_seq == t->sealing.first_seq + it->rows);
 	it->segment_id = ((uint64_t)s->id << 40) | s->next_segment_no++;
 	it->created_ns = eng_now_ns();
+	eng_segment_path(s, it->segment_id, it->final_path, sizeof(it->final_path));
+	size_t len = strlen(it->final_path);
+	ASSERT(len + sizeof(".tmp") <= sizeof(it->tmp_path));
+	memcpy(it->tmp_path, it->final_path, len);
+	memcpy(it->tmp_path + len, ".tmp", sizeof(".tmp"));
 	return 0;
 }
 
@@ -444,8 +457,12 @@ static void *seal_worker_main(void *arg)
 	struct eng_shard *s = arg;
 	pthread_mutex_lock(&s->seal_lock);
 	for (;;) {
-		while (!s->seal_job && !s->seal_worker_stop)
+		while (!s->seal_job && !s->wal.spare_want && !s->seal_worker_stop)
 			pthread_cond_wait(&s->seal_cond, &s->seal_lock);
+		if (s->wal.spare_want && !s->seal_worker_stop) {
+			eng_wal_spare_make(s); /* first: a rotation may be waiting for it */
+			continue;
+		}
 		if (!s->seal_job)
 			break;
 		struct eng_seal *z = s->seal_job;
@@ -465,10 +482,13 @@ int eng_seal_worker_start(struct eng_shard *s)
 {
 	pthread_mutex_init(&s->seal_lock, NULL);
 	pthread_cond_init(&s->seal_cond, NULL);
+	pthread_cond_init(&s->spare_cond, NULL);
+	s->wal.spare_fd = -1;
 	int rc = pthread_create(&s->seal_worker, NULL, seal_worker_main, s);
 	if (rc)
 		return -rc;
 	s->seal_worker_started = true;
+	eng_wal_spare_request(s, s->wal.gen + 1);
 	char name[16];
 	snprintf(name, sizeof(name), "hodei-seal%u", s->id);
 	pthread_setname_np(s->seal_worker, name);
@@ -486,8 +506,10 @@ void eng_seal_worker_stop(struct eng_shard *s)
 	pthread_mutex_unlock(&s->seal_lock);
 	pthread_join(s->seal_worker, NULL);
 	s->seal_worker_started = false;
+	eng_wal_spare_drop(s);
 	pthread_mutex_destroy(&s->seal_lock);
 	pthread_cond_destroy(&s->seal_cond);
+	pthread_cond_destroy(&s->spare_cond);
 }
 
 static void seal_start(struct eng_shard *s, struct eng_seal *z)
@@ -520,19 +542,8 @@ static void seal_write(struct eng_shard *s)
 	struct eng_seal *z = s->seal;
 	z->state = SEAL_WRITING;
 	int err = 0;
-	for (uint32_t i = 0; i < z->count && !err; i++) {
-		struct seal_item *it = &z->item[i];
-		if ((err = it->result) != 0)
-			break;
-		eng_segment_path(s, it->segment_id, it->final_path, sizeof(it->final_path));
-		size_t len = strlen(it->final_path);
-		ASSERT(len + sizeof(".tmp") <= sizeof(it->tmp_path));
-		memcpy(it->tmp_path, it->final_path, len);
-		memcpy(it->tmp_path + len, ".tmp", sizeof(".tmp"));
-		it->fd = open(it->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-		if (it->fd < 0)
-			err = -errno;
-	}
+	for (uint32_t i = 0; i < z->count && !err; i++)
+		err = z->item[i].result;
 	if (err) {
 		seal_end(s, err);
 		return;

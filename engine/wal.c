@@ -13,7 +13,9 @@
  *     and dedup memory exactly as they were;
  *   - a torn tail (a bad record with nothing valid after it) in the newest
  *     file is cut off: it was never acknowledged, since its fsync did not
- *     complete;
+ *     complete. "Newest" skips the spare: the next generation's file,
+ *     which the seal worker creates ahead (header only) so that rotations
+ *     do not wait for it; a spare with a torn header is removed;
  *   - a bad record with valid records after it, or a torn tail in an older
  *     file, is damage: the start stops naming file and offset, unless the
  *     operator passed repair, which cuts the log there and drops the rest
@@ -43,20 +45,27 @@ int eng_fsync_dir(const char *dir)
 	return rc;
 }
 
-static void wal_path(const struct eng_shard *s, uint64_t gen, char *out, size_t cap)
+static void wal_path_in(const char *dir, uint64_t gen, char *out, size_t cap)
 {
-	snprintf(out, cap, "%s/wal-%016llx.log", s->wal.dir, (unsigned long long)gen);
+	snprintf(out, cap, "%s/wal-%016llx.log", dir, (unsigned long long)gen);
 }
 
-/* Creates generation `gen` with its header durable, and makes it active. */
-static int wal_create(struct eng_shard *s, uint64_t gen)
+static void wal_path(const struct eng_shard *s, uint64_t gen, char *out, size_t cap)
+{
+	wal_path_in(s->wal.dir, gen, out, cap);
+}
+
+/* Creates generation `gen`'s file in dir with its header and directory
+ * entry durable; returns its fd or -errno (then no file is left). Any
+ * thread: it touches nothing of the shard's. */
+static int wal_file_create(const char *dir, uint32_t shard, uint64_t gen)
 {
 	char path[4200];
-	wal_path(s, gen, path, sizeof(path));
+	wal_path_in(dir, gen, path, sizeof(path));
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -errno;
-	struct fmt_file_header h = { .version = FMT_FILE_VERSION, .shard = s->id,
+	struct fmt_file_header h = { .version = FMT_FILE_VERSION, .shard = shard,
 				     .generation = gen, .created_ns = eng_now_ns() };
 	memcpy(h.magic, wal_magic, 8);
 	uint8_t hdr[FMT_FILE_HEADER_BYTES];
@@ -65,15 +74,102 @@ static int wal_create(struct eng_shard *s, uint64_t gen)
 	if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fdatasync(fd) != 0)
 		rc = errno ? -errno : -EIO;
 	if (rc == 0)
-		rc = eng_fsync_dir(s->wal.dir);
+		rc = eng_fsync_dir(dir);
 	if (rc) {
 		close(fd);
+		unlink(path);
 		return rc;
 	}
+	return fd;
+}
+
+/* Makes fd (generation gen, header only) the active file. */
+static void wal_use(struct eng_shard *s, int fd, uint64_t gen)
+{
 	s->wal.fd = fd;
 	s->wal.gen = gen;
 	s->wal.size = FMT_FILE_HEADER_BYTES;
 	s->stats.wal_files = s->wal.old_count + 1;
+}
+
+/* Creates generation `gen` with its header durable, and makes it active:
+ * the spare, when the worker has it ready, else now. */
+static int wal_create(struct eng_shard *s, uint64_t gen)
+{
+	int fd = -1;
+	if (s->seal_worker_started) {
+		pthread_mutex_lock(&s->seal_lock);
+		if (s->wal.spare_want == gen)
+			s->wal.spare_want = 0; /* not started: cheaper to do it here */
+		while (s->wal.spare_busy)
+			pthread_cond_wait(&s->spare_cond, &s->seal_lock);
+		if (s->wal.spare_fd >= 0 && s->wal.spare_gen == gen) {
+			fd = s->wal.spare_fd;
+			s->wal.spare_fd = -1;
+		}
+		pthread_mutex_unlock(&s->seal_lock);
+	}
+	if (fd < 0) {
+		if ((fd = wal_file_create(s->wal.dir, s->id, gen)) < 0)
+			return fd;
+		s->stats.wal_rotations_inline++;
+	}
+	s->stats.wal_rotations++;
+	wal_use(s, fd, gen);
+	eng_wal_spare_request(s, gen + 1);
+	return 0;
+}
+
+void eng_wal_spare_request(struct eng_shard *s, uint64_t gen)
+{
+	if (!s->seal_worker_started)
+		return;
+	pthread_mutex_lock(&s->seal_lock);
+	if (s->wal.spare_fd < 0 && !s->wal.spare_busy) {
+		s->wal.spare_want = gen;
+		pthread_cond_signal(&s->seal_cond);
+	}
+	pthread_mutex_unlock(&s->seal_lock);
+}
+
+void eng_wal_spare_make(struct eng_shard *s)
+{
+	uint64_t gen = s->wal.spare_want;
+	s->wal.spare_want = 0;
+	s->wal.spare_busy = true;
+	pthread_mutex_unlock(&s->seal_lock);
+	int fd = wal_file_create(s->wal.dir, s->id, gen);
+	if (fd < 0)
+		eng_log(s->eng, ENG_LOG_WARN, "shard %u: cannot create WAL generation %llu ahead: %s "
+			"(the rotation will try again)", s->id, (unsigned long long)gen,
+			fmt_strerror(fd));
+	pthread_mutex_lock(&s->seal_lock);
+	s->wal.spare_busy = false;
+	s->wal.spare_fd = fd;
+	s->wal.spare_gen = gen;
+	pthread_cond_broadcast(&s->spare_cond);
+}
+
+void eng_wal_spare_drop(struct eng_shard *s)
+{
+	if (s->wal.spare_fd < 0)
+		return;
+	close(s->wal.spare_fd);
+	s->wal.spare_fd = -1;
+	char path[4200];
+	wal_path(s, s->wal.spare_gen, path, sizeof(path));
+	unlink(path); /* if the removal is lost, replay finds an empty file */
+}
+
+uint32_t eng_wal_last_used(const char *dir, const uint64_t *gens, uint32_t count)
+{
+	for (uint32_t i = count; i-- > 0;) {
+		char path[4200];
+		struct stat st;
+		wal_path_in(dir, gens[i], path, sizeof(path));
+		if (stat(path, &st) != 0 || st.st_size > FMT_FILE_HEADER_BYTES)
+			return i; /* unreadable: its scan reports it */
+	}
 	return 0;
 }
 
@@ -290,6 +386,7 @@ int eng_wal_replay(struct eng_shard *s)
 	if (mkdir(s->wal.dir, 0750) != 0 && errno != EEXIST)
 		return -errno;
 	int rc = list_gens(s);
+	uint32_t last_used = eng_wal_last_used(s->wal.dir, s->wal.old_gens, s->wal.old_count);
 	bool drop_rest = false;
 	struct replay r = { .s = s };
 	for (uint32_t i = 0; rc == 0 && i < s->wal.old_count; i++) {
@@ -310,13 +407,12 @@ int eng_wal_replay(struct eng_shard *s)
 		rc = fmt_log_scan(buf, len, wal_magic, (uint32_t)s->eng->cfg.wal_buffer_bytes,
 				  replay_visit, &r, &sc);
 		eng_file_unmap(buf, len);
-		bool newest = i + 1 == s->wal.old_count;
-		if (rc == FMT_E_TRUNCATED && newest) {
+		if (rc == FMT_E_TRUNCATED && i + 1 == s->wal.old_count) {
 			/* Created but its header never became durable: empty. */
 			eng_log(s->eng, ENG_LOG_INFO, "%s: removing WAL file with a torn header", path);
 			rc = unlink(path) ? -errno : 0;
 		} else if (rc == 0)
-			rc = replay_stop(s, path, &sc, newest, &drop_rest);
+			rc = replay_stop(s, path, &sc, i >= last_used, &drop_rest);
 		else
 			eng_log(s->eng, ENG_LOG_ERROR, "%s: cannot replay: %s", path, fmt_strerror(rc));
 	}

@@ -389,6 +389,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.batches_committed += st.batches_committed;
 		sum.wal_bytes_written += st.wal_bytes_written;
 		sum.wal_fsyncs += st.wal_fsyncs;
+		sum.wal_rotations += st.wal_rotations;
+		sum.wal_rotations_inline += st.wal_rotations_inline;
 		sum.fsync_ns_total += st.fsync_ns_total;
 		for (int k = 0; k <= ENG_LATENCY_BOUNDS; k++)
 			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
@@ -415,6 +417,11 @@ static int render(void *ctx, struct mx_buf *b)
 		       events_appended);
 	ENGINE_COUNTER("hodei_wal_bytes_written_total", "Bytes written to WAL files.", wal_bytes_written);
 	ENGINE_COUNTER("hodei_wal_fsyncs_total", "Group commits (one fsync each).", wal_fsyncs);
+	ENGINE_COUNTER("hodei_wal_rotations_total", "WAL files started (the first one included).",
+		       wal_rotations);
+	ENGINE_COUNTER("hodei_wal_rotations_inline_total",
+		       "WAL files the shard thread had to create itself (none created ahead).",
+		       wal_rotations_inline);
 	mx_family(b, "hodei_wal_fsync_duration_seconds", "histogram",
 		  "Group commit: WAL write submission to fsync completion.");
 	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include "engine_test_util.h"
+#include "format/record.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -199,6 +200,38 @@ Test(recovery, torn_tail_is_cut)
 	cr_assert_eq(truncate(wal, st.st_size - 7), 0); /* tear the last batch */
 	struct eng_engine *eng = open_one(dir, false);
 	cr_assert(eng != NULL, "a torn tail must not stop the start");
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	cr_assert_eq(tu_append(p, "acme", 100, 1, &req), 0);
+	cr_assert_eq(req.first_seq, 11, "the torn batch (seq 11-15) is gone, seq continues at 11");
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
+/* A crash leaves the next generation's file, created ahead by the seal
+ * worker, after the file whose tail it tore: that tail is still the newest
+ * write, cut rather than called damage. */
+Test(recovery, torn_tail_before_a_spare_file_is_cut)
+{
+	char dir[256], wal[512], spare[512];
+	tu_tmpdir(dir, sizeof(dir));
+	write_three_batches(dir);
+	wal_file(dir, wal, sizeof(wal));
+	struct stat st;
+	cr_assert_eq(stat(wal, &st), 0);
+	cr_assert_eq(truncate(wal, st.st_size - 7), 0);
+	snprintf(spare, sizeof(spare), "%s/shard-000/wal/wal-%016llx.log", dir, 2ull);
+	struct fmt_file_header h = { .version = FMT_FILE_VERSION, .generation = 2 };
+	memcpy(h.magic, "HODEIWAL", 8);
+	uint8_t hdr[FMT_FILE_HEADER_BYTES];
+	fmt_file_header_encode(&h, hdr);
+	int fd = open(spare, O_WRONLY | O_CREAT | O_EXCL, 0640);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+	close(fd);
+	struct eng_engine *eng = open_one(dir, false);
+	cr_assert(eng != NULL, "a torn tail followed by an empty spare must not stop the start");
 	struct eng_producer *p;
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
 	struct eng_append req;
