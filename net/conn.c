@@ -704,6 +704,7 @@ void conn_accept(struct srv_shard *sh, int fd, const char *peer)
 	uint32_t open = atomic_fetch_add(&srv->conns_open, 1);
 	if (open >= srv->cfg.max_connections || !session_callbacks) {
 		atomic_fetch_sub(&srv->conns_open, 1);
+		atomic_fetch_sub_explicit(&sh->assigned, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&sh->stats.conns_rejected, 1, memory_order_relaxed);
 		nlog(NLOG_WARN, &(struct nlog_fields){ .peer = peer, .code = -1 },
 		     "connection refused: %u connections open (max_connections)", open);
@@ -714,6 +715,7 @@ void conn_accept(struct srv_shard *sh, int fd, const char *peer)
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c) {
 		atomic_fetch_sub(&srv->conns_open, 1);
+		atomic_fetch_sub_explicit(&sh->assigned, 1, memory_order_relaxed);
 		close(fd);
 		return;
 	}
@@ -762,6 +764,7 @@ fail:
 	free(c);
 	close(fd);
 	atomic_fetch_sub(&srv->conns_open, 1);
+	atomic_fetch_sub_explicit(&sh->assigned, 1, memory_order_relaxed);
 }
 
 void conn_close(struct conn *c)
@@ -778,6 +781,7 @@ void conn_close(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	sh->conn_count--;
+	atomic_fetch_sub_explicit(&sh->assigned, 1, memory_order_relaxed);
 	/* Streams die with the connection; their calls in the engine are
 	 * detached now, so no completion can reach this connection. */
 	while (c->stream_list) {

@@ -165,7 +165,7 @@ struct conn {
 struct srv_stats {
 	_Atomic uint64_t requests[M_METHODS][GRPC_STATUS_COUNT];
 	_Atomic uint64_t rejected[R_REASONS];
-	_Atomic uint64_t conns_accepted, conns_closed, conns_rejected;
+	_Atomic uint64_t conns_accepted, conns_closed, conns_rejected, conns_handed_in;
 	_Atomic uint64_t conns_idle_closed, conns_slow_closed;
 	_Atomic uint64_t bytes_received, bytes_sent;
 	_Atomic uint64_t submit_retries;
@@ -173,6 +173,14 @@ struct srv_stats {
 	struct mx_hist append_duration;
 	struct mx_hist request_duration[M_METHODS];
 };
+
+/* A connection accepted by one shard for another (server.c). */
+struct srv_handoff {
+	int fd;
+	char peer[64];
+};
+
+#define SRV_HANDOFF_MAX 64
 
 struct srv_shard {
 	struct srv *srv;
@@ -195,6 +203,16 @@ struct srv_shard {
 	_Atomic uint64_t epoch;     /* ticks completed (key table reclamation) */
 	_Atomic bool drained;       /* draining and nothing left in flight */
 	struct srv_stats stats;
+	/* Connection balancing (server.c): connections this shard owns or
+	 * has been handed (read by every shard), and the ones another shard
+	 * accepted for it, taken at its next wake-up (handoff_lock). */
+	_Atomic uint32_t assigned;
+	_Atomic bool accepting;     /* listening: may be handed connections */
+	int handoff_fd;             /* eventfd: handoffs are waiting */
+	struct eng_watch handoff_watch;
+	pthread_mutex_t handoff_lock;
+	struct srv_handoff handoff[SRV_HANDOFF_MAX];
+	uint32_t handoff_count;
 };
 
 struct srv_retired_keys {

@@ -168,3 +168,23 @@ def test_tenant_label_cap(server_factory, stubs):
     assert "other" in tenants
     assert len(tenants - {"other"}) <= 10, sorted(tenants)
     assert m.get("hodei_ready") == 1
+
+
+def test_connections_are_balanced_over_shards(server, stubs):
+    """Each new connection goes to the shard with the fewest (server.c), not
+    where the kernel's address hash put it: 10 clients on 2 shards are 5
+    and 5 (the hash alone gives that one time in four)."""
+    a = stubs.audit_pb2
+    key = server.add_key("bal", "reader")
+    server.close_channels()
+    hodei.wait_until(lambda: server.metrics().get("hodei_connections_open") == 0, 30,
+                     "hodei_connections_open == 0 once every client closed")
+    for s in [server.stub(key) for _ in range(10)]:
+        s.Verify(a.VerifyRequest())
+    m = server.metrics()
+    per_shard = {dict(ls)["shard"]: v for (n, ls), v in m.items() if n == "hodei_shard_connections"}
+    assert per_shard == {"0": 5, "1": 5}, per_shard
+    assert m.get("hodei_connections_open") == 10
+    server.close_channels()
+    hodei.wait_until(lambda: server.metrics().sum("hodei_shard_connections") == 0, 30,
+                     "hodei_shard_connections back to 0 after the clients closed")
