@@ -22,6 +22,18 @@
  * A whole segment inside the range with no filter and no group_by is
  * counted from the manifest without opening it.
  *
+ * Stored counts (segment format v3). The footer holds, per block, the
+ * rows per value of outcome, action and resource_type. For a block wholly
+ * inside the range they settle each condition on those columns: no row
+ * has the value (the block adds nothing), every row has it (the condition
+ * is dropped for this block), or some rows do. When no condition is left,
+ * or one partial condition on the group column itself (or with no
+ * group_by), the block is counted from the footer: no chunk is read and
+ * its rows are not examined. Otherwise only the conditions left and the
+ * group column are decoded. Edge blocks, v1/v2 segments and columns with
+ * too many values to be counted are scanned as before. With an actor_id
+ * condition, a block whose actor filter rules the actor out is skipped.
+ *
  * Dictionaries. A string chunk that the segment codec stored as a
  * dictionary (DICT) is used as one: a string filter is compared once per
  * entry, then rows are kept by code; the group column is counted per code
@@ -57,6 +69,7 @@
 #define COL_OCC (1u << FMT_COL_OCCURRED_AT)
 #define COL_OUTCOME (1u << FMT_COL_OUTCOME)
 #define COL_EVENT_ID (1u << FMT_COL_EVENT_ID)
+#define COL_ACTOR (1u << (FMT_COL_STR_FIRST + FMT_F_ACTOR_ID))
 #define OUTCOMES (FMT_OUTCOME_DENIED + 1)
 
 _Static_assert(GROUP_SLOTS_MIN >= 2 && (GROUP_SLOTS_MIN & (GROUP_SLOTS_MIN - 1)) == 0,
@@ -98,6 +111,22 @@ struct count {
 	uint32_t *code_counts;     /* per dictionary entry of one block, twice */
 	uint8_t *match;            /* per dictionary entry: passes one string filter */
 	uint32_t scratch_rows;     /* capacity of the three */
+	/* Stored counts of the segment being counted (v3). */
+	uint64_t actor_key;        /* fmt_actor_key(filter actor_id), when it has one */
+	uint32_t want_code[FMT_SEG_COUNTED_COLS]; /* a condition's value's code; NO_CODE: absent */
+	bool stored_groups;        /* key_counts holds counts to add to the group table */
+	uint32_t *pair_code, *pair_count; /* one block's stored pairs */
+	uint64_t *key_counts;      /* per code of the group column, one segment */
+	uint32_t pairs_cap, key_counts_cap;
+};
+
+#define NO_CODE UINT32_MAX
+
+/* The columns with stored counts, in the footer's order. */
+static const unsigned counted_col[FMT_SEG_COUNTED_COLS] = {
+	FMT_COL_OUTCOME,
+	FMT_COL_STR_FIRST + FMT_F_ACTION,
+	FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE,
 };
 
 /* ---- the group table ----------------------------------------------------- */
@@ -269,10 +298,11 @@ static uint32_t keep_str(struct count *c, const struct fmt_block *blk, unsigned 
 	return k;
 }
 
-/* Selects the block's rows that pass every condition into c->sel; returns
- * how many. */
+/* Selects the block's rows that pass the conditions on the columns in
+ * conds (and the time range when mask has occurred_at) into c->sel;
+ * returns how many. */
 static uint32_t select_rows(struct count *c, const struct fmt_block *blk, uint32_t rows,
-			    uint32_t mask)
+			    uint32_t mask, uint32_t conds)
 {
 	static const struct {
 		uint32_t col;
@@ -288,12 +318,12 @@ static uint32_t select_rows(struct count *c, const struct fmt_block *blk, uint32
 		c->sel[i] = i;
 	if (mask & COL_OCC)
 		n = keep_time(c, blk, n);
-	if (n && (c->cond_mask & COL_OUTCOME))
+	if (n && (conds & COL_OUTCOME))
 		n = keep_outcome(c, blk, n);
-	if (n && (c->cond_mask & COL_EVENT_ID))
+	if (n && (conds & COL_EVENT_ID))
 		n = keep_event_id(c, blk, n);
 	for (size_t k = 0; n && k < FMT_ARRAY_LEN(strs); k++) {
-		if (!(c->cond_mask & (1u << strs[k].col)))
+		if (!(conds & (1u << strs[k].col)))
 			continue;
 		struct fmt_str want = *(const struct fmt_str *)((const char *)c->f + strs[k].filter_off);
 		n = keep_str(c, blk, strs[k].col, want, n);
@@ -373,7 +403,8 @@ static bool range_columns(const struct count *c, int64_t min, int64_t max, uint3
 	return true;
 }
 
-static int count_block(struct count *c, const struct eng_segment *seg, uint32_t b, uint32_t mask)
+static int count_block(struct count *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+		       uint32_t conds)
 {
 	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
 	struct fmt_block *blk;
@@ -383,13 +414,130 @@ static int count_block(struct count *c, const struct eng_segment *seg, uint32_t 
 	if (rc)
 		return rc;
 	c->req->rows_scanned += ref->row_count;
-	bool narrow = c->cond_mask || (mask & COL_OCC); /* a condition may be on the group column */
-	uint32_t n = narrow ? select_rows(c, blk, ref->row_count, mask) : ref->row_count;
+	bool narrow = conds || (mask & COL_OCC); /* a condition may be on the group column */
+	uint32_t n = narrow ? select_rows(c, blk, ref->row_count, mask, conds) : ref->row_count;
 	c->req->total += n;
 	if (c->group_mask && n)
 		rc = group_rows(c, blk, narrow ? c->sel : NULL, n);
 	fmt_block_free(blk);
 	return rc;
+}
+
+/* ---- stored counts (segment format v3) ----------------------------------- */
+
+/* Sizes the pair and per-code arrays for the segment's dictionaries and
+ * finds the codes of the conditions' values; clears the per-code counts. */
+static int stored_prepare(struct count *c, const struct fmt_segment *fs)
+{
+	const struct fmt_str want[FMT_SEG_COUNTED_COLS] = { { NULL, 0 }, c->f->action,
+							    c->f->resource_type };
+	uint32_t keys_max = 0;
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++) {
+		uint32_t keys = fmt_segment_count_keys(fs, counted_col[k]);
+		keys_max = FMT_MAX(keys_max, keys);
+		c->want_code[k] = NO_CODE;
+		if (k == 0)
+			c->want_code[k] = c->f->outcome < keys ? c->f->outcome : NO_CODE;
+		for (uint32_t e = 0; k > 0 && e < keys && c->want_code[k] == NO_CODE; e++)
+			if (fmt_str_eq(fmt_segment_count_key(fs, counted_col[k], e), want[k]))
+				c->want_code[k] = e;
+	}
+	if (keys_max > c->pairs_cap) {
+		free(c->pair_code);
+		free(c->pair_count);
+		free(c->key_counts);
+		c->pair_code = malloc((size_t)keys_max * sizeof(*c->pair_code));
+		c->pair_count = malloc((size_t)keys_max * sizeof(*c->pair_count));
+		c->key_counts = calloc(keys_max, sizeof(*c->key_counts));
+		c->pairs_cap = c->pair_code && c->pair_count && c->key_counts ? keys_max : 0;
+		if (!c->pairs_cap)
+			return FMT_E_NOMEM;
+	}
+	c->stored_groups = false;
+	return 0;
+}
+
+/* Rows of block b whose column col has the value of code `code`. */
+static uint32_t stored_rows(struct count *c, const struct fmt_segment *fs, uint32_t b, unsigned col,
+			    uint32_t code)
+{
+	uint32_t n = fmt_block_counts(fs, b, col, c->pair_code, c->pair_count);
+	for (uint32_t j = 0; j < n && c->pair_code[j] <= code; j++)
+		if (c->pair_code[j] == code)
+			return c->pair_count[j];
+	return 0;
+}
+
+/* Adds n rows under code `code` of the group column. */
+static void stored_group_add(struct count *c, uint32_t code, uint64_t n)
+{
+	if (c->req->group_by == ENG_COUNT_BY_OUTCOME) {
+		ASSERT(code < OUTCOMES);
+		c->outcomes[code] += n;
+	} else {
+		c->key_counts[code] += n;
+		c->stored_groups = true;
+	}
+}
+
+/* Moves the segment's per-code counts into the group table. */
+static int stored_groups_flush(struct count *c, const struct fmt_segment *fs)
+{
+	int rc = 0;
+	if (!c->stored_groups)
+		return 0;
+	uint32_t keys = fmt_segment_count_keys(fs, c->group_col);
+	for (uint32_t e = 0; e < keys && rc == 0; e++) {
+		if (c->key_counts[e])
+			rc = groups_add(&c->g, fmt_segment_count_key(fs, c->group_col, e), c->key_counts[e]);
+		c->key_counts[e] = 0;
+	}
+	c->stored_groups = false;
+	return rc;
+}
+
+/* Block b lies wholly inside the time range. Settles the conditions on
+ * counted columns from the footer (see the top of this file): returns
+ * true when the block is counted (with scan) without reading it, false
+ * when it must be decoded for the conditions left in *conds. */
+static bool count_stored(struct count *c, const struct fmt_segment *fs, uint32_t b, uint32_t *conds,
+			 bool scan)
+{
+	uint32_t rows = fs->blocks[b].row_count, partial = 0, part_n = 0;
+	unsigned part_k = 0;
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++) {
+		uint32_t bit = 1u << counted_col[k];
+		if (!(*conds & bit) || !fmt_segment_count_keys(fs, counted_col[k]))
+			continue;
+		uint32_t n = c->want_code[k] == NO_CODE ? 0 : stored_rows(c, fs, b, counted_col[k], c->want_code[k]);
+		if (n == 0)
+			return true; /* no row of the block matches */
+		if (n == rows) {
+			*conds &= ~bit;
+			continue;
+		}
+		partial |= bit;
+		part_n = n;
+		part_k = k;
+	}
+	bool group_stored = c->group_mask && fmt_segment_count_keys(fs, c->group_col);
+	if (*conds == 0 && (!c->group_mask || group_stored)) {
+		if (scan && c->group_mask) {
+			uint32_t n = fmt_block_counts(fs, b, c->group_col, c->pair_code, c->pair_count);
+			for (uint32_t j = 0; j < n; j++)
+				stored_group_add(c, c->pair_code[j], c->pair_count[j]);
+		}
+		c->req->total += scan ? rows : 0;
+		return true;
+	}
+	if (*conds == partial && (partial & (partial - 1)) == 0 && partial &&
+	    (!c->group_mask || c->group_col == counted_col[part_k])) {
+		if (scan && c->group_mask)
+			stored_group_add(c, c->want_code[part_k], part_n);
+		c->req->total += scan ? part_n : 0;
+		return true;
+	}
+	return false;
 }
 
 bool eng_count_from_manifest(const struct eng_count *req, const struct eng_segment *g)
@@ -420,24 +568,34 @@ static int count_segment(struct count *c, struct eng_segment *seg, bool scan, ui
 	if (rc)
 		return rc;
 	const struct fmt_segment *fs = seg->footer;
-	bool read = false;
+	bool read = false, stored = fs->meta.version >= 3;
+	if (stored && (rc = stored_prepare(c, fs)) != 0)
+		return rc;
 	for (uint32_t b = 0; b < fs->meta.block_count; b++) {
 		const struct fmt_block_ref *ref = &fs->blocks[b];
+		uint32_t conds = c->cond_mask;
 		if (!ref->row_count || !range_columns(c, ref->min_occurred_ns, ref->max_occurred_ns, &mask))
 			continue;
+		if ((c->cond_mask & COL_ACTOR) && !fmt_block_may_hold_actor(fs, b, c->actor_key))
+			continue; /* v3: the actor is certainly not in this block */
+		if (mask && !(mask & COL_OCC) && stored) {
+			if (count_stored(c, fs, b, &conds, scan))
+				continue;
+			mask = conds | c->group_mask;
+		}
 		if (mask == 0) {
 			c->req->total += scan ? ref->row_count : 0;
 		} else if (!scan) {
 			*rows += ref->row_count;
 		} else {
-			if ((rc = count_block(c, seg, b, mask)) != 0)
+			if ((rc = count_block(c, seg, b, mask, conds)) != 0)
 				return rc;
 			read = true;
 		}
 	}
 	if (scan && read)
 		c->req->segments_read++;
-	return 0;
+	return stored && scan ? stored_groups_flush(c, fs) : 0;
 }
 
 static int count_memtable(struct count *c, const struct eng_memtable *m, bool scan,
@@ -570,6 +728,8 @@ static int count_prepare(struct count *c)
 		return FMT_E_INVALID;
 	}
 	c->cond_mask = eng_filter_columns(c->f);
+	if (c->cond_mask & COL_ACTOR)
+		c->actor_key = fmt_actor_key(c->f->actor_id);
 	c->g.max = cfg->count_groups_max;
 	ASSERT(c->g.max >= 1); /* eng_open checks it */
 	return 0;
@@ -636,4 +796,7 @@ void eng_count_run(struct eng_shard *s, struct eng_count *req)
 	free(c.sel);
 	free(c.code_counts);
 	free(c.match);
+	free(c.pair_code);
+	free(c.pair_count);
+	free(c.key_counts);
 }

@@ -29,8 +29,10 @@
  * (then every later unit or block is skipped too: they are sorted), or,
  * with an event_id filter, when the segment's event-id index (min/max id
  * and Bloom filter per block, in the footer: FORMAT.md §5.5) says the
- * block cannot hold that id; a segment none of whose blocks can is pruned
- * without reading a chunk. Version-1 segments have no index and are
+ * block cannot hold that id, or with an actor_id filter, when the block's
+ * actor filter (format v3, FORMAT.md §5.5.2) rules the actor out; a
+ * segment none of whose blocks can match is pruned without reading a
+ * chunk. Version-1 segments have no index and are
  * scanned. A block that a lookup by id does read is first read by its
  * event_id chunk alone, and left there when the id is not in it (a Bloom
  * false positive, or a version-1 block). The memtable is always scanned
@@ -131,6 +133,7 @@ struct search {
 	int64_t hi_ns;             /* exclusive, when has_hi */
 	bool has_hi;
 	uint64_t id_key;           /* fmt_event_id_key(filter event_id), when it has one */
+	uint64_t actor_key;        /* fmt_actor_key(filter actor_id), when it has one */
 	uint32_t mask;             /* phase-1 columns */
 	uint32_t limit;
 	uint64_t scan_max;
@@ -475,6 +478,8 @@ static int block_order(struct search *c, const struct fmt_segment *fs, uint32_t 
 			continue;
 		if (c->f->has_event_id && !fmt_block_may_hold_id(fs, b, c->f->event_id, c->id_key))
 			continue; /* certainly not in this block: never read */
+		if (c->f->actor_id.len && !fmt_block_may_hold_actor(fs, b, c->actor_key))
+			continue; /* v3: the block's actor filter rules the actor out */
 		c->order[(*n)++] = b;
 	}
 	struct block_sort bs = { c, fs->blocks };
@@ -778,6 +783,8 @@ static int search_prepare(struct search *c)
 	c->mask = (1u << FMT_COL_SEQ) | (1u << FMT_COL_OCCURRED_AT) | eng_filter_columns(c->f);
 	if (c->f->has_event_id)
 		c->id_key = fmt_event_id_key(c->f->event_id);
+	if (c->f->actor_id.len)
+		c->actor_key = fmt_actor_key(c->f->actor_id);
 	c->heap = malloc((size_t)c->limit * sizeof(*c->heap));
 	c->attrs = malloc(FMT_ATTRS_HARD_MAX * sizeof(*c->attrs));
 	if (!c->heap || !c->attrs)

@@ -6,6 +6,8 @@
  *   footer (v1) = [meta 248 B][block entry 516 B] x blocks
  *   footer (v2) = the same, then [id index head 8 B][min/max event id 32 B] x blocks
  *                 [split-block Bloom filter of each block's ids] x blocks
+ *   footer (v3) = the same, then the block summaries: [head 12 B][outcome pairs] x blocks
+ *                 per string column [dictionary][pairs] x blocks, [actor filter] x blocks
  *
  * Writing: fmt_segment_build() checks the rows (one tenant, contiguous seq),
  * recomputes every event hash to check the chain it is given and to fill
@@ -39,6 +41,13 @@
  * footer's bits per row, so a reader never trusts a stored filter length,
  * and the filters must fill the footer exactly. Version-1 files have no
  * index: every probe answers "may hold", which makes search scan them.
+ *
+ * The block summaries (version 3): one builder (struct summary) makes the
+ * section for the writer, rebuilds it from every decoded row for verify
+ * (byte equality, so the writer's rules are enforced too), and rebuilds
+ * one block's part with the segment's dictionaries preloaded for the
+ * per-block check. Open walks the whole section once, bounding every
+ * varint, so reading counts later needs no checks.
  */
 #include "segment.h"
 
@@ -63,6 +72,13 @@
 #define ID_RANGE_BYTES (2 * FMT_EVENT_ID_BYTES) /* v2, per block: min, max event id */
 #define ID_FILTER_KIND_SBBF 1           /* split-block Bloom, XXH3-64 key, Parquet salts */
 #define SBBF_WORDS 8
+#define SUM_HEAD_BYTES 12               /* v3: summary kind, count keys max, actor filter bits */
+#define SUM_KIND 1                      /* counts as varint pairs, actor split-block Bloom filters */
+/* A string column is counted only when its dictionary takes at most one
+ * byte per row of the segment (SUM_ROWS_PER_DICT_BYTE rows a byte): a small segment
+ * with many distinct values (a small tenant's) would pay more for the
+ * dictionary than scanning its few blocks costs. */
+#define SUM_ROWS_PER_DICT_BYTE 1
 
 _Static_assert(FMT_COL_COUNT == 17, "the v1 footer has 17 chunk refs per block");
 _Static_assert(BLOCK_BYTES == 516, "block entry size is part of the format");
@@ -307,6 +323,329 @@ static void id_index_compute(const uint8_t *ids, size_t stride, uint32_t n,
 	}
 }
 
+/* ---- block summaries (version 3): counts and actor filter --------------- */
+
+/* The counted columns, in the order of the summary section. */
+static const unsigned sum_col[FMT_SEG_COUNTED_COLS] = {
+	FMT_COL_OUTCOME,
+	FMT_COL_STR_FIRST + FMT_F_ACTION,
+	FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE,
+};
+#define SUM_DICTS (FMT_SEG_COUNTED_COLS - 1) /* the string columns, after outcome */
+#define SUM_OUTCOMES (FMT_OUTCOME_DENIED + 1)
+#define COL_ACTOR (FMT_COL_STR_FIRST + FMT_F_ACTOR_ID)
+
+static int sum_index(unsigned col)
+{
+	for (int k = 0; k < FMT_SEG_COUNTED_COLS; k++)
+		if (sum_col[k] == col)
+			return k;
+	return -1;
+}
+
+/* One block's rows as the summary builder sees them: the writer's events
+ * or a decoded block (verify). */
+struct sum_rows {
+	uint32_t n;
+	unsigned (*outcome)(const void *ctx, uint32_t i);
+	struct fmt_str (*str)(const void *ctx, unsigned col, uint32_t i);
+	const void *ctx;
+};
+
+/* A string column's segment dictionary: code -> value in order of first
+ * appearance, found through an open-addressing table (code + 1, 0 free). */
+struct sum_dict {
+	uint32_t *slot;
+	uint32_t mask;
+	uint64_t *hash;     /* per code */
+	uint32_t *key_off;  /* per code: its bytes in keys */
+	uint32_t *key_len;
+	struct buf keys;    /* varint length + bytes per code: the footer's form */
+	uint32_t n;
+	bool over;          /* more than keys_max values: the column is not counted */
+	struct buf pairs;   /* per block: its pairs */
+};
+
+/* Builds the summary section block by block. The writer, verify (whole
+ * segment) and the per-block check (dictionaries preloaded) all run this
+ * one code, so the checks can demand byte equality. */
+struct summary {
+	uint32_t keys_max, actor_bits, rows_max;
+	uint64_t rows;              /* of the blocks added */
+	struct buf outcome;         /* per block: outcome pairs */
+	struct sum_dict dict[SUM_DICTS];
+	struct buf actor;           /* per block: varint buckets, then the filter */
+	uint32_t *code_count;       /* per code; zero between uses */
+	uint32_t *touched;          /* codes one block used */
+	uint64_t *set;              /* one block's distinct actor keys: open addressing */
+	uint8_t *set_used;
+	uint64_t *distinct;
+	uint32_t set_mask;
+};
+
+static void sum_free(struct summary *s)
+{
+	for (unsigned k = 0; k < SUM_DICTS; k++) {
+		struct sum_dict *d = &s->dict[k];
+		free(d->slot);
+		free(d->hash);
+		free(d->key_off);
+		free(d->key_len);
+		free(d->keys.p);
+		free(d->pairs.p);
+	}
+	free(s->outcome.p);
+	free(s->actor.p);
+	free(s->code_count);
+	free(s->touched);
+	free(s->set);
+	free(s->set_used);
+	free(s->distinct);
+}
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+	uint32_t size = 2;
+	while (size < n)
+		size *= 2;
+	return size;
+}
+
+/* keys_max 1..FMT_SEG_COUNT_KEYS_MAX; rows: the segment's rows (no column
+ * has more distinct values, so the tables need no more room). */
+static int sum_init(struct summary *s, uint32_t keys_max, uint32_t actor_bits, uint32_t rows)
+{
+	ASSERT(keys_max >= 1 && keys_max <= FMT_SEG_COUNT_KEYS_MAX);
+	ASSERT(actor_bits >= 1 && actor_bits <= FMT_SEG_ID_FILTER_BITS_MAX);
+	memset(s, 0, sizeof(*s));
+	s->keys_max = keys_max;
+	s->actor_bits = actor_bits;
+	uint32_t keys = FMT_MAX(FMT_MIN(keys_max, rows), 1);
+	bool ok = true;
+	for (unsigned k = 0; k < SUM_DICTS; k++) {
+		struct sum_dict *d = &s->dict[k];
+		uint32_t size = pow2_at_least(2 * (uint64_t)keys);
+		d->mask = size - 1;
+		d->slot = calloc(size, sizeof(*d->slot));
+		d->hash = malloc((size_t)keys * sizeof(*d->hash));
+		d->key_off = malloc((size_t)keys * sizeof(*d->key_off));
+		d->key_len = malloc((size_t)keys * sizeof(*d->key_len));
+		ok = ok && d->slot && d->hash && d->key_off && d->key_len;
+	}
+	s->code_count = calloc(FMT_MAX(keys, SUM_OUTCOMES), sizeof(*s->code_count));
+	if (ok && s->code_count)
+		return 0;
+	sum_free(s);
+	return FMT_E_NOMEM;
+}
+
+/* Room for a block of n rows in the per-block scratch (grown on demand,
+ * so a reader allocates for blocks it has decoded, not for a footer's
+ * claims). */
+static int sum_reserve_rows(struct summary *s, uint32_t n)
+{
+	if (n <= s->rows_max)
+		return 0;
+	uint32_t set_size = pow2_at_least(2 * (uint64_t)n);
+	free(s->touched);
+	free(s->set);
+	free(s->set_used);
+	free(s->distinct);
+	s->touched = malloc((size_t)n * sizeof(*s->touched));
+	s->set = malloc((size_t)set_size * sizeof(*s->set));
+	s->set_used = calloc(set_size, 1);
+	s->distinct = malloc((size_t)n * sizeof(*s->distinct));
+	s->set_mask = set_size - 1;
+	s->rows_max = s->touched && s->set && s->set_used && s->distinct ? n : 0;
+	return s->rows_max ? 0 : FMT_E_NOMEM;
+}
+
+/* The code of v in d, adding it when new: 0, or 1 when the column just
+ * passed keys_max values (d->over), or FMT_E_NOMEM. */
+static int dict_code(struct summary *s, struct sum_dict *d, struct fmt_str v, uint32_t *code)
+{
+	uint64_t h = fmt_xxh3(v.len ? v.ptr : "", v.len);
+	for (uint32_t i = (uint32_t)h & d->mask, probe = 0; probe <= d->mask;
+	     probe++, i = (i + 1) & d->mask) {
+		uint32_t e = d->slot[i];
+		if (e && d->hash[e - 1] == h && d->key_len[e - 1] == v.len &&
+		    (v.len == 0 || memcmp(d->keys.p + d->key_off[e - 1], v.ptr, v.len) == 0)) {
+			*code = e - 1;
+			return 0;
+		}
+		if (e)
+			continue;
+		if (d->n == s->keys_max || d->n > d->mask / 2) {
+			d->over = true;
+			return 1;
+		}
+		int rc = buf_reserve(&d->keys, VARINT_MAX_BYTES + (size_t)v.len);
+		if (rc)
+			return rc;
+		uint8_t *p = fmt_put_varint(d->keys.p + d->keys.len, v.len);
+		if (v.len)
+			memcpy(p, v.ptr, v.len);
+		ASSERT(p + v.len - d->keys.p <= UINT32_MAX);
+		d->key_off[d->n] = (uint32_t)(p - d->keys.p);
+		d->key_len[d->n] = v.len;
+		d->keys.len = (size_t)(p + v.len - d->keys.p);
+		d->hash[d->n] = h;
+		d->slot[i] = ++d->n;
+		*code = d->n - 1;
+		return 0;
+	}
+	ASSERT(0); /* the table is never more than half full */
+	return FMT_E_NOMEM;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Appends the block's pairs from code_count over the nt touched codes
+ * (and zeroes those counts): varint n, then per code ascending varint
+ * (code - previous code - 1, the first: code) and varint count. */
+static int sum_put_pairs(struct summary *s, struct buf *out, uint32_t nt)
+{
+	int rc = buf_reserve(out, VARINT_MAX_BYTES * (1 + 2 * (size_t)nt));
+	if (rc)
+		return rc;
+	qsort(s->touched, nt, sizeof(*s->touched), u32_cmp);
+	uint8_t *p = fmt_put_varint(out->p + out->len, nt);
+	for (uint32_t j = 0, next = 0; j < nt; j++) {
+		uint32_t code = s->touched[j];
+		p = fmt_put_varint(p, code - next);
+		p = fmt_put_varint(p, s->code_count[code]);
+		s->code_count[code] = 0;
+		next = code + 1;
+	}
+	out->len = (size_t)(p - out->p);
+	return 0;
+}
+
+static void sum_note(struct summary *s, uint32_t code, uint32_t *nt)
+{
+	if (s->code_count[code]++ == 0)
+		s->touched[(*nt)++] = code;
+}
+
+/* Buckets of an actor filter over `distinct` actors (at least 1). */
+static uint32_t actor_filter_buckets(uint32_t distinct, uint32_t bits)
+{
+	return id_filter_buckets(distinct, bits);
+}
+
+static int sum_actors(struct summary *s, const struct sum_rows *r)
+{
+	uint32_t nd = 0;
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct fmt_str a = r->str(r->ctx, COL_ACTOR, i);
+		uint64_t key = fmt_actor_key(a);
+		uint32_t h = (uint32_t)key & s->set_mask;
+		while (s->set_used[h] && s->set[h] != key)
+			h = (h + 1) & s->set_mask;
+		if (!s->set_used[h]) {
+			s->set_used[h] = 1;
+			s->set[h] = key;
+			s->distinct[nd++] = key;
+		}
+	}
+	uint32_t buckets = actor_filter_buckets(nd, s->actor_bits);
+	size_t bytes = (size_t)buckets * FMT_SEG_ID_BUCKET_BYTES;
+	int rc = buf_reserve(&s->actor, VARINT_MAX_BYTES + bytes);
+	if (rc == 0) {
+		uint8_t *p = fmt_put_varint(s->actor.p + s->actor.len, buckets);
+		memset(p, 0, bytes);
+		for (uint32_t j = 0; j < nd; j++)
+			sbbf_insert(p, buckets, s->distinct[j]);
+		s->actor.len = (size_t)(p + bytes - s->actor.p);
+	}
+	memset(s->set_used, 0, (size_t)s->set_mask + 1); /* 2 x rows_max bytes */
+	return rc;
+}
+
+/* Adds one block (1..rows_max rows) to every part of the summary. */
+static int sum_block(struct summary *s, const struct sum_rows *r)
+{
+	ASSERT(r->n >= 1);
+	s->rows += r->n;
+	int rc = sum_reserve_rows(s, r->n);
+	if (rc)
+		return rc;
+	uint32_t nt = 0;
+	for (uint32_t i = 0; i < r->n; i++) {
+		unsigned o = r->outcome(r->ctx, i);
+		ASSERT(o < SUM_OUTCOMES); /* checked by build_check and the decoder */
+		sum_note(s, o, &nt);
+	}
+	rc = sum_put_pairs(s, &s->outcome, nt);
+	for (unsigned k = 0; k < SUM_DICTS && rc == 0; k++) {
+		struct sum_dict *d = &s->dict[k];
+		nt = 0;
+		for (uint32_t i = 0; i < r->n && !d->over && rc == 0; i++) {
+			uint32_t code;
+			if ((rc = dict_code(s, d, r->str(r->ctx, sum_col[1 + k], i), &code)) == 0)
+				sum_note(s, code, &nt);
+		}
+		if (rc == 1) { /* over: the column is not counted; forget its pairs */
+			for (uint32_t j = 0; j < nt; j++)
+				s->code_count[s->touched[j]] = 0;
+			d->pairs.len = 0;
+			rc = 0;
+		} else if (rc == 0 && !d->over) {
+			rc = sum_put_pairs(s, &d->pairs, nt);
+		}
+	}
+	return rc ? rc : sum_actors(s, r);
+}
+
+/* The section (FORMAT.md §5.5.2): head, outcome pairs, per string column
+ * its dictionary and pairs, the actor filters. Returns its bytes in out
+ * (the caller frees out->p). */
+static int sum_finish(struct summary *s, struct buf *out)
+{
+	for (unsigned k = 0; k < SUM_DICTS; k++)
+		if ((uint64_t)s->dict[k].keys.len * SUM_ROWS_PER_DICT_BYTE > s->rows)
+			s->dict[k].over = true;
+	size_t len = SUM_HEAD_BYTES + s->outcome.len + s->actor.len;
+	for (unsigned k = 0; k < SUM_DICTS; k++)
+		len += VARINT_MAX_BYTES +
+		       (s->dict[k].over ? 0 : s->dict[k].keys.len + s->dict[k].pairs.len);
+	int rc = buf_reserve(out, len);
+	if (rc)
+		return rc;
+	uint8_t *p = out->p + out->len;
+	fmt_put_u32(p, SUM_KIND);
+	fmt_put_u32(p + 4, s->keys_max);
+	fmt_put_u32(p + 8, s->actor_bits);
+	p += SUM_HEAD_BYTES;
+	if (s->outcome.len)
+		memcpy(p, s->outcome.p, s->outcome.len);
+	p += s->outcome.len;
+	for (unsigned k = 0; k < SUM_DICTS; k++) {
+		const struct sum_dict *d = &s->dict[k];
+		p = fmt_put_varint(p, d->over ? 0 : d->n);
+		if (d->over || !d->n)
+			continue;
+		memcpy(p, d->keys.p, d->keys.len);
+		p += d->keys.len;
+		memcpy(p, d->pairs.p, d->pairs.len);
+		p += d->pairs.len;
+	}
+	if (s->actor.len)
+		memcpy(p, s->actor.p, s->actor.len);
+	p += s->actor.len;
+	out->len = (size_t)(p - out->p);
+	return 0;
+}
+
+uint64_t fmt_actor_key(struct fmt_str actor_id)
+{
+	return fmt_xxh3(actor_id.len ? actor_id.ptr : "", actor_id.len);
+}
+
 /* ---- fixed-width structures -------------------------------------------- */
 
 static void put_header(uint8_t out[FMT_SEG_HEADER_BYTES], const struct fmt_segment_meta *m)
@@ -394,6 +733,9 @@ struct builder {
 	struct buf img;  /* the segment image being built */
 	struct buf raw;  /* one chunk's encoded bytes */
 	struct buf filters; /* v2: every block's id filter, in block order */
+	struct summary sum; /* v3: the block summaries */
+	bool sum_ready;
+	struct buf sum_bytes;
 	struct dict dict;
 	ZSTD_CCtx *cctx;
 	int level;
@@ -655,6 +997,16 @@ static int write_id_index(struct builder *w, struct fmt_block_ref *ref)
 	return 0;
 }
 
+static struct fmt_str event_str(const void *ctx, unsigned col, uint32_t i)
+{
+	return row_str((const struct fmt_event *)ctx + i, col);
+}
+
+static unsigned event_outcome(const void *ctx, uint32_t i)
+{
+	return ((const struct fmt_event *)ctx)[i].outcome;
+}
+
 static int write_block(struct builder *w, uint32_t b)
 {
 	struct fmt_block_ref *ref = &w->blocks[b];
@@ -676,7 +1028,12 @@ static int write_block(struct builder *w, uint32_t b)
 		if (rc)
 			return rc;
 	}
-	return w->meta.version >= 2 ? write_id_index(w, ref) : 0;
+	int rc = w->meta.version >= 2 ? write_id_index(w, ref) : 0;
+	if (rc == 0 && w->meta.version >= 3) {
+		struct sum_rows r = { n, event_outcome, event_str, w->rows + first };
+		rc = sum_block(&w->sum, &r);
+	}
+	return rc;
 }
 
 /* v2: the event-id index after the block entries (FORMAT.md §5.5). */
@@ -701,10 +1058,16 @@ static int write_tail(struct builder *w)
 	uint64_t len = META_BYTES + (uint64_t)w->meta.block_count * BLOCK_BYTES;
 	if (w->meta.version >= 2)
 		len += ID_HEAD_BYTES + (uint64_t)w->meta.block_count * ID_RANGE_BYTES + w->filters.len;
-	ASSERT(len <= UINT32_MAX); /* see the static assertions on the largest footer */
-	uint32_t footer_len = (uint32_t)len;
-	int rc = buf_reserve(&w->img, (size_t)footer_len + FMT_SEG_TRAILER_BYTES);
+	int rc = w->meta.version >= 3 ? sum_finish(&w->sum, &w->sum_bytes) : 0;
 	if (rc)
+		return rc;
+	len += w->sum_bytes.len;
+	/* Up to v2 the static assertions bound the footer; v3's dictionaries
+	 * hold whatever strings the events have. */
+	if (len > UINT32_MAX - FMT_SEG_HEADER_BYTES - FMT_SEG_TRAILER_BYTES)
+		return FMT_E_TOO_BIG;
+	uint32_t footer_len = (uint32_t)len;
+	if ((rc = buf_reserve(&w->img, (size_t)footer_len + FMT_SEG_TRAILER_BYTES)))
 		return rc;
 	uint8_t *f = w->img.p + footer_offset;
 	put_meta(f, &w->meta);
@@ -712,6 +1075,8 @@ static int write_tail(struct builder *w)
 		put_block_ref(f + META_BYTES + (size_t)b * BLOCK_BYTES, &w->blocks[b]);
 	if (w->meta.version >= 2)
 		put_id_index(f + META_BYTES + (size_t)w->meta.block_count * BLOCK_BYTES, w);
+	if (w->sum_bytes.len)
+		memcpy(f + footer_len - w->sum_bytes.len, w->sum_bytes.p, w->sum_bytes.len);
 	put_trailer(f + footer_len, w->meta.version, footer_offset, footer_len,
 		    fmt_xxh3(f, footer_len));
 	w->img.len += (size_t)footer_len + FMT_SEG_TRAILER_BYTES;
@@ -732,7 +1097,9 @@ static int build_check(const struct fmt_segment_build_args *args, const struct f
 		return FMT_E_INVALID;
 	if (args->version && (args->version < FMT_SEG_VERSION_MIN || args->version > FMT_SEG_VERSION))
 		return FMT_E_INVALID;
-	if (args->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX)
+	if (args->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX ||
+	    args->actor_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX ||
+	    args->count_keys_max > FMT_SEG_COUNT_KEYS_MAX)
 		return FMT_E_INVALID;
 	*tenant = args->tenant.len ? args->tenant : (n ? rows[0].tenant : args->tenant);
 	if (!fmt_tenant_valid(*tenant))
@@ -759,6 +1126,12 @@ static void build_meta(struct builder *w, const struct fmt_segment_build_args *a
 	if (m->version >= 2)
 		m->id_filter_bits = args->id_filter_bits ? args->id_filter_bits
 							 : FMT_SEG_ID_FILTER_BITS_DEFAULT;
+	if (m->version >= 3) {
+		m->count_keys_max = args->count_keys_max ? args->count_keys_max
+							 : FMT_SEG_COUNT_KEYS_DEFAULT;
+		m->actor_filter_bits = args->actor_filter_bits ? args->actor_filter_bits
+							       : FMT_SEG_ACTOR_FILTER_BITS_DEFAULT;
+	}
 	memcpy(m->tenant, tenant.ptr, tenant.len);
 	m->tenant[tenant.len] = 0;
 	m->segment_id = args->segment_id;
@@ -872,6 +1245,10 @@ int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fm
 		rc = FMT_E_NOMEM;
 		goto fail;
 	}
+	if (w.meta.version >= 3 &&
+	    (rc = sum_init(&w.sum, w.meta.count_keys_max, w.meta.actor_filter_bits, n)))
+		goto fail;
+	w.sum_ready = w.meta.version >= 3;
 	if ((rc = buf_reserve(&w.img, FMT_SEG_HEADER_BYTES)))
 		goto fail;
 	w.img.len = FMT_SEG_HEADER_BYTES;
@@ -888,6 +1265,9 @@ fail:
 	free(w.img.p);
 	free(w.raw.p);
 	free(w.filters.p);
+	free(w.sum_bytes.p);
+	if (w.sum_ready)
+		sum_free(&w.sum);
 	free(w.blocks);
 	dict_free(&w.dict);
 	ZSTD_freeCCtx(w.cctx);
@@ -914,7 +1294,7 @@ int fmt_segment_trailer(const uint8_t trailer[FMT_SEG_TRAILER_BYTES], uint64_t f
 	if (version == 1 && (len < META_BYTES || (len - META_BYTES) % BLOCK_BYTES != 0 ||
 			     (len - META_BYTES) / BLOCK_BYTES > BLOCKS_MAX))
 		return FMT_E_CORRUPT;
-	if (version >= 2 && len < META_BYTES + ID_HEAD_BYTES)
+	if (version >= 2 && len < META_BYTES + ID_HEAD_BYTES + (version >= 3 ? SUM_HEAD_BYTES : 0))
 		return FMT_E_CORRUPT;
 	if (len > file_size - FMT_SEG_HEADER_BYTES - FMT_SEG_TRAILER_BYTES ||
 	    off != file_size - FMT_SEG_TRAILER_BYTES - len)
@@ -1102,6 +1482,94 @@ static int open_blocks(struct fmt_segment *seg, const uint8_t *footer)
 	return 0;
 }
 
+/* v3: one block's pairs of a column with `keys` codes: 1..min(keys, rows)
+ * pairs, codes strictly ascending and below keys, counts >= 1 summing to
+ * rows. */
+static int open_pairs(struct rd *r, uint32_t keys, uint32_t rows)
+{
+	uint64_t n, gap, count, sum = 0, next = 0;
+	int rc = rd_varint(r, &n);
+	if (rc || n < 1 || n > FMT_MIN(keys, rows))
+		return FMT_E_CORRUPT;
+	for (uint64_t j = 0; j < n; j++) {
+		if (rd_varint(r, &gap) || rd_varint(r, &count) || gap >= keys - next || count < 1 ||
+		    count > rows - sum)
+			return FMT_E_CORRUPT;
+		next += gap + 1;
+		sum += count;
+	}
+	return sum == rows ? 0 : FMT_E_CORRUPT;
+}
+
+/* v3: a string column's dictionary (keys distinct values, at most the
+ * rows and the writer's bound), views into seg->summary. */
+static int open_dict(struct fmt_segment *seg, struct rd *r, unsigned k)
+{
+	uint64_t keys, len;
+	const uint8_t *bytes;
+	if (rd_varint(r, &keys) || keys > seg->meta.count_keys_max || keys > seg->meta.row_count)
+		return FMT_E_CORRUPT;
+	if (keys == 0)
+		return 0;
+	seg->count_key[k] = malloc((size_t)keys * sizeof(struct fmt_str));
+	if (!seg->count_key[k])
+		return FMT_E_NOMEM;
+	for (uint64_t e = 0; e < keys; e++) {
+		if (rd_varint(r, &len) || rd_bytes(r, len, &bytes))
+			return FMT_E_CORRUPT;
+		seg->count_key[k][e] = (struct fmt_str){ (const char *)bytes, (uint32_t)len };
+	}
+	seg->count_keys[k] = (uint32_t)keys;
+	return 0;
+}
+
+/* v3: the summary section fills the rest of the footer (FORMAT.md
+ * §5.5.2). It is copied out and walked once, checking every count and
+ * bound, so that reading it later needs no checks. */
+static int open_summary(struct fmt_segment *seg, const uint8_t *p, uint64_t len)
+{
+	struct fmt_segment_meta *m = &seg->meta;
+	if (len < SUM_HEAD_BYTES || fmt_get_u32(p) != SUM_KIND)
+		return FMT_E_CORRUPT;
+	m->count_keys_max = fmt_get_u32(p + 4);
+	m->actor_filter_bits = fmt_get_u32(p + 8);
+	if (m->count_keys_max < 1 || m->count_keys_max > FMT_SEG_COUNT_KEYS_MAX ||
+	    m->actor_filter_bits < 1 || m->actor_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX)
+		return FMT_E_CORRUPT;
+	if (!(seg->summary = malloc((size_t)len)))
+		return FMT_E_NOMEM;
+	memcpy(seg->summary, p, (size_t)len);
+	seg->summary_len = (uint32_t)len; /* <= footer_len */
+	struct rd r = { seg->summary + SUM_HEAD_BYTES, (size_t)len - SUM_HEAD_BYTES };
+	int rc = 0;
+	seg->count_keys[0] = SUM_OUTCOMES;
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS && rc == 0; k++) {
+		if (k > 0 && (rc = open_dict(seg, &r, k)) != 0)
+			break;
+		for (uint32_t b = 0; b < m->block_count && seg->count_keys[k] && rc == 0; b++) {
+			seg->blocks[b].counts_at[k] = (uint32_t)(r.p - seg->summary);
+			rc = open_pairs(&r, seg->count_keys[k], seg->blocks[b].row_count);
+		}
+	}
+	for (uint32_t b = 0; b < m->block_count && rc == 0; b++) {
+		struct fmt_block_ref *ref = &seg->blocks[b];
+		uint64_t buckets;
+		const uint8_t *filter;
+		ref->actor_at = (uint32_t)(r.p - seg->summary);
+		if (rd_varint(&r, &buckets) || buckets < 1 ||
+		    buckets > actor_filter_buckets(ref->row_count, m->actor_filter_bits) ||
+		    rd_bytes(&r, buckets * FMT_SEG_ID_BUCKET_BYTES, &filter)) {
+			rc = FMT_E_CORRUPT;
+			break;
+		}
+		ref->actor_filter_at = (uint32_t)(filter - seg->summary);
+		ref->actor_filter_bytes = (uint32_t)(buckets * FMT_SEG_ID_BUCKET_BYTES);
+	}
+	if (rc == 0 && r.left != 0)
+		rc = FMT_E_CORRUPT;
+	return rc;
+}
+
 /* v2: reads each block's id range, sizes its filter from its (already
  * checked) row count, requires the filters to fill the rest of the footer
  * exactly, and copies them out (the caller may free the footer bytes). */
@@ -1121,13 +1589,17 @@ static int open_id_index(struct fmt_segment *seg, const uint8_t *footer)
 		r->id_filter_at = (uint32_t)total; /* < footer_len: checked below */
 		total += r->id_filter_bytes;
 	}
-	if (footer_fixed_len(m->version, m->block_count) + total != seg->footer_len)
+	/* v2: the filters end the footer; v3: the summary section follows. */
+	uint64_t end = footer_fixed_len(m->version, m->block_count) + total;
+	if (m->version == 2 ? end != seg->footer_len : end > seg->footer_len)
 		return FMT_E_CORRUPT;
 	seg->id_filters = malloc(total ? (size_t)total : 1);
 	if (!seg->id_filters)
 		return FMT_E_NOMEM;
 	if (total)
 		memcpy(seg->id_filters, p, (size_t)total);
+	if (m->version >= 3)
+		return open_summary(seg, footer + end, seg->footer_len - end);
 	return 0;
 }
 
@@ -1195,6 +1667,9 @@ void fmt_segment_close(struct fmt_segment *seg)
 		return;
 	free(seg->blocks);
 	free(seg->id_filters);
+	free(seg->summary);
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++)
+		free(seg->count_key[k]);
 	free(seg);
 }
 
@@ -1216,6 +1691,48 @@ bool fmt_block_may_hold_id(const struct fmt_segment *seg, uint32_t b,
 		return false;
 	return sbbf_may_hold(seg->id_filters + r->id_filter_at,
 			     r->id_filter_bytes / FMT_SEG_ID_BUCKET_BYTES, key);
+}
+
+uint32_t fmt_segment_count_keys(const struct fmt_segment *seg, unsigned col)
+{
+	int k = sum_index(col);
+	return k < 0 || seg->meta.version < 3 ? 0 : seg->count_keys[k];
+}
+
+struct fmt_str fmt_segment_count_key(const struct fmt_segment *seg, unsigned col, uint32_t k)
+{
+	int i = sum_index(col);
+	ASSERT(i > 0 && k < seg->count_keys[i]);
+	return seg->count_key[i][k];
+}
+
+uint32_t fmt_block_counts(const struct fmt_segment *seg, uint32_t b, unsigned col,
+			  uint32_t *codes, uint32_t *counts)
+{
+	int k = sum_index(col);
+	ASSERT(k >= 0 && seg->count_keys[k] && b < seg->meta.block_count);
+	uint32_t at = seg->blocks[b].counts_at[k];
+	struct rd r = { seg->summary + at, seg->summary_len - at };
+	uint64_t n, gap, count;
+	int rc = rd_varint(&r, &n); /* every value was checked on open */
+	for (uint32_t j = 0, next = 0; j < n && rc == 0; j++) {
+		rc = rd_varint(&r, &gap) | rd_varint(&r, &count);
+		next += (uint32_t)gap;
+		codes[j] = next++;
+		counts[j] = (uint32_t)count;
+	}
+	ASSERT(rc == 0);
+	return (uint32_t)n;
+}
+
+bool fmt_block_may_hold_actor(const struct fmt_segment *seg, uint32_t b, uint64_t key)
+{
+	ASSERT(b < seg->meta.block_count);
+	if (seg->meta.version < 3)
+		return true;
+	const struct fmt_block_ref *r = &seg->blocks[b];
+	return sbbf_may_hold(seg->summary + r->actor_filter_at,
+			     r->actor_filter_bytes / FMT_SEG_ID_BUCKET_BYTES, key);
 }
 
 /* ======================================================================= */
@@ -1730,6 +2247,8 @@ struct verify {
 	size_t scratch_cap;
 	int64_t min_received, max_received;
 	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
+	struct summary sum;        /* v3: the summary section rebuilt from the rows */
+	bool sum_ready;
 };
 
 /* Recomputes the chain over one decoded block, comparing it with the
@@ -1787,6 +2306,78 @@ int fmt_block_check_id_index(const struct fmt_segment *seg, uint32_t b,
 	return same ? 0 : FMT_E_CORRUPT;
 }
 
+static struct fmt_str block_str(const void *ctx, unsigned col, uint32_t i)
+{
+	return str_view(ctx, col, i);
+}
+
+static unsigned block_outcome(const void *ctx, uint32_t i)
+{
+	return ((const struct fmt_block *)ctx)->raw[FMT_COL_OUTCOME][i];
+}
+
+static struct sum_rows block_sum_rows(const struct fmt_block *blk)
+{
+	return (struct sum_rows){ blk->rows, block_outcome, block_str, blk };
+}
+
+/* Whether the n bytes at `at` of the stored section equal p. */
+static bool summary_has(const struct fmt_segment *seg, uint32_t at, const uint8_t *p, size_t n)
+{
+	return at <= seg->summary_len && n <= seg->summary_len - at &&
+	       (n == 0 || memcmp(seg->summary + at, p, n) == 0);
+}
+
+/* Loads the segment's dictionaries into s under their stored codes; a
+ * column the footer does not count is marked over. */
+static int sum_preload(struct summary *s, const struct fmt_segment *seg)
+{
+	for (unsigned k = 0; k < SUM_DICTS; k++) {
+		struct sum_dict *d = &s->dict[k];
+		uint32_t keys = seg->count_keys[1 + k];
+		d->over = keys == 0 && seg->meta.row_count > 0;
+		for (uint32_t e = 0; e < keys; e++) {
+			uint32_t code;
+			int rc = dict_code(s, d, seg->count_key[1 + k][e], &code);
+			if (rc < 0)
+				return rc;
+			if (rc || code != e) /* a repeated value */
+				return FMT_E_CORRUPT;
+		}
+	}
+	return 0;
+}
+
+int fmt_block_check_summary(const struct fmt_segment *seg, uint32_t b, const struct fmt_block *blk)
+{
+	ASSERT(b < seg->meta.block_count && blk->rows == seg->blocks[b].row_count);
+	if (seg->meta.version < 3)
+		return 0;
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++)
+		ASSERT(blk->mask & (1u << sum_col[k]));
+	ASSERT(blk->mask & (1u << COL_ACTOR));
+	const struct fmt_block_ref *r = &seg->blocks[b];
+	struct summary s;
+	struct sum_rows rows = block_sum_rows(blk);
+	int rc = sum_init(&s, seg->meta.count_keys_max, seg->meta.actor_filter_bits,
+			  seg->meta.row_count);
+	if (rc)
+		return rc;
+	if ((rc = sum_preload(&s, seg)) == 0 && (rc = sum_block(&s, &rows)) == 0) {
+		bool same = summary_has(seg, r->counts_at[0], s.outcome.p, s.outcome.len) &&
+			    summary_has(seg, r->actor_at, s.actor.p, s.actor.len);
+		for (unsigned k = 0; k < SUM_DICTS; k++) {
+			const struct sum_dict *d = &s.dict[k];
+			if (seg->count_keys[1 + k])
+				same = same && !d->over && d->n == seg->count_keys[1 + k] &&
+				       summary_has(seg, r->counts_at[1 + k], d->pairs.p, d->pairs.len);
+		}
+		rc = same ? 0 : FMT_E_CORRUPT;
+	}
+	sum_free(&s);
+	return rc;
+}
+
 static int verify_blocks(const struct fmt_segment *seg, const uint8_t *buf, size_t len,
 			 struct verify *v, uint64_t *bad_seq)
 {
@@ -1799,11 +2390,29 @@ static int verify_blocks(const struct fmt_segment *seg, const uint8_t *buf, size
 		rc = verify_block(seg, blk, v, bad_seq);
 		if (rc == 0)
 			rc = fmt_block_check_id_index(seg, b, blk);
+		if (rc == 0 && v->sum_ready) {
+			struct sum_rows rows = block_sum_rows(blk);
+			rc = sum_block(&v->sum, &rows);
+		}
 		fmt_block_free(blk);
 		if (rc)
 			return rc;
 	}
 	return 0;
+}
+
+/* v3: the summary section rebuilt from every row must equal the stored
+ * one byte for byte (codes in order of first appearance, exact counts, a
+ * column left out only when it has more than count_keys_max values, every
+ * actor filter). */
+static int verify_summary(const struct fmt_segment *seg, struct verify *v)
+{
+	struct buf out = { 0 };
+	int rc = sum_finish(&v->sum, &out);
+	if (rc == 0 && (out.len != seg->summary_len || memcmp(out.p, seg->summary, out.len) != 0))
+		rc = FMT_E_CORRUPT;
+	free(out.p);
+	return rc;
 }
 
 int fmt_segment_verify_buf(const uint8_t *buf, size_t len, uint64_t *bad_seq)
@@ -1822,8 +2431,15 @@ int fmt_segment_verify_buf(const uint8_t *buf, size_t len, uint64_t *bad_seq)
 	memcpy(v->chain, seg->meta.chain_before, FMT_HASH_BYTES);
 	v->min_received = INT64_MAX;
 	v->max_received = INT64_MIN;
+	if (seg->meta.version >= 3) {
+		if ((rc = sum_init(&v->sum, seg->meta.count_keys_max, seg->meta.actor_filter_bits,
+				   seg->meta.row_count)))
+			goto fail;
+		v->sum_ready = true;
+	}
 	if ((rc = verify_blocks(seg, buf, len, v, bad_seq)))
 		goto fail;
+
 	ASSERT(v->nhash == seg->meta.row_count);
 	if (seg->meta.row_count && (v->min_received != seg->meta.min_received_ns ||
 				    v->max_received != seg->meta.max_received_ns)) {
@@ -1838,11 +2454,15 @@ int fmt_segment_verify_buf(const uint8_t *buf, size_t len, uint64_t *bad_seq)
 	fmt_merkle_root((const uint8_t (*)[FMT_HASH_BYTES])v->hashes, v->nhash, root);
 	if (memcmp(root, seg->meta.merkle_root, FMT_HASH_BYTES) != 0)
 		rc = FMT_E_CHAIN;
+	else if (v->sum_ready)
+		rc = verify_summary(seg, v);
 fail:
 	fmt_segment_close(seg);
 	if (v) {
 		free(v->hashes);
 		free(v->scratch);
+		if (v->sum_ready)
+			sum_free(&v->sum);
 	}
 	free(v);
 	return rc;

@@ -37,6 +37,27 @@
  * compares them byte for byte, because a wrong filter would hide an event.
  * Version-1 segments (no index) still open, search by scanning and verify.
  *
+ * Block summaries (version 3). A Count grouped by a low-cardinality column
+ * over a long range decoded every block of it (a zstd frame and a
+ * dictionary per block), and a Search for one actor decoded every block of
+ * the range to find a few rows. The version-3 footer adds, after the
+ * event-id index, per block: the number of rows per value of outcome,
+ * action and resource_type (varint (code, count) pairs, codes into one
+ * dictionary per column for the whole segment, in order of first
+ * appearance), and a split-block Bloom filter of the block's distinct
+ * actor ids (actor_filter_bits bits per distinct actor, default 10). A
+ * Count over a block wholly inside its time range adds the stored counts
+ * without reading a chunk; a Search with an actor filter skips the blocks
+ * whose filter rules the actor out. A column with more than
+ * count_keys_max distinct values in the segment (default 4096), or whose
+ * dictionary would take more bytes than the segment has rows, is not counted:
+ * a small segment with many values is cheap to scan and its dictionary
+ * would cost more than the scan saves (the benchmark's small tenants paid
+ * ~8 bytes per event for them before this rule). Like the event-id index
+ * the summaries are in the footer (probed for every block in memory),
+ * covered by its checksum, and rebuilt byte for byte by verify: a wrong
+ * count is a wrong answer, a wrong actor filter hides events.
+ *
  * Reading is split so that the engine does the I/O and reads only what it
  * needs: it reads the trailer, asks for the footer's position, reads the
  * footer, opens it, then reads and decodes only the chunks of the blocks
@@ -51,7 +72,7 @@
 
 #define FMT_SEG_HEADER_BYTES 32
 #define FMT_SEG_TRAILER_BYTES 32
-#define FMT_SEG_VERSION 2          /* written by this build; reads 1 and 2 */
+#define FMT_SEG_VERSION 3          /* written by this build; reads 1, 2 and 3 */
 #define FMT_SEG_VERSION_MIN 1
 #define FMT_SEG_ROWS_MAX (1u << 24)
 /* A search decodes every column of each block that holds a hit, so one
@@ -63,6 +84,12 @@
 #define FMT_SEG_ID_FILTER_BITS_DEFAULT 10 /* Bloom bits per row: ~1 % false positives */
 #define FMT_SEG_ID_FILTER_BITS_MAX 32
 #define FMT_SEG_ID_BUCKET_BYTES 32        /* one split-block Bloom bucket: 8 x u32 */
+/* Version 3: stored counts per block of outcome, action and resource_type
+ * (FMT_SEG_COUNTED_COLS columns), and the actor-id filter. */
+#define FMT_SEG_COUNTED_COLS 3
+#define FMT_SEG_COUNT_KEYS_DEFAULT 4096   /* distinct values of a column, else it is not counted */
+#define FMT_SEG_COUNT_KEYS_MAX 65536
+#define FMT_SEG_ACTOR_FILTER_BITS_DEFAULT 10 /* Bloom bits per distinct actor of a block: ~1 % */
 
 /* Columns, in file order. A column mask is a bit set of (1u << column). */
 enum fmt_column {
@@ -84,6 +111,8 @@ enum fmt_column {
 struct fmt_segment_meta {
 	uint32_t version;                /* FMT_SEG_VERSION_MIN .. FMT_SEG_VERSION */
 	uint32_t id_filter_bits;         /* Bloom bits per row; 0 in version 1 */
+	uint32_t count_keys_max;         /* v3: the writer's bound on a counted column's values; 0 before */
+	uint32_t actor_filter_bits;      /* v3: Bloom bits per distinct actor; 0 before */
 	char tenant[FMT_TENANT_MAX + 1]; /* NUL-terminated */
 	uint64_t segment_id;
 	uint32_t shard;
@@ -124,6 +153,11 @@ struct fmt_block_ref {
 	uint8_t max_event_id[FMT_EVENT_ID_BYTES];
 	uint32_t id_filter_at;    /* into fmt_segment.id_filters */
 	uint32_t id_filter_bytes; /* FMT_SEG_ID_BUCKET_BYTES x buckets */
+	/* Version 3: the block summary, offsets into fmt_segment.summary. */
+	uint32_t counts_at[FMT_SEG_COUNTED_COLS]; /* the block's (code, count) pairs per counted column */
+	uint32_t actor_at;          /* the actor filter's bucket count (varint), then its buckets */
+	uint32_t actor_filter_at;
+	uint32_t actor_filter_bytes;
 };
 
 /* An opened footer: metadata plus the block directory. Heap-allocated by
@@ -135,6 +169,13 @@ struct fmt_segment {
 	uint32_t footer_len;
 	struct fmt_block_ref *blocks; /* meta.block_count entries */
 	uint8_t *id_filters;          /* version 2: every block's filter, in block order */
+	/* Version 3: the footer's summary section, copied; per counted column
+	 * the number of codes (0: not counted; outcome: 4, its values) and,
+	 * for action and resource_type, each code's value (into summary). */
+	uint8_t *summary;
+	uint32_t summary_len;
+	uint32_t count_keys[FMT_SEG_COUNTED_COLS];
+	struct fmt_str *count_key[FMT_SEG_COUNTED_COLS];
 };
 
 /* ---- writing ---------------------------------------------------------- */
@@ -154,6 +195,8 @@ struct fmt_segment_build_args {
 	const uint8_t (*event_hashes)[FMT_HASH_BYTES];
 	uint32_t version;             /* 0: FMT_SEG_VERSION; 1 writes the old format (tests, tools) */
 	uint32_t id_filter_bits;      /* 0: FMT_SEG_ID_FILTER_BITS_DEFAULT; 1..FMT_SEG_ID_FILTER_BITS_MAX */
+	uint32_t count_keys_max;      /* v3; 0: FMT_SEG_COUNT_KEYS_DEFAULT; 1..FMT_SEG_COUNT_KEYS_MAX */
+	uint32_t actor_filter_bits;   /* v3; 0: FMT_SEG_ACTOR_FILTER_BITS_DEFAULT; 1..FMT_SEG_ID_FILTER_BITS_MAX */
 };
 
 /* Builds a complete segment image in memory from n rows of one tenant, in
@@ -268,6 +311,44 @@ bool fmt_block_may_hold_id(const struct fmt_segment *seg, uint32_t b,
 int fmt_block_check_id_index(const struct fmt_segment *seg, uint32_t b,
 			     const struct fmt_block *blk);
 
+/* ---- block summaries (version 3) ---------------------------------------- */
+
+/* The number of codes of column col's stored counts: 0 when the segment
+ * has none for it (before version 3, a column other than FMT_COL_OUTCOME,
+ * action and resource_type, or one with more than count_keys_max distinct
+ * values in the segment or a dictionary of more than row_count
+ * bytes); FMT_COL_OUTCOME: 4, the code is the outcome. */
+uint32_t fmt_segment_count_keys(const struct fmt_segment *seg, unsigned col);
+
+/* The value of code k (< fmt_segment_count_keys) of action or
+ * resource_type; points into the opened footer. Values written by this
+ * codec are distinct; verify checks it. */
+struct fmt_str fmt_segment_count_key(const struct fmt_segment *seg, unsigned col, uint32_t k);
+
+/* Block b's stored counts of column col (fmt_segment_count_keys() > 0):
+ * writes n pairs, codes ascending, each count >= 1, summing to the
+ * block's rows, to codes[] and counts[] (room for min(keys, row_count)
+ * each) and returns n (>= 1). Reads only the opened footer. */
+uint32_t fmt_block_counts(const struct fmt_segment *seg, uint32_t b, unsigned col,
+			  uint32_t *codes, uint32_t *counts);
+
+/* The probe key of an actor id (XXH3-64 of its bytes). */
+uint64_t fmt_actor_key(struct fmt_str actor_id);
+
+/* false: block b holds no row with this actor id, for certain; true: it
+ * may (always before version 3). key is fmt_actor_key(actor_id). */
+bool fmt_block_may_hold_actor(const struct fmt_segment *seg, uint32_t b, uint64_t key);
+
+/* Rebuilds block b's summary (its counts under the segment's codes, its
+ * actor filter) from its decoded rows (blk must hold outcome, action,
+ * resource_type and actor_id) and compares it with the footer's, byte for
+ * byte. Returns 0 (also before version 3), FMT_E_CORRUPT (they differ: a
+ * count would be wrong or a search could miss an event), FMT_E_NOMEM.
+ * The segment-wide rules (codes in order of first appearance, a column
+ * left out only when it has too many values) are checked by
+ * fmt_segment_verify_buf(). */
+int fmt_block_check_summary(const struct fmt_segment *seg, uint32_t b, const struct fmt_block *blk);
+
 /* Column access for scans that need no event views (aggregates). Each
  * column must have been decoded (in col_mask); pointers live until
  * fmt_block_free(). */
@@ -292,8 +373,9 @@ uint32_t fmt_block_dict(const struct fmt_block *blk, unsigned col, const uint32_
 struct fmt_str fmt_block_dict_entry(const struct fmt_block *blk, unsigned col, uint32_t k);
 
 /* Decodes every block of a segment image and recomputes its event hashes,
- * chain and Merkle root against the footer, and its event-id index against
- * the decoded ids. Returns 0, FMT_E_CORRUPT (a checksum, a structure or an
+ * chain and Merkle root against the footer, its event-id index against
+ * the decoded ids and (version 3) its whole summary section against the
+ * decoded rows. Returns 0, FMT_E_CORRUPT (a checksum, a structure or an
  * event-id index that does not match its rows), FMT_E_CHAIN (chain or Merkle root mismatch; *bad_seq
  * is the first seq whose stored chain value disagrees, or 0 for a root
  * mismatch), FMT_E_NOMEM. This is what `verify` runs on every segment. */

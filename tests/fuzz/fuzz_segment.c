@@ -12,7 +12,9 @@
  * have been recomputed ("fixed up"). The second run lets the fuzzer reach
  * the structural checks of the footer and the column decoders behind them.
  * The event-id index (version 2) is probed with every decoded row's id and
- * rebuilt from the rows, as search and verify do.
+ * rebuilt from the rows, as search and verify do; the block summaries
+ * (version 3) are read as Count reads them, the actor filters probed with
+ * the rows' actors, and each block's summary rebuilt from its rows.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +65,41 @@ static void probe_ids(const struct fmt_segment *seg, uint32_t b, const struct fm
 	(void)sink;
 }
 
+/* Reads the block's stored counts (as Count does) and probes every actor
+ * filter with this block's actors, then rebuilds its summary. */
+static void probe_summary(const struct fmt_segment *seg, uint32_t b, const struct fmt_block *blk)
+{
+	static const unsigned cols[] = { FMT_COL_OUTCOME, FMT_COL_STR_FIRST + FMT_F_ACTION,
+					 FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE };
+	volatile uint64_t sink = 0;
+	for (unsigned c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+		uint32_t keys = fmt_segment_count_keys(seg, cols[c]);
+		if (!keys)
+			continue;
+		uint32_t *codes = malloc(keys * sizeof(uint32_t)), *counts = malloc(keys * sizeof(uint32_t));
+		if (codes && counts) {
+			uint32_t n = fmt_block_counts(seg, b, cols[c], codes, counts);
+			for (uint32_t j = 0; j < n; j++) {
+				sink += counts[j];
+				if (cols[c] != FMT_COL_OUTCOME)
+					sink += fmt_segment_count_key(seg, cols[c], codes[j]).len;
+			}
+		}
+		free(codes);
+		free(counts);
+	}
+	struct fmt_attr attrs[1];
+	for (uint32_t i = 0; i < fmt_block_rows(blk) && i < 64; i++) {
+		struct fmt_event ev;
+		fmt_block_row(seg, blk, i, &ev, attrs, 1, NULL);
+		uint64_t key = fmt_actor_key(ev.str[FMT_F_ACTOR_ID]);
+		for (uint32_t k = 0; k < seg->meta.block_count; k++)
+			sink += fmt_block_may_hold_actor(seg, k, key);
+	}
+	sink += (uint32_t)fmt_block_check_summary(seg, b, blk);
+	(void)sink;
+}
+
 static void read_scan_cols(const struct fmt_block *blk, uint32_t cols)
 {
 	volatile uint64_t sink = 0;
@@ -91,6 +128,7 @@ static void run(const uint8_t *data, size_t size)
 			if (fmt_block_decode_buf(seg, data, size, b, FMT_COLS_ALL, &blk) == 0) {
 				read_rows(seg, blk);
 				probe_ids(seg, b, blk);
+				probe_summary(seg, b, blk);
 				fmt_block_free(blk);
 			}
 			if (fmt_block_decode_buf(seg, data, size, b, partial, &blk) == 0) {

@@ -36,6 +36,7 @@
 #define OFF_MERKLE 216
 #define ID_HEAD_BYTES 8
 #define ID_RANGE_BYTES 32
+#define SUM_HEAD_BYTES 12
 
 static const uint8_t zero_chain[FMT_HASH_BYTES];
 
@@ -174,6 +175,16 @@ static void build(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len
 }
 
 /* The same with the version-1 writer path (no event-id index). */
+static void build_v2(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len)
+{
+	struct fmt_segment_build_args a = args_for(block_rows);
+	a.version = 2;
+	set_chain(s, zero_chain);
+	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
+				   img, len);
+	cr_assert_eq(rc, 0, "build v2: %s", fmt_strerror(rc));
+}
+
 static void build_v1(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len)
 {
 	struct fmt_segment_build_args a = args_for(block_rows);
@@ -352,6 +363,11 @@ Test(segment, empty_segment)
 	uint8_t *img;
 	size_t len;
 	a.tenant = fmt_str_c("acme-prod");
+	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
+	cr_assert_eq(len, 32 + META_BYTES + ID_HEAD_BYTES + SUM_HEAD_BYTES + 2 + 32,
+		     "v3: the index head, the summary head and two empty dictionaries");
+	free(img);
+	a.version = 2;
 	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
 	cr_assert_eq(len, 32 + META_BYTES + ID_HEAD_BYTES + 32, "v2: the index head, no block");
 	struct fmt_segment *seg;
@@ -653,7 +669,7 @@ Test(segment, trailer_and_versions)
 	set_init(&s, 3, 1);
 	uint8_t *img;
 	size_t len;
-	build(&s, 2, &img, &len);
+	build_v2(&s, 2, &img, &len);
 	uint64_t off;
 	uint32_t flen;
 	cr_assert_eq(fmt_segment_trailer(img + len - 32, len, &off, &flen), 0);
@@ -1194,7 +1210,7 @@ Test(segment, id_index_tampering_detected, .timeout = 240)
 	uint8_t *img;
 	size_t len;
 	set_init(&s, 40, 1);
-	build(&s, 16, &img, &len);
+	build_v2(&s, 16, &img, &len);
 	struct index_at at = index_at(img, len);
 	uint64_t footer_offset = fmt_get_u64(img + len - 32);
 	cr_assert_eq(at.footer_len - at.filters, 3 * 32, "16, 16 and 8 rows: one bucket each");
@@ -1275,16 +1291,24 @@ Test(segment, write_fuzz_corpus)
 	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
 	write_file(dir, "valid-empty", img, len);
 	free(img);
-	a.version = 0;
+	a.version = 2;
 	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
 	write_file(dir, "valid-v2-empty", img, len);
+	free(img);
+	a.version = 3;
+	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
+	write_file(dir, "valid-v3-empty", img, len);
 	free(img);
 	uint32_t sizes[][2] = { { 1, 0 }, { 5, 2 }, { 40, 16 }, { 200, 64 } };
 	for (unsigned k = 0; k < 4; k++) {
 		char name[64];
 		set_init(&s, sizes[k][0], 1 + k * 1000);
-		build(&s, sizes[k][1], &img, &len);
+		build_v2(&s, sizes[k][1], &img, &len);
 		snprintf(name, sizeof(name), "valid-v2-%u-rows", sizes[k][0]);
+		write_file(dir, name, img, len);
+		free(img);
+		build(&s, sizes[k][1], &img, &len);
+		snprintf(name, sizeof(name), "valid-v3-%u-rows", sizes[k][0]);
 		write_file(dir, name, img, len);
 		free(img);
 		build_v1(&s, sizes[k][1], &img, &len);
@@ -1303,5 +1327,231 @@ Test(segment, write_fuzz_corpus)
 		}
 		free(img);
 		set_free(&s);
+	}
+}
+
+/* ======================================================================= */
+/* Block summaries (version 3)                                              */
+/* ======================================================================= */
+
+/* Rows with na actions, nt resource types and nu actors, mixed so that
+ * blocks see values in different orders. */
+static void set_mix(struct set *s, uint32_t n, uint32_t na, uint32_t nt, uint32_t nu)
+{
+	set_init(s, n, 1);
+	for (uint32_t i = 0; i < n; i++) {
+		struct fmt_event *ev = &s->rows[i];
+		ev->str[FMT_F_ACTION] = ownf(s, "act.%u", (i * 7 + i / 13) % na);
+		ev->str[FMT_F_RESOURCE_TYPE] = ownf(s, "type-%u", (i * 13 + i / 5) % nt);
+		ev->str[FMT_F_ACTOR_ID] = ownf(s, "user-%u", (i * i + 3) % nu);
+		ev->outcome = (i * 5 + i / 7) % 4;
+	}
+}
+
+/* Block b's stored counts of col against a brute-force tally of its rows
+ * for each stored value; the counts must also cover every row. */
+static void assert_block_counts(const struct set *s, const struct fmt_segment *seg, uint32_t b,
+				unsigned col)
+{
+	const struct fmt_block_ref *r = &seg->blocks[b];
+	uint32_t keys = fmt_segment_count_keys(seg, col);
+	if (keys == 0) /* not counted in this segment */
+		return;
+	uint32_t *codes = malloc(keys * sizeof(uint32_t)), *counts = malloc(keys * sizeof(uint32_t));
+	cr_assert(codes && counts);
+	uint32_t n = fmt_block_counts(seg, b, col, codes, counts), sum = 0;
+	for (uint32_t j = 0; j < n; j++) {
+		cr_assert(codes[j] < keys && (j == 0 || codes[j] > codes[j - 1]));
+		uint32_t brute = 0;
+		for (uint32_t i = 0; i < r->row_count; i++) {
+			const struct fmt_event *ev = &s->rows[r->first_row + i];
+			brute += col == FMT_COL_OUTCOME
+					 ? ev->outcome == codes[j]
+					 : fmt_str_eq(ev->str[col - FMT_COL_STR_FIRST],
+						      fmt_segment_count_key(seg, col, codes[j]));
+		}
+		cr_assert_eq(counts[j], brute, "block %u column %u code %u", b, col, codes[j]);
+		sum += counts[j];
+	}
+	cr_assert_eq(sum, r->row_count, "every row of block %u is counted", b);
+	free(codes);
+	free(counts);
+}
+
+static const unsigned counted_cols[] = { FMT_COL_OUTCOME, FMT_COL_STR_FIRST + FMT_F_ACTION,
+					 FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE };
+
+Test(segment, summary_counts_match_brute_force, .timeout = 240)
+{
+	/* rows, block_rows, actions, types, actors */
+	static const uint32_t shapes[][5] = {
+		{ 1, 0, 1, 1, 1 },	   { 40, 16, 4, 2, 5 },	      { 1000, 64, 37, 5, 300 },
+		{ 3000, 0, 720, 12, 2000 }, { 700, 512, 700, 700, 700 },
+	};
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(shapes); k++) {
+		struct set s;
+		uint8_t *img;
+		size_t len;
+		set_mix(&s, shapes[k][0], shapes[k][2], shapes[k][3], shapes[k][4]);
+		build(&s, shapes[k][1], &img, &len);
+		struct fmt_segment *seg = check_roundtrip(&s, img, len);
+		cr_assert_eq(seg->meta.version, 3);
+		cr_assert_eq(seg->meta.count_keys_max, FMT_SEG_COUNT_KEYS_DEFAULT);
+		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_OUTCOME), 4);
+		/* Counted when its dictionary (varint length + bytes per value)
+		 * takes at most a byte per row. */
+		uint32_t distinct = 0, dict_bytes = 0;
+		for (uint32_t i = 0; i < s.n; i++) {
+			uint32_t j = 0;
+			while (j < i && !fmt_str_eq(s.rows[j].str[FMT_F_ACTION], s.rows[i].str[FMT_F_ACTION]))
+				j++;
+			distinct += j == i;
+			dict_bytes += j == i ? 1 + s.rows[i].str[FMT_F_ACTION].len : 0;
+		}
+		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION),
+			     dict_bytes <= s.n ? distinct : 0);
+		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTOR_ID), 0);
+		/* Codes in order of first appearance. */
+		if (fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION))
+			cr_assert(fmt_str_eq(fmt_segment_count_key(seg, FMT_COL_STR_FIRST + FMT_F_ACTION, 0),
+					     s.rows[0].str[FMT_F_ACTION]));
+		uint32_t admitted = 0;
+		for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+			const struct fmt_block_ref *r = &seg->blocks[b];
+			for (unsigned c = 0; c < FMT_ARRAY_LEN(counted_cols); c++)
+				assert_block_counts(&s, seg, b, counted_cols[c]);
+			for (uint32_t i = 0; i < r->row_count; i++)
+				cr_assert(fmt_block_may_hold_actor(
+						  seg, b, fmt_actor_key(s.rows[r->first_row + i].str[FMT_F_ACTOR_ID])),
+					  "no false negative: row %u", r->first_row + i);
+			for (uint32_t q = 0; q < 100; q++) {
+				char who[32];
+				int wl = snprintf(who, sizeof(who), "nobody-%u", q);
+				admitted += fmt_block_may_hold_actor(seg, b, fmt_actor_key((struct fmt_str){ who, (uint32_t)wl }));
+			}
+			struct fmt_block *blk;
+			cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, FMT_COLS_ALL, &blk), 0);
+			cr_assert_eq(fmt_block_check_summary(seg, b, blk), 0);
+			fmt_block_free(blk);
+		}
+		/* ~1 % false positives at 10 bits per actor; 5 % leaves room. */
+		cr_assert(admitted <= 5 * seg->meta.block_count + 2, "%u of %u", admitted,
+			  100 * seg->meta.block_count);
+		fmt_segment_close(seg);
+		free(img);
+		set_free(&s);
+	}
+}
+
+/* A column with more values than count_keys_max is not counted (the
+ * others still are), and verify holds the writer to that rule. */
+Test(segment, summary_column_over_keys_max)
+{
+	struct set s;
+	uint8_t *img;
+	size_t len;
+	set_mix(&s, 100, 5, 2, 7);
+	set_chain(&s, zero_chain);
+	for (uint32_t max = 4; max <= 5; max++) {
+		struct fmt_segment_build_args a = args_for(16);
+		a.count_keys_max = max;
+		cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains,
+					       s.n, &img, &len), 0);
+		struct fmt_segment *seg = check_roundtrip(&s, img, len);
+		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION), max == 5 ? 5 : 0);
+		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE), 2);
+		for (uint32_t b = 0; b < seg->meta.block_count; b++)
+			assert_block_counts(&s, seg, b, FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE);
+		fmt_segment_close(seg);
+		free(img);
+	}
+	struct fmt_segment_build_args a = args_for(16);
+	a.count_keys_max = FMT_SEG_COUNT_KEYS_MAX + 1;
+	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
+				       &img, &len), FMT_E_INVALID);
+	set_free(&s);
+}
+
+/* Any change to the summary section: open refuses it (a broken bound),
+ * or, once a forger fixes the footer checksum, verify does, because it
+ * rebuilds the section from the rows. A wrong count is a wrong answer and
+ * a cleared actor bit hides events from a search. */
+Test(segment, summary_tampering_detected, .timeout = 240)
+{
+	struct set s;
+	uint8_t *img;
+	size_t len;
+	set_mix(&s, 40, 3, 2, 5);
+	build(&s, 16, &img, &len);
+	struct fmt_segment *seg;
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
+	uint32_t footer_len = seg->footer_len, start = footer_len - seg->summary_len;
+	fmt_segment_close(seg);
+	unsigned by_block = 0;
+	for (uint32_t off = start; off < footer_len; off++) {
+		/* The writer's bound and density (head bytes 4..11) are checked
+		 * by their effects (which columns are counted, filter sizes) and
+		 * their ranges, below; a value with the same effects is not an
+		 * error. */
+		if (off >= start + 4 && off < start + SUM_HEAD_BYTES)
+			continue;
+		for (int bit = 0; bit < 8; bit++) {
+			uint64_t footer_offset = fmt_get_u64(img + len - 32);
+			uint8_t v = (uint8_t)(img[footer_offset + off] ^ (1u << bit));
+			uint8_t *t = rewrite_footer(img, len, off, &v, 1);
+			cr_assert_eq(accept_all(t, len), FMT_E_CORRUPT, "summary byte %u bit %d",
+				     off - start, bit);
+			if (fmt_segment_open_buf(t, len, &seg) == 0) {
+				for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+					struct fmt_block *blk;
+					cr_assert_eq(fmt_block_decode_buf(seg, t, len, b, FMT_COLS_ALL, &blk), 0);
+					by_block += fmt_block_check_summary(seg, b, blk) == FMT_E_CORRUPT;
+					fmt_block_free(blk);
+				}
+				fmt_segment_close(seg);
+			}
+			free(t);
+		}
+	}
+	cr_assert(by_block > 0, "the per-block check locates some changes");
+	/* The head: an unknown kind, a bound or density out of range. */
+	static const uint32_t heads[][3] = { { 2, 4096, 10 }, { 1, 0, 10 }, { 1, 65537, 10 },
+					     { 1, 4096, 0 },  { 1, 4096, 33 } };
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(heads); k++) {
+		uint8_t h[SUM_HEAD_BYTES];
+		for (unsigned w = 0; w < 3; w++)
+			fmt_put_u32(h + 4 * w, heads[k][w]);
+		uint8_t *t = rewrite_footer(img, len, start, h, sizeof(h));
+		cr_assert_eq(fmt_segment_open_buf(t, len, &seg), FMT_E_CORRUPT, "head %u", k);
+		free(t);
+	}
+	free(img);
+	set_free(&s);
+}
+
+/* Version-2 segments (checked-in fixtures): no stored counts, every block
+ * may hold any actor, and they still verify. */
+Test(segment, version2_segments_have_no_summary)
+{
+	static const char *const fixtures[] = { "valid-v2-empty", "valid-v2-5-rows", "valid-v2-200-rows" };
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(fixtures); k++) {
+		size_t len;
+		uint8_t *img = read_fixture(fixtures[k], &len);
+		struct fmt_segment *seg;
+		cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0, "%s", fixtures[k]);
+		cr_assert_eq(seg->meta.version, 2);
+		for (unsigned c = 0; c < FMT_ARRAY_LEN(counted_cols); c++)
+			cr_assert_eq(fmt_segment_count_keys(seg, counted_cols[c]), 0);
+		for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+			cr_assert(fmt_block_may_hold_actor(seg, b, 12345));
+			struct fmt_block *blk;
+			cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, FMT_COLS_ALL, &blk), 0);
+			cr_assert_eq(fmt_block_check_summary(seg, b, blk), 0);
+			fmt_block_free(blk);
+		}
+		fmt_segment_close(seg);
+		uint64_t bad;
+		cr_assert_eq(fmt_segment_verify_buf(img, len, &bad), 0, "%s", fixtures[k]);
+		free(img);
 	}
 }
