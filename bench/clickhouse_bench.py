@@ -604,6 +604,21 @@ def build_pool(a, formats=FORMATS):
     return pool, info
 
 
+def timed_insert(c, t, fmt, body, st, lock):
+    """Sends one batch. Returns (start, end) perf_counter times; end is None
+    when it failed (counted in st, the connection closed)."""
+    s = time.perf_counter()
+    try:
+        c.insert(t.insert_table, fmt, body)
+    except (ChError, OSError, http.client.HTTPException) as e:
+        with lock:
+            st["errors"] += 1
+            st["first_error"] = st["first_error"] or str(e)
+        c.close()
+        return s, None
+    return s, time.perf_counter()
+
+
 def insert_run(t, fmt, bodies, clients, seconds):
     """Each client thread, on its own keep-alive connection (opened before
     the start), sends the next pool batch until `seconds` have passed; a
@@ -624,17 +639,10 @@ def insert_run(t, fmt, bodies, clients, seconds):
                 i = st["next"]
                 st["next"] += 1
             rows, body = bodies[i % len(bodies)]
-            s = time.perf_counter()
-            try:
-                c.insert(t.insert_table, fmt, body)
-            except (ChError, OSError, http.client.HTTPException) as e:
-                with lock:
-                    st["errors"] += 1
-                    st["first_error"] = st["first_error"] or str(e)
-                c.close()
+            s, e_s = timed_insert(c, t, fmt, body, st, lock)
+            if e_s is None:
                 time.sleep(0.05)
                 continue
-            e_s = time.perf_counter()
             with lock:
                 st["rows"] += rows
                 st["bytes"] += len(body)
@@ -742,16 +750,9 @@ def sweep_point(t, bodies, fmt, clients, rate_eps, seconds, warmup_s, drain_s):
             ahead = due - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-            s = time.perf_counter()
-            try:
-                c.insert(t.insert_table, fmt, body)
-            except (ChError, OSError, http.client.HTTPException) as e:
-                with lock:
-                    st["errors"] += 1
-                    st["first_error"] = st["first_error"] or str(e)
-                c.close()
+            s, e_s = timed_insert(c, t, fmt, body, st, lock)
+            if e_s is None:
                 continue
-            e_s = time.perf_counter()
             with lock:
                 st["rows_sent"] += rows
                 st["batches_sent"] += 1

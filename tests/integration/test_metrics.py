@@ -127,12 +127,18 @@ def test_counters_move_by_exactly_what_was_sent(server, stubs):
     assert observed >= 3, f"hodei_append_duration_seconds observed {observed} appends"
 
 
-def test_connections_gauge(server, stubs):
-    a = stubs.audit_pb2
-    key = server.add_key("conn", "reader")
+def no_clients(server, tenant):
+    """A reader key of tenant, once every client connection is closed."""
+    key = server.add_key(tenant, "reader")
     server.close_channels()
     hodei.wait_until(lambda: server.metrics().get("hodei_connections_open") == 0, 30,
                      "hodei_connections_open == 0 once every client closed")
+    return key
+
+
+def test_connections_gauge(server, stubs):
+    a = stubs.audit_pb2
+    key = no_clients(server, "conn")
     for s in [server.stub(key) for _ in range(3)]:
         s.Verify(a.VerifyRequest())
     assert server.metrics().get("hodei_connections_open") == 3
@@ -175,10 +181,7 @@ def test_connections_are_balanced_over_shards(server, stubs):
     where the kernel's address hash put it: 10 clients on 2 shards are 5
     and 5 (the hash alone gives that one time in four)."""
     a = stubs.audit_pb2
-    key = server.add_key("bal", "reader")
-    server.close_channels()
-    hodei.wait_until(lambda: server.metrics().get("hodei_connections_open") == 0, 30,
-                     "hodei_connections_open == 0 once every client closed")
+    key = no_clients(server, "bal")
     for s in [server.stub(key) for _ in range(10)]:
         s.Verify(a.VerifyRequest())
     m = server.metrics()
