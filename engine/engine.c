@@ -49,7 +49,7 @@ void eng_config_default(struct eng_config *c)
 	c->search_scan_rows_max = 50u << 20;
 	c->count_groups_max = 10000;
 	c->count_scan_rows_max = ENG_COUNT_SCAN_ROWS_DEFAULT;
-	c->open_segments_max = 256;
+	c->open_segments_max = 1024;
 	fmt_limits_default(&c->limits);
 }
 

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -106,7 +107,7 @@ static const struct opt opts[] = {
 	{ "block-rows", "HODEI_BLOCK_ROWS", O_U32, D(eng_cfg.block_rows), 0,
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,
-	  "per shard: segment files and footers kept open (256)" },
+	  "per shard: segment files and footers kept open (1024)" },
 	{ "dedup-window", "HODEI_DEDUP_WINDOW", O_DUR, D(eng_cfg.dedup_window_ns), 0,
 	  "event_id dedup window (15m)" },
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
@@ -655,6 +656,39 @@ static void drain_and_wait(struct daemon *d, int sfd)
 	}
 }
 
+/* File descriptors: each shard keeps up to open_segments_max segment
+ * files open, beside one per connection and a few of its own. Raises the
+ * soft RLIMIT_NOFILE to the hard one; when even that is short, keeps
+ * fewer segments open per shard, and says so. */
+static void fd_budget(struct daemon *d)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit up = { .rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max };
+		if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	const uint64_t per_shard = 16; /* WAL and spare, manifest, epoll, eventfds, listener */
+	uint64_t shards = d->eng_cfg.shards;
+	uint64_t fixed = (uint64_t)d->srv_cfg.max_connections + 64; /* admin, S3, ClickHouse */
+	uint64_t need = fixed + shards * (per_shard + d->eng_cfg.open_segments_max);
+	if (rl.rlim_cur == RLIM_INFINITY || need <= rl.rlim_cur)
+		return;
+	uint64_t room = rl.rlim_cur > fixed + shards * per_shard
+				? (rl.rlim_cur - fixed) / shards - per_shard
+				: 0;
+	uint32_t keep = (uint32_t)FMT_MAX(FMT_MIN(room, (uint64_t)d->eng_cfg.open_segments_max), 16);
+	nlog(NLOG_WARN, NULL,
+	     "open file limit %llu is too low for --open-segments %u on %llu shards with "
+	     "--max-connections %u: keeping %u segment files open per shard (raise the limit: "
+	     "ulimit -n, LimitNOFILE=, or the container's nofile)",
+	     (unsigned long long)rl.rlim_cur, d->eng_cfg.open_segments_max,
+	     (unsigned long long)shards, d->srv_cfg.max_connections, keep);
+	d->eng_cfg.open_segments_max = keep;
+}
+
 int main(int argc, char **argv)
 {
 	static struct daemon d;
@@ -689,6 +723,7 @@ int main(int argc, char **argv)
 	if (shards < 1)
 		shards = 1;
 	d.eng_cfg.shards = shards;
+	fd_budget(&d);
 	if (srv_create(&d.srv_cfg, shards, &d.eng_cfg.limits, &d.srv, err, sizeof(err)) != 0) {
 		nlog(NLOG_ERROR, NULL, "%s", err);
 		return EXIT_FAIL;

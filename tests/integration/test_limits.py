@@ -227,3 +227,20 @@ def test_disk_budget_refuses_appends_and_keeps_what_is_stored(server_factory):
     assert m.get("hodei_requests_rejected_total", reason="disk_budget") >= 1
     assert m.get("hodei_shards_disk_full") == 1
     assert m.get("hodei_disk_budget_bytes") == 1 << 20
+
+
+def test_a_low_open_file_limit_keeps_fewer_segments_open(server_factory, stubs):
+    """Segment files kept open per shard (--open-segments, default 1024) and
+    connections share RLIMIT_NOFILE: under a hard limit too low for both,
+    the server says so, keeps fewer segment files open, and works."""
+    srv = server_factory(start=False, args=["--seal-rows", "5"])
+    plain = srv.command
+    srv.command = lambda: ["prlimit", "--nofile=1500:1500", "--"] + plain()
+    srv.start()
+    assert "open file limit 1500 is too low for --open-segments 1024" in srv.stderr()
+    a = stubs.audit_pb2
+    w = srv.stub(srv.add_key("fd", "writer"))
+    w.Append(a.AppendRequest(events=hodei.events(40)))
+    got = srv.stored("fd")
+    assert len(got) == 40
+    hodei.check_chain(got, "fd")
