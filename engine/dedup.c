@@ -37,6 +37,12 @@
  *
  * The stored 64-bit hash spares recomputing XXH3 during backward shifts and
  * lets lookups skip most key comparisons.
+ *
+ * The table is far larger than the caches, so each insert costs a miss or
+ * two (its probe, and the eviction's when the ring is full). WAL replay
+ * inserts millions in a row: eng_dedup_insert_many() hashes a group of
+ * items first and prefetches every slot the group will touch, then inserts
+ * them one by one exactly as eng_dedup_insert() would.
  */
 #include "dedup.h"
 
@@ -286,15 +292,51 @@ static void insert_absent(struct eng_dedup *d, uint64_t hash, uint32_t pos, uint
 	ASSERT(slot_of(d->table[pos]) == slot && d->ring[slot].hash == hash);
 }
 
-void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
-		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
+static void insert_hashed(struct eng_dedup *d, uint64_t hash, uint64_t tenant_key,
+			  const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
 {
 	received_ns = advance(d, received_ns);
-	uint64_t hash = key_hash(tenant_key, id);
 	bool found;
 	uint32_t pos = probe(d, hash, tenant_key, id, &found);
 	if (!found)
 		insert_absent(d, hash, pos, tenant_key, id, received_ns);
+}
+
+void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
+		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns)
+{
+	insert_hashed(d, key_hash(tenant_key, id), tenant_key, id, received_ns);
+}
+
+/* Items hashed and prefetched ahead of their inserts: enough misses in
+ * flight to cover a memory latency, few enough to stay in L1. */
+#define ENG_DEDUP_PREFETCH 32
+
+void eng_dedup_insert_many(struct eng_dedup *d, const struct eng_dedup_item *items, uint32_t n)
+{
+	uint64_t hash[ENG_DEDUP_PREFETCH];
+	ASSERT(items != NULL || n == 0);
+	for (uint32_t at = 0; at < n; at += ENG_DEDUP_PREFETCH) {
+		const struct eng_dedup_item *it = items + at;
+		uint32_t k = FMT_MIN(n - at, (uint32_t)ENG_DEDUP_PREFETCH);
+		for (uint32_t i = 0; i < k; i++) {
+			hash[i] = key_hash(it[i].tenant_key, it[i].id);
+			__builtin_prefetch(&d->table[(uint32_t)hash[i] & d->table_mask], 1);
+		}
+		/* A full ring drops its oldest entry per insert: their table
+		 * slots (found from the ring's stored hashes) are touched too.
+		 * Expiry by time may drop others; those are not predicted. */
+		uint64_t evict = (uint64_t)d->count + k > d->entries_max
+					 ? (uint64_t)d->count + k - d->entries_max
+					 : 0;
+		uint32_t slot = d->head;
+		for (uint64_t i = 0; i < evict && i < d->count; i++) {
+			__builtin_prefetch(&d->table[(uint32_t)d->ring[slot].hash & d->table_mask], 1);
+			slot = ring_next(d, slot);
+		}
+		for (uint32_t i = 0; i < k; i++)
+			insert_hashed(d, hash[i], it[i].tenant_key, it[i].id, it[i].received_ns);
+	}
 }
 
 bool eng_dedup_check_insert(struct eng_dedup *d, uint64_t tenant_key,

@@ -39,6 +39,20 @@ bool eng_dedup_contains(struct eng_dedup *d, uint64_t tenant_key,
 void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
 		      const uint8_t id[FMT_EVENT_ID_BYTES], int64_t received_ns);
 
+/* One event to remember, for eng_dedup_insert_many(). */
+struct eng_dedup_item {
+	uint64_t tenant_key;
+	int64_t received_ns;
+	uint8_t id[FMT_EVENT_ID_BYTES];
+};
+
+/* eng_dedup_insert() of items[0, n) in order, with the same result. The
+ * table slots that the inserts and the evictions of a full ring will touch
+ * are prefetched a few dozen items ahead, so that their cache misses
+ * overlap instead of following one another (WAL replay inserts millions
+ * in a row). */
+void eng_dedup_insert_many(struct eng_dedup *d, const struct eng_dedup_item *items, uint32_t n);
+
 /* One probe for the append path: returns true when (tenant_key, id) is
  * remembered within the window (a duplicate: nothing changes), otherwise
  * remembers it as stored at now_ns and returns false. Same time rules as

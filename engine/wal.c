@@ -21,6 +21,17 @@
  *     operator passed repair, which cuts the log there and drops the rest
  *     (loudly: what is dropped was acknowledged).
  *   - an event whose seq does not continue its tenant (a gap) is damage too.
+ *
+ * Replay is CPU-bound (checksum, decode, SHA-256 of every event and a chain
+ * step, memtable copy, dedup insert), one thread per shard. Two things keep
+ * it short without changing what it checks or rebuilds:
+ *   - a helper thread per file hashes the events ahead of the replay (the
+ *     largest single cost, and independent per event), so that a core
+ *     left idle by a smaller shard, or by a single shard, takes it; the
+ *     replay uses a helper's hash only for the very bytes it holds, and
+ *     still computes every chain step itself, in order;
+ *   - dedup inserts go in batches (up to a record's events) whose table
+ *     slots are prefetched together, in the same order as one by one.
  */
 #include "engine/internal.h"
 #include "engine/offline.h"
@@ -31,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char wal_magic[8] = { 'H', 'O', 'D', 'E', 'I', 'W', 'A', 'L' };
@@ -259,12 +271,178 @@ void eng_wal_reclaim(struct eng_shard *s)
 
 /* ---- replay ---------------------------------------------------------------- */
 
+/* Dedup inserts wait for the end of their record, or for this many, and
+ * go in together (eng_dedup_insert_many() overlaps their cache misses). */
+#define REPLAY_DEDUP_BATCH 64
+
+/* Event hashes computed ahead of the replay, by a helper thread per file:
+ * the SHA-256 of each event's bytes is the largest single part of the
+ * replay's work and depends on nothing but those bytes, so a core that
+ * would otherwise wait (the shard that finishes first, or a single shard)
+ * takes it. The helper walks the same mapped file with fmt_rec_peek() and
+ * numbers the events as the replay does. Event k's hash goes to slot
+ * k % REPLAY_HASH_SLOTS, written only once the replay is past event
+ * k - REPLAY_HASH_SLOTS (replay_at), so a slot is never rewritten while the
+ * replay may read it. The replay takes slot k's hash only when k < done
+ * (written in this file's pass) and canon[slot] is the very event it holds
+ * (same address in the same read-only mapping), and hashes the event
+ * itself otherwise. So the chain is computed over the same bytes with the
+ * same function either way, and a damaged or torn file only costs the
+ * helper's lead. */
+#ifndef REPLAY_HASH_SLOTS /* a test build may shrink it to exercise the wrap */
+#define REPLAY_HASH_SLOTS (1u << 16) /* ~2.5 MiB; tens of MiB of WAL ahead */
+#endif
+
+struct replay_hasher {
+	const uint8_t *buf;
+	size_t len;
+	uint32_t payload_max;
+	uint8_t (*hash)[FMT_HASH_BYTES];   /* [REPLAY_HASH_SLOTS] */
+	const uint8_t **canon;             /* the bytes each hash covers; NULL: none */
+	_Atomic uint64_t done;             /* events [0, done) have their slot written */
+	_Atomic uint64_t replay_at;        /* the replay is done with events [0, replay_at) */
+	_Atomic bool stop;
+	struct fmt_sha256_ctx *sha;
+	pthread_t thread;
+	bool running;
+};
+
+/* How far ahead of the replay the helper starts when it finds itself
+ * behind: a few records' worth, so that the two do not hash the same
+ * events. */
+#define REPLAY_HASH_LEAD 256
+#define REPLAY_HASH_WAIT_NS 50000 /* the helper's nap when it is a ring ahead */
+
 struct replay {
 	struct eng_shard *s;
 	const char *path;
 	uint64_t gen;
 	uint64_t events, skipped;
+	uint64_t hashed_ahead;             /* events whose hash the helper gave */
+	uint64_t file_event;               /* number of the event in its file */
+	struct replay_hasher hasher;
+	struct eng_tenant *tenant;         /* the last event's tenant */
+	struct eng_dedup_item dedup[REPLAY_DEDUP_BATCH];
+	uint32_t dedup_count;
 };
+
+/* Waits until the replay is done with the event REPLAY_HASH_SLOTS before
+ * k, whose slot k reuses. Returns false when told to stop. */
+static bool hasher_wait_slot(struct replay_hasher *h, uint64_t k, uint64_t *at)
+{
+	while (k >= *at + REPLAY_HASH_SLOTS) {
+		if (atomic_load_explicit(&h->stop, memory_order_relaxed))
+			return false;
+		nanosleep(&(struct timespec){ .tv_nsec = REPLAY_HASH_WAIT_NS }, NULL);
+		*at = atomic_load_explicit(&h->replay_at, memory_order_acquire);
+	}
+	return true;
+}
+
+static void *hasher_run(void *arg)
+{
+	struct replay_hasher *h = arg;
+	uint64_t k = 0, resume = 0;
+	struct fmt_rec rec;
+	int64_t n = 0;
+	for (size_t off = FMT_FILE_HEADER_BYTES; off < h->len; off += (size_t)n) {
+		if (atomic_load_explicit(&h->stop, memory_order_relaxed) ||
+		    (n = fmt_rec_peek(h->buf + off, h->len - off, h->payload_max, &rec)) <= 0 ||
+		    rec.kind != FMT_REC_BATCH)
+			break;
+		/* Behind the replay: start again a little ahead of it. */
+		uint64_t at = atomic_load_explicit(&h->replay_at, memory_order_acquire);
+		if (k < at)
+			resume = at + REPLAY_HASH_LEAD;
+		uint32_t eoff = 0, len;
+		const uint8_t *ev;
+		int more;
+		while ((more = fmt_batch_next(&rec, &eoff, &ev, &len)) == 1) {
+			if (k >= at + REPLAY_HASH_SLOTS) {
+				atomic_store_explicit(&h->done, k, memory_order_release);
+				if (!hasher_wait_slot(h, k, &at))
+					return NULL;
+			}
+			uint32_t slot = (uint32_t)(k % REPLAY_HASH_SLOTS);
+			if (k < resume) {
+				h->canon[slot] = NULL;
+			} else {
+				fmt_sha256_with(h->sha, ev, len, h->hash[slot]);
+				h->canon[slot] = ev;
+			}
+			k++;
+		}
+		/* Publishes the slots written (release: before done moves). */
+		atomic_store_explicit(&h->done, k, memory_order_release);
+		if (more < 0)
+			break; /* numbering lost: the replay hashes the rest itself */
+	}
+	return NULL;
+}
+
+/* Starts the helper on a mapped file; without it (no memory, no thread)
+ * the replay hashes every event itself. */
+static void hasher_start(struct replay *r, const uint8_t *buf, size_t len)
+{
+	struct replay_hasher *h = &r->hasher;
+	atomic_store(&h->done, 0);
+	atomic_store(&h->replay_at, 0);
+	atomic_store(&h->stop, false);
+	r->file_event = 0;
+	if (!h->hash)
+		h->hash = malloc(REPLAY_HASH_SLOTS * sizeof(*h->hash));
+	if (!h->canon)
+		h->canon = malloc(REPLAY_HASH_SLOTS * sizeof(*h->canon));
+	if (!h->sha)
+		h->sha = fmt_sha256_ctx_new();
+	if (!h->hash || !h->canon || !h->sha || len <= FMT_FILE_HEADER_BYTES)
+		return;
+	h->buf = buf;
+	h->len = len;
+	h->payload_max = (uint32_t)r->s->eng->cfg.wal_buffer_bytes;
+	h->running = pthread_create(&h->thread, NULL, hasher_run, h) == 0;
+}
+
+/* Stops and joins the helper: before the file is unmapped. */
+static void hasher_stop(struct replay_hasher *h)
+{
+	if (!h->running)
+		return;
+	atomic_store(&h->stop, true);
+	pthread_join(h->thread, NULL);
+	h->running = false;
+}
+
+static void hasher_free(struct replay_hasher *h)
+{
+	ASSERT(!h->running);
+	free(h->hash);
+	free(h->canon);
+	fmt_sha256_ctx_free(h->sha);
+}
+
+/* The event hash of the file's event number r->file_event: the helper's
+ * when it hashed these very bytes, else computed here. */
+static void replay_hash(struct replay *r, const uint8_t *canon, uint32_t len,
+			uint8_t out[FMT_HASH_BYTES])
+{
+	struct replay_hasher *h = &r->hasher;
+	uint64_t k = r->file_event;
+	uint32_t slot = (uint32_t)(k % REPLAY_HASH_SLOTS);
+	if (h->running && k < atomic_load_explicit(&h->done, memory_order_acquire) &&
+	    h->canon[slot] == canon) {
+		memcpy(out, h->hash[slot], FMT_HASH_BYTES);
+		r->hashed_ahead++;
+		return;
+	}
+	fmt_sha256_with(r->s->sha, canon, len, out);
+}
+
+static void replay_dedup_flush(struct replay *r)
+{
+	eng_dedup_insert_many(r->s->dedup, r->dedup, r->dedup_count);
+	r->dedup_count = 0;
+}
 
 static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 {
@@ -272,11 +450,18 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
 	struct fmt_event ev;
 	int rc = fmt_event_canon_decode(canon, len, &ev, attrs, FMT_ATTRS_HARD_MAX);
-	if (rc || !fmt_tenant_valid(ev.tenant))
+	if (rc)
 		return FMT_E_CORRUPT;
-	struct eng_tenant *t = eng_tenant_get(s, ev.tenant, &rc);
-	if (!t)
-		return rc;
+	/* A record holds one tenant's events: the name is looked up (and
+	 * checked) once per tenant change, not per event. */
+	struct eng_tenant *t = r->tenant;
+	if (!t || t->name_len != ev.tenant.len || memcmp(t->name, ev.tenant.ptr, ev.tenant.len)) {
+		if (!fmt_tenant_valid(ev.tenant))
+			return FMT_E_CORRUPT;
+		if (!(t = eng_tenant_get(s, ev.tenant, &rc)))
+			return rc;
+		r->tenant = t;
+	}
 	if (ev.seq <= t->sealed_seq) {
 		r->skipped++;
 		return 0;
@@ -287,13 +472,18 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 		return FMT_E_CORRUPT;
 	}
 	uint8_t hash[FMT_HASH_BYTES];
-	fmt_sha256_with(s->sha, canon, len, hash);
+	replay_hash(r, canon, len, hash);
 	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
 	uint64_t before = eng_memtable_bytes(&t->active);
 	if ((rc = eng_memtable_add_decoded(&t->active, canon, len, &ev, hash, t->chain, r->gen)) != 0)
 		return rc;
 	s->memtable_bytes += eng_memtable_bytes(&t->active) - before;
-	eng_dedup_insert(s->dedup, t->key, ev.event_id, ev.received_at_ns);
+	struct eng_dedup_item *d = &r->dedup[r->dedup_count++];
+	d->tenant_key = t->key;
+	d->received_ns = ev.received_at_ns;
+	memcpy(d->id, ev.event_id, FMT_EVENT_ID_BYTES);
+	if (r->dedup_count == REPLAY_DEDUP_BATCH)
+		replay_dedup_flush(r);
 	t->next_seq++;
 	t->durable_seq = ev.seq;
 	s->stats.memtable_rows++;
@@ -313,10 +503,16 @@ static int replay_visit(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	const uint8_t *ev;
 	int rc;
 	while ((rc = fmt_batch_next(rec, &off, &ev, &len)) == 1) {
-		if ((rc = replay_event(r, ev, len)) != 0)
+		rc = replay_event(r, ev, len);
+		r->file_event++;
+		if (rc)
 			break;
 		n++;
 	}
+	/* Release: the helper may reuse the slots read above only after this. */
+	atomic_store_explicit(&r->hasher.replay_at, r->file_event, memory_order_release);
+	/* Every replayed row is remembered, also when the record fails. */
+	replay_dedup_flush(r);
 	if (rc == 0 && n != rec->count)
 		rc = FMT_E_CORRUPT;
 	if (rc)
@@ -404,8 +600,10 @@ int eng_wal_replay(struct eng_shard *s)
 		struct fmt_log_scan sc;
 		r.path = path;
 		r.gen = s->wal.old_gens[i];
+		hasher_start(&r, buf, len);
 		rc = fmt_log_scan(buf, len, wal_magic, (uint32_t)s->eng->cfg.wal_buffer_bytes,
 				  replay_visit, &r, &sc);
+		hasher_stop(&r.hasher);
 		eng_file_unmap(buf, len);
 		if (rc == FMT_E_TRUNCATED && i + 1 == s->wal.old_count) {
 			/* Created but its header never became durable: empty. */
@@ -416,11 +614,13 @@ int eng_wal_replay(struct eng_shard *s)
 		else
 			eng_log(s->eng, ENG_LOG_ERROR, "%s: cannot replay: %s", path, fmt_strerror(rc));
 	}
+	hasher_free(&r.hasher);
 	if (rc)
 		return rc;
 	if (r.events || r.skipped)
-		eng_log(s->eng, ENG_LOG_INFO, "shard %u: replayed %llu events from %u WAL files (%llu already sealed)",
+		eng_log(s->eng, ENG_LOG_INFO, "shard %u: replayed %llu events from %u WAL files "
+			"(%llu already sealed, %llu hashed ahead by a helper thread)",
 			s->id, (unsigned long long)r.events, s->wal.old_count,
-			(unsigned long long)r.skipped);
+			(unsigned long long)r.skipped, (unsigned long long)r.hashed_ahead);
 	return eng_wal_open(s);
 }

@@ -103,6 +103,22 @@ int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, s
 	return FMT_REC_HEADER_BYTES + (int64_t)len;
 }
 
+int64_t fmt_rec_peek(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out)
+{
+	if (avail < FMT_REC_HEADER_BYTES || !header_ok(buf))
+		return 0;
+	uint32_t len = fmt_get_u32(buf);
+	uint16_t kind = fmt_get_u16(buf + 4);
+	if (kind == 0 || len > payload_max || avail - FMT_REC_HEADER_BYTES < len)
+		return 0;
+	out->kind = kind;
+	out->count = fmt_get_u16(buf + 6);
+	out->seq = fmt_get_u64(buf + 8);
+	out->payload = buf + FMT_REC_HEADER_BYTES;
+	out->payload_len = len;
+	return FMT_REC_HEADER_BYTES + (int64_t)len;
+}
+
 int fmt_batch_next(const struct fmt_rec *rec, uint32_t *off, const uint8_t **ev, uint32_t *ev_len)
 {
 	ASSERT(*off <= rec->payload_len);

@@ -83,6 +83,15 @@ void fmt_rec_header_encode(uint8_t out[FMT_REC_HEADER_BYTES], uint16_t kind, uin
  * FMT_E_CORRUPT when the header check, the kind or the checksum is wrong. */
 int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out);
 
+/* Reads the record at buf with the constant-time header check only: the
+ * payload's checksum is not verified, so what it gives is fit only for
+ * work that a checked scan confirms or discards (the WAL replay's helper
+ * hashes events ahead of it).
+ * Returns the record's total size (> 0) and fills *out (payload borrowed,
+ * unchecked) when the header passes and the record fits in avail;
+ * otherwise 0, whatever is there (fmt_rec_decode() tells what). */
+int64_t fmt_rec_peek(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out);
+
 /* Iterates over the events of a batch payload: *off starts at 0; each call
  * returns the next canonical event's bytes in *ev and *ev_len. Returns 1 for an
  * event, 0 at the end, FMT_E_CORRUPT when a length runs past the payload. */

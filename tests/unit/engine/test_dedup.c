@@ -346,9 +346,22 @@ static void run_model(uint32_t entries_max, int64_t window_ns, uint64_t seed, ui
 		int64_t t = now - (rng_next(&rng) % 16 == 0 ? (int64_t)(rng_next(&rng) % 50) : 0);
 		const struct key *k = &pool[rng_next(&rng) % POOL_KEYS];
 		uint64_t kind = rng_next(&rng) % 16;
-		if (kind < 9) {
+		if (kind < 8) {
 			eng_dedup_insert(d, k->tenant_key, k->id, t);
 			model_insert(&m, k, t);
+		} else if (kind < 9) {
+			/* A batch, as WAL replay inserts: up to a few prefetch
+			 * groups, times mostly rising, sometimes older. */
+			static struct eng_dedup_item items[100];
+			uint32_t n = (uint32_t)(rng_next(&rng) % FMT_ARRAY_LEN(items)) + 1;
+			for (uint32_t i = 0; i < n; i++) {
+				const struct key *b = &pool[rng_next(&rng) % POOL_KEYS];
+				items[i].tenant_key = b->tenant_key;
+				memcpy(items[i].id, b->id, ID_BYTES);
+				items[i].received_ns = t + (int64_t)i - (int64_t)(rng_next(&rng) % 4);
+				model_insert(&m, b, items[i].received_ns);
+			}
+			eng_dedup_insert_many(d, items, n);
 		} else if (kind < 15) {
 			cr_assert_eq(eng_dedup_contains(d, k->tenant_key, k->id, t),
 				     model_contains(&m, k, t), "seed %llu op %llu",

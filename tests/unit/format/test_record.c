@@ -255,6 +255,42 @@ Test(record_rec, truncated)
 	cr_assert_eq(fmt_rec_decode(tmp, 0, PAYLOAD_MAX, &rec), 0, "no bytes: end of data");
 }
 
+/* fmt_rec_peek: the header check alone. A good record reads as decode
+ * reads it; a flipped header bit or a cut record reads as 0; a flipped
+ * payload bit passes (the payload is not checked: decode's job). */
+Test(record_rec, peek_checks_the_header_only)
+{
+	uint8_t tmp[128];
+	size_t n = one_record(tmp);
+	uint8_t *buf = exact(tmp, n);
+	struct fmt_rec rec;
+	cr_assert_eq(fmt_rec_peek(buf, n, PAYLOAD_MAX, &rec), (int64_t)n);
+	cr_assert_eq(rec.kind, FMT_REC_BATCH);
+	cr_assert_eq(rec.count, 2);
+	cr_assert_eq(rec.seq, 1000);
+	cr_assert_eq(rec.payload, buf + FMT_REC_HEADER_BYTES);
+	cr_assert_eq(rec.payload_len, sizeof(small_payload));
+	cr_assert_eq(fmt_rec_peek(buf, n, sizeof(small_payload) - 1, &rec), 0, "over payload_max");
+	free(buf);
+	for (size_t k = 0; k < n; k++) {
+		uint8_t *p = exact(tmp, k);
+		cr_assert_eq(fmt_rec_peek(p, k, PAYLOAD_MAX, &rec), 0, "cut at %zu", k);
+		free(p);
+	}
+	for (size_t bit = 0; bit < n * 8; bit++) {
+		uint8_t *p = exact(tmp, n);
+		p[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		int64_t got = fmt_rec_peek(p, n, PAYLOAD_MAX, &rec);
+		if (bit < FMT_REC_HEADER_BYTES * 8)
+			cr_assert_eq(got, 0, "header bit %zu flipped", bit);
+		else
+			cr_assert_eq(got, (int64_t)n, "payload bit %zu flipped", bit);
+		free(p);
+	}
+	uint8_t zeros[FMT_REC_HEADER_BYTES] = { 0 };
+	cr_assert_eq(fmt_rec_peek(zeros, sizeof(zeros), PAYLOAD_MAX, &rec), 0);
+}
+
 Test(record_rec, zero_header_is_end)
 {
 	uint8_t zeros[64] = { 0 };
