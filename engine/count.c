@@ -9,6 +9,8 @@
  * semantics (time range [from_ns, to_ns), 0 = now; exact string, outcome
  * and event_id matches). Only the tenant named by the request is looked
  * up, and a segment whose footer names another tenant is never read.
+ * Blocks are read through eng_query_block(), so a block that a recent
+ * query decoded with the columns needed comes from the shard's block cache.
  *
  * Work per block (a segment's zone map gives its time range):
  *
@@ -419,7 +421,7 @@ static int count_block(struct count *c, const struct eng_segment *seg, uint32_t 
 	c->req->total += n;
 	if (c->group_mask && n)
 		rc = group_rows(c, blk, narrow ? c->sel : NULL, n);
-	fmt_block_free(blk);
+	eng_query_block_release(&c->q, blk);
 	return rc;
 }
 

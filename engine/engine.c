@@ -50,6 +50,7 @@ void eng_config_default(struct eng_config *c)
 	c->count_groups_max = 10000;
 	c->count_scan_rows_max = ENG_COUNT_SCAN_ROWS_DEFAULT;
 	c->open_segments_max = 1024;
+	c->block_cache_bytes = 64ull << 20;
 	fmt_limits_default(&c->limits);
 }
 
@@ -146,6 +147,8 @@ static int config_check(const struct eng_config *c)
 		return FMT_E_INVALID;
 	if (c->count_groups_max < 1)
 		return FMT_E_INVALID;
+	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
+		return FMT_E_INVALID;
 	return 0;
 }
 
@@ -187,6 +190,8 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->sha = fmt_sha256_ctx_new();
 	if (!s->tenant_slots || !s->dedup || !s->sha || fmt_decoder_new(&s->decoder) != 0)
 		return FMT_E_NOMEM;
+	if ((rc = eng_block_cache_init(&s->block_cache, eng->cfg.block_cache_bytes)) != 0)
+		return rc;
 	const char *why = NULL;
 	rc = eng_io_create(eng->cfg.io, eng->cfg.io_entries, s->loop_fd, &eng->cfg.fault, &s->io, &why);
 	if (rc) {
@@ -225,6 +230,7 @@ static void shard_free(struct eng_shard *s)
 		free(t);
 	}
 	free(s->tenant_slots);
+	eng_block_cache_free(&s->block_cache);
 	eng_segment_cache_free(s);
 	eng_export_free(s);
 	eng_remote_free(s);

@@ -94,6 +94,9 @@ struct eng_fetcher {
 	int (*fetch)(void *ctx, const struct eng_fetch_req *req);
 };
 
+/* Largest eng_config.block_cache_bytes (per shard). */
+#define ENG_BLOCK_CACHE_BYTES_MAX (1ull << 40)
+
 struct eng_config {
 	const char *data_dir;
 	uint32_t shards;                 /* 0: one per online CPU */
@@ -132,6 +135,9 @@ struct eng_config {
 	uint32_t count_groups_max;       /* distinct keys of one count (>= 1) */
 	uint32_t count_scan_rows_max;    /* rows one count may examine; 0: no limit */
 	uint32_t open_segments_max;      /* per shard: segment files (and footers) kept open */
+	/* Per shard: decoded segment blocks kept in memory (LRU), so that a
+	 * repeated or follow-up query does not decompress them again; 0: off. */
+	uint64_t block_cache_bytes;
 	bool repair;                     /* cut a WAL at mid-file corruption instead of refusing */
 	struct fmt_limits limits;
 	eng_log_fn log;                  /* NULL: JSON lines on stderr */
@@ -492,6 +498,10 @@ struct eng_shard_stats {
 	uint64_t segments_remote;       /* local file removed: in S3 only */
 	uint64_t remote_fetches, remote_fetch_errors, remote_cache_bytes;
 	uint64_t segments_open, segments_evicted;  /* the open-segment cache */
+	/* The decoded-block cache (engine/block_cache.c): lookups served from
+	 * it and not, blocks evicted for room, and the bytes it holds. */
+	uint64_t block_cache_hits, block_cache_misses, block_cache_evictions;
+	uint64_t block_cache_bytes;
 	uint64_t memtable_bytes, memtable_rows;
 	uint64_t dedup_entries, dedup_evicted_early;
 	uint64_t tenants;

@@ -140,6 +140,27 @@ struct eng_segment_cache {
 	uint32_t count, cap, hand;
 };
 
+/* The shard's cache of decoded segment blocks (block_cache.c), bounded
+ * by cfg.block_cache_bytes; no table when that is 0 (off). */
+struct eng_block_entry {
+	uint64_t segment_id;
+	uint32_t block;
+	uint32_t pins;                       /* queries holding blk */
+	bool dropped;                        /* out of the table, freed at the last release */
+	struct fmt_block *blk;
+	uint64_t bytes;                      /* fmt_block_mem_bytes() + the entry */
+	struct eng_block_entry *hnext;       /* hash chain */
+	struct eng_block_entry *prev, *next; /* LRU list (pins == 0) or the pinned list */
+};
+
+struct eng_block_cache {
+	uint64_t cap_bytes, bytes;           /* bytes <= cap_bytes */
+	struct eng_block_entry **buckets;    /* NULL: off */
+	uint32_t bucket_mask;
+	struct eng_block_entry lru;          /* sentinel: next is the most recently used */
+	struct eng_block_entry pinned;       /* sentinel: entries lent to a query */
+};
+
 /* Manifest record payload for FMT_REC_REMOVE (docs/FORMAT.md §6). */
 #define ENG_MANIFEST_REMOVE_BYTES (1 + FMT_TENANT_MAX + 8 + 8)
 
@@ -268,6 +289,7 @@ struct eng_shard {
 	uint64_t next_segment_no;
 	struct eng_dedup *dedup;
 	struct eng_segment_cache open_segments;
+	struct eng_block_cache block_cache;
 	uint64_t req_gen;                  /* bumped per search / verify */
 	uint64_t memtable_bytes;
 	bool failed;                       /* write path stopped after an I/O error */
@@ -422,6 +444,26 @@ int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_
 			   uint32_t col_mask, struct fmt_block **out);
 int eng_dedup_from_segments(struct eng_shard *s);
 
+/* block_cache.c (shard thread only) */
+/* Sizes the table for cap_bytes (0: off, no table). 0 or FMT_E_NOMEM. */
+int eng_block_cache_init(struct eng_block_cache *c, uint64_t cap_bytes);
+void eng_block_cache_free(struct eng_block_cache *c);
+/* The cached block (segment_id, block), which holds every column, pinned
+ * until eng_block_cache_release(); NULL on a miss (or when off). Counts
+ * hits and misses. */
+struct fmt_block *eng_block_cache_get(struct eng_shard *s, uint64_t segment_id, uint32_t block);
+/* Offers a block just decoded after a miss. true: the cache took it (a
+ * full decode, FMT_COLS_ALL, that fits once least recently used entries
+ * are evicted) and it is pinned; false: the caller keeps it (it is freed
+ * by eng_block_cache_release() all the same). */
+bool eng_block_cache_put(struct eng_shard *s, uint64_t segment_id, uint32_t block,
+			 struct fmt_block *blk);
+/* Gives back a block from get() or put(): unpins a cached one, frees one
+ * the cache did not take. NULL is ignored. */
+void eng_block_cache_release(struct eng_shard *s, struct fmt_block *blk);
+/* Forgets every block of a segment whose file goes away. */
+void eng_block_cache_drop_segment(struct eng_shard *s, uint64_t segment_id);
+
 /* read.c: what search and count share (filters, memtable rows, segment reads) */
 
 /* Checks the tenant id and the filter (FMT_E_INVALID) and gives the time
@@ -451,11 +493,15 @@ struct eng_query {
  * request) and checks its footer against the manifest and the tenant.
  * Returns 0, FMT_E_CORRUPT, -errno, FMT_E_NOMEM (logged). */
 int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg);
-/* Reads and decodes the columns in mask (not 0) of block b of an opened
- * segment. Returns 0 or an error (logged); *out is freed with
- * fmt_block_free(). */
+/* The columns in mask (not 0) of block b of an opened segment, from the
+ * shard's block cache (then it holds every column) or read and decoded
+ * (a full decode is offered to the cache). Returns 0 or an error
+ * (logged); *out is read-only and stays valid until it is given back with
+ * eng_query_block_release() (never fmt_block_free()), before the query
+ * completes. */
 int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out);
+void eng_query_block_release(struct eng_query *q, struct fmt_block *blk);
 void eng_query_free(struct eng_query *q);
 
 /* search.c, count.c, verify.c */

@@ -18,7 +18,11 @@
  * FMT_E_CORRUPT, so tenant isolation does not rest on file names. The
  * chunks of one block that a query needs are read with as few preads as
  * their positions allow (adjacent chunks coalesce) into one buffer the
- * query owns, then decoded (fmt_block_decode checks every checksum). A
+ * query owns, then decoded (fmt_block_decode checks every checksum); a
+ * block comes from the shard's cache of fully decoded blocks instead when
+ * it is there (block_cache.c), and a full decode is offered to it, so
+ * callers give blocks back with eng_query_block_release(), never free
+ * them. A
  * segment shorter than its footer says is corrupt, as far as a query is
  * concerned. Every failure is logged with the query's name, the tenant,
  * the segment and the block.
@@ -213,6 +217,11 @@ int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t
 		    struct fmt_block **out)
 {
 	ASSERT(seg->footer && b < seg->footer->meta.block_count && mask != 0);
+	*out = eng_block_cache_get(q->s, seg->segment_id, b);
+	if (*out) {
+		ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
+		return 0;
+	}
 	const uint8_t *ptrs[FMT_COL_COUNT];
 	int rc = read_chunks(q, seg, b, mask, ptrs);
 	if (rc == 0)
@@ -224,5 +233,12 @@ int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t
 		return rc;
 	}
 	ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
+	ASSERT(fmt_block_mask(*out) == mask);
+	eng_block_cache_put(q->s, seg->segment_id, b, *out); /* either way, released the same */
 	return 0;
+}
+
+void eng_query_block_release(struct eng_query *q, struct fmt_block *blk)
+{
+	eng_block_cache_release(q->s, blk);
 }

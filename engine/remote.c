@@ -82,6 +82,7 @@ static void removes_written(struct eng_manifest_write *w, int err)
 		struct eng_segment *g = s->removing[i];
 		char path[4200];
 		eng_segment_close(s, g);
+		eng_block_cache_drop_segment(s, g->segment_id);
 		eng_segment_path(s, g->segment_id, path, sizeof(path));
 		if (unlink(path) != 0 && errno != ENOENT)
 			eng_log(s->eng, ENG_LOG_WARN, "cannot remove %s: %s (removed at next start)", path,
@@ -214,6 +215,7 @@ static bool cache_make_room(struct eng_shard *s, uint64_t need, uint64_t gen)
 			return false;
 		char path[4200];
 		eng_segment_close(s, lru);
+		eng_block_cache_drop_segment(s, lru->segment_id);
 		eng_segment_read_path(s, lru, path, sizeof(path));
 		unlink(path);
 		lru->cached = false;

@@ -42,6 +42,11 @@
  * attributes into ONE allocation (req->result_mem) so results stay valid
  * however the memtable changes. Memory: the heap (`limit` entries), one
  * decoded block, the staged hits (limit x event size) and the packed copy.
+ * Blocks come through eng_query_block() (read.c), so the shard's cache of
+ * decoded blocks (block_cache.c) serves a block that a recent query
+ * decoded with the columns asked for: phase 2's full decodes serve both
+ * phases of the next search that reaches the same blocks (the second of
+ * "failures, then denials" of a day, or the same page asked again).
  *
  * Page token (26 bytes, little-endian):
  *   [0] version 1 [1] flags (bit 0: oldest_first) [2..10) occurred_at_ns
@@ -75,8 +80,8 @@
  * tenant this shard does not know simply has no events (status 0).
  *
  * Counters: rows_scanned as above; segments_read counts segments with at
- * least one chunk read; segments_pruned those skipped without reading a
- * chunk (by manifest time range, cursor, zone maps, the event-id index or
+ * least one block read (or taken from the block cache); segments_pruned
+ * those skipped without reading a chunk (by manifest time range, cursor, zone maps, the event-id index or
  * the heap bound).
  * Segments left unvisited by the scan cap count in neither.
  */
@@ -502,7 +507,7 @@ static int id_precheck(struct search *c, const struct eng_segment *seg, uint32_t
 	*absent = !fmt_block_has_event_id(blk, c->f->event_id);
 	if (*absent)
 		c->req->rows_scanned += fmt_block_rows(blk);
-	fmt_block_free(blk);
+	eng_query_block_release(&c->q, blk);
 	return 0;
 }
 
@@ -530,7 +535,7 @@ static int scan_block(struct search *c, uint32_t u, uint32_t b)
 			heap_offer(c, (struct cand){ { ev.occurred_at_ns, ev.seq }, u, b, i });
 	}
 	c->req->rows_scanned += ref->row_count;
-	fmt_block_free(blk);
+	eng_query_block_release(&c->q, blk);
 	return 0;
 }
 
@@ -686,7 +691,7 @@ static int stage_group(struct search *c, const struct cand *hits, const uint32_t
 		else
 			event_copy(&staged[h].ev, &ev, owned[h]);
 	}
-	fmt_block_free(blk);
+	eng_query_block_release(&c->q, blk);
 	return rc;
 }
 

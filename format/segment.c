@@ -1761,6 +1761,7 @@ struct fmt_block {
 	uint32_t dict_count[STR_COLS];  /* DICT chunks: entries of str[] */
 	uint32_t *attr_first;           /* rows + 1: row i's attrs are [first[i], first[i+1]) */
 	struct sv *attr_kv;             /* key, value per attribute */
+	uint64_t mem_bytes;             /* heap bytes of all the above: fmt_block_mem_bytes() */
 };
 
 /* Verifies the checksum, then inflates the single zstd frame of exactly
@@ -1922,6 +1923,7 @@ static int attrs_reserve(struct fmt_block *blk, uint64_t *cap, uint64_t need)
 	if (!kv)
 		return FMT_E_NOMEM;
 	blk->attr_kv = kv;
+	blk->mem_bytes += (n - *cap) * 2 * sizeof(struct sv);
 	*cap = n;
 	return 0;
 }
@@ -2034,6 +2036,30 @@ void fmt_decoder_free(struct fmt_decoder *d)
 	free(d);
 }
 
+/* Heap bytes a decoded column holds (attr_kv is counted by attrs_reserve,
+ * as it grows): what fmt_block_mem_bytes() adds up for a cache's bound. */
+static uint64_t col_mem_bytes(const struct fmt_block *blk, const struct fmt_chunk_ref *k,
+			      unsigned c)
+{
+	uint64_t rows = blk->rows;
+	switch (col_kind(c)) {
+	case KIND_INT:
+		return rows * sizeof(uint64_t); /* the raw bytes were freed */
+	case KIND_STR: {
+		unsigned slot = str_slot(c);
+		uint64_t n = FMT_MAX(k->raw_len, 1);
+		if (blk->codes[slot])
+			return n + FMT_MAX(rows, 1) * sizeof(uint32_t) +
+			       (uint64_t)blk->dict_count[slot] * sizeof(struct sv);
+		return n + FMT_MAX(rows, 1) * sizeof(struct sv);
+	}
+	case KIND_ATTRS:
+		return FMT_MAX(k->raw_len, 1) + (rows + 1) * sizeof(uint32_t);
+	default:
+		return FMT_MAX(k->raw_len, 1);
+	}
+}
+
 int fmt_block_decode(const struct fmt_segment *seg, uint32_t b, uint32_t col_mask,
 		     const uint8_t *const chunk_bytes[FMT_COL_COUNT], struct fmt_block **out)
 {
@@ -2062,6 +2088,7 @@ int fmt_block_decode_with(struct fmt_decoder *d, const struct fmt_segment *seg, 
 	if (!blk)
 		goto fail;
 	blk->rows = r->row_count;
+	blk->mem_bytes = sizeof(*blk);
 	for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
 		if (!(col_mask & (1u << c)))
 			continue;
@@ -2069,6 +2096,7 @@ int fmt_block_decode_with(struct fmt_decoder *d, const struct fmt_segment *seg, 
 		if ((rc = dec_column(seg, r, c, chunk_bytes[c], dctx, blk)))
 			goto fail;
 		blk->mask |= 1u << c;
+		blk->mem_bytes += col_mem_bytes(blk, &r->chunk[c], c);
 	}
 	*out = blk;
 	return 0;
@@ -2097,6 +2125,16 @@ int fmt_block_decode_buf(const struct fmt_segment *seg, const uint8_t *buf, size
 uint32_t fmt_block_rows(const struct fmt_block *blk)
 {
 	return blk->rows;
+}
+
+uint32_t fmt_block_mask(const struct fmt_block *blk)
+{
+	return blk->mask;
+}
+
+uint64_t fmt_block_mem_bytes(const struct fmt_block *blk)
+{
+	return blk->mem_bytes;
 }
 
 static struct fmt_str view(const struct fmt_block *blk, unsigned c, struct sv v)

@@ -266,6 +266,11 @@ int fmt_block_decode_buf(const struct fmt_segment *seg, const uint8_t *buf, size
 			 uint32_t b, uint32_t col_mask, struct fmt_block **out);
 
 uint32_t fmt_block_rows(const struct fmt_block *blk);
+/* The columns decoded (the col_mask it was decoded with). */
+uint32_t fmt_block_mask(const struct fmt_block *blk);
+/* Heap bytes the block holds (structure, decoded columns and their views):
+ * what a cache of decoded blocks counts against its bound. */
+uint64_t fmt_block_mem_bytes(const struct fmt_block *blk);
 
 /* Fills a view of row i (0-based within the block) with the decoded
  * columns; fields of columns not decoded are zero/empty. ev->tenant points

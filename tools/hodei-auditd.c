@@ -108,6 +108,8 @@ static const struct opt opts[] = {
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,
 	  "per shard: segment files and footers kept open (1024)" },
+	{ "block-cache-bytes", "HODEI_BLOCK_CACHE_BYTES", O_SIZE, D(eng_cfg.block_cache_bytes), 0,
+	  "per shard: decoded segment blocks kept in memory for the next query (64MiB; 0: off)" },
 	{ "dedup-window", "HODEI_DEDUP_WINDOW", O_DUR, D(eng_cfg.dedup_window_ns), 0,
 	  "event_id dedup window (15m)" },
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
@@ -206,7 +208,7 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 		if (units_parse_size(v, &u))
 			goto bad;
 		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
-		    o->off == D(eng_cfg.remote_cache_bytes) ||
+		    o->off == D(eng_cfg.remote_cache_bytes) || o->off == D(eng_cfg.block_cache_bytes) ||
 		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes)) {
 			*(uint64_t *)(base + o->off) = u;
 		} else {
@@ -410,6 +412,10 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.tenants += st.tenants;
 		sum.queue_full += st.queue_full;
 		sum.count_rows_scanned += st.count_rows_scanned;
+		sum.block_cache_hits += st.block_cache_hits;
+		sum.block_cache_misses += st.block_cache_misses;
+		sum.block_cache_evictions += st.block_cache_evictions;
+		sum.block_cache_bytes += st.block_cache_bytes;
 		sum.disk_used_bytes += st.disk_used_bytes;
 		failed += st.failed;
 		disk_full += st.disk_full;
@@ -457,6 +463,18 @@ static int render(void *ctx, struct mx_buf *b)
 	ENGINE_COUNTER("hodei_count_rows_scanned_total",
 		       "Events examined by Count (decoded blocks and memory), all shards.",
 		       count_rows_scanned);
+	ENGINE_COUNTER("hodei_block_cache_hits_total",
+		       "Segment blocks a query took from the decoded-block cache, all shards.",
+		       block_cache_hits);
+	ENGINE_COUNTER("hodei_block_cache_misses_total",
+		       "Segment blocks a query had to read and decode, all shards.", block_cache_misses);
+	ENGINE_COUNTER("hodei_block_cache_evictions_total",
+		       "Decoded blocks dropped from the cache to make room, all shards.",
+		       block_cache_evictions);
+	ENGINE_GAUGE("hodei_block_cache_bytes", "Bytes of decoded segment blocks cached, all shards.",
+		     sum.block_cache_bytes);
+	ENGINE_GAUGE("hodei_block_cache_budget_bytes", "Bound of the decoded-block cache, all shards.",
+		     d->eng_cfg.block_cache_bytes * shards);
 	ENGINE_GAUGE("hodei_tenants", "Tenants with data on this node.", sum.tenants);
 	ENGINE_GAUGE("hodei_shards", "Shard threads.", shards);
 	ENGINE_GAUGE("hodei_shards_failed", "Shards whose write path stopped after an I/O error.", failed);

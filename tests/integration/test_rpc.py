@@ -156,6 +156,47 @@ def test_search_filters_order_and_paging(server, stubs):
         assert seen == want, f"paging oldest_first={oldest}"
 
 
+def test_search_block_cache_on_and_off(server_factory, stubs):
+    """Failures, then denials, twice, over sealed segments: the same answers
+    with --block-cache-bytes 0 (no lookup at all) and with the default (the
+    repeats and the second outcome are served from the cache)."""
+    a = stubs.audit_pb2
+    base = time.time_ns() - 1000 * 1_000_000_000
+    sent = [event(i, occurred_at_ns=base + i * 1_000_000_000,
+                  outcome=(a.OUTCOME_SUCCESS, a.OUTCOME_FAILURE, a.OUTCOME_DENIED)[i % 3])
+            for i in range(130)]
+    answers = {}
+    for size in ("0", "64MiB"):
+        srv = server_factory(args=["--seal-rows", "40", "--block-cache-bytes", size])
+        w = srv.stub(srv.add_key("acme", "writer"))
+        r = srv.stub(srv.add_key("acme", "reader"))
+        for k in range(0, len(sent), 10):
+            w.Append(a.AppendRequest(events=sent[k:k + 10]))
+        hodei.wait_until(lambda: srv.metrics().get("hodei_segments_sealed_total") >= 3, 60,
+                         "three segments sealed")
+        got = []
+        for _ in range(2):
+            for outcome in (a.OUTCOME_FAILURE, a.OUTCOME_DENIED):
+                resp = r.Search(a.SearchRequest(outcome=outcome, limit=100))
+                got.append([(e.seq, e.event.event_id, e.event.details_json)
+                            for e in resp.events])
+        assert got[0:2] == got[2:4], f"cache {size}: a repeated search differs"
+        assert [len(g) for g in got[0:2]] == [43, 43]
+        answers[size] = got
+        m = srv.metrics()
+        if size == "0":
+            assert m.get("hodei_block_cache_budget_bytes") == 0
+            assert m.get("hodei_block_cache_hits_total") == 0
+            assert m.get("hodei_block_cache_misses_total") == 0
+            assert m.get("hodei_block_cache_bytes") == 0
+        else:
+            assert m.get("hodei_block_cache_hits_total") > 0
+            assert m.get("hodei_block_cache_misses_total") > 0
+            assert m.get("hodei_block_cache_evictions_total") == 0
+        srv.stop()
+    assert answers["0"] == answers["64MiB"]
+
+
 def test_search_limit_max_1000(server, stubs):
     """limit is 1-1000, 0 meaning 100 (docs/API.md); 1001 is refused."""
     a = stubs.audit_pb2
@@ -310,6 +351,10 @@ def test_count_totals_and_groups_per_filter(server_factory, stubs):
     m = srv.metrics()
     assert m.get("hodei_requests_total", method="Count", code="OK") >= len(cases) * 10
     assert m.get("hodei_count_rows_scanned_total") > 0
+    # Counts decode only some columns: looked up in the block cache, never kept.
+    assert m.get("hodei_block_cache_misses_total") > 0
+    assert m.get("hodei_block_cache_bytes") == 0
+    assert m.get("hodei_block_cache_budget_bytes") > 0
 
 
 def test_count_roles_and_tenant_isolation(server, stubs):

@@ -133,15 +133,29 @@ Test(remote, retention_then_reads_through_the_cache)
 	for (uint32_t k = 0; k < 4; k++)
 		cr_assert_eq(tu_append(p, "acme", k * 50, 50, &req), 0);
 	cr_assert_geq(tu_wait_sealed(eng, 0, 4), 4);
+	/* Blocks decoded while the files are local go with the files. */
+	int status;
+	cr_assert_eq(search_count(p, "acme", &status), 200);
+	struct eng_shard_stats bs;
+	eng_shard_stats(eng, 0, &bs);
+	for (int i = 0; i < 400 && bs.block_cache_bytes == 0; i++) {
+		usleep(5000); /* stats are published once per tick */
+		eng_shard_stats(eng, 0, &bs);
+	}
+	cr_assert_gt(bs.block_cache_bytes, 0, "the search's blocks were not cached");
 	replicate_all(p, &b);
 	cr_assert_eq(wait_remote(eng, 4), 4);
+	for (int i = 0; i < 400 && bs.block_cache_bytes != 0; i++) {
+		usleep(5000);
+		eng_shard_stats(eng, 0, &bs);
+	}
+	cr_assert_eq(bs.block_cache_bytes, 0, "blocks of removed segments are still cached");
 
 	/* The local files are gone; the data still answers. */
 	char path[512];
 	snprintf(path, sizeof(path), "%s/shard-000/segments/0000000000000000.hseg", data);
 	struct stat st;
 	cr_assert_neq(stat(path, &st), 0, "a removed segment's file is still there");
-	int status;
 	cr_assert_eq(search_count(p, "acme", &status), 200);
 	cr_assert_eq(status, 0);
 	cr_assert_eq(atomic_load(&b.fetches), 4);

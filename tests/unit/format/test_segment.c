@@ -587,6 +587,45 @@ Test(segment, row_cols_matches_row)
 	set_free(&s);
 }
 
+/* fmt_block_mask() is the mask decoded; fmt_block_mem_bytes() counts at
+ * least every decoded byte, and more columns hold more. */
+Test(segment, block_mask_and_mem_bytes)
+{
+	struct set s;
+	set_init(&s, 300, 5);
+	uint8_t *img;
+	size_t len;
+	build(&s, 128, &img, &len);
+	struct fmt_segment *seg;
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
+	const uint32_t seq = 1u << FMT_COL_SEQ;
+	const uint32_t some = seq | (1u << FMT_COL_OCCURRED_AT) | (1u << FMT_COL_OUTCOME);
+	for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+		struct fmt_block *one, *part, *all;
+		cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, seq, &one), 0);
+		cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, some, &part), 0);
+		cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, FMT_COLS_ALL, &all), 0);
+		cr_assert_eq(fmt_block_mask(one), seq);
+		cr_assert_eq(fmt_block_mask(part), some);
+		cr_assert_eq(fmt_block_mask(all), FMT_COLS_ALL);
+		uint64_t raw = 0;
+		for (unsigned c = 0; c < FMT_COL_COUNT; c++)
+			if (c != FMT_COL_SEQ && c != FMT_COL_RECEIVED_AT && c != FMT_COL_OCCURRED_AT)
+				raw += seg->blocks[b].chunk[c].raw_len;
+		uint64_t rows = fmt_block_rows(one);
+		cr_assert_geq(fmt_block_mem_bytes(one), rows * 8);
+		cr_assert_gt(fmt_block_mem_bytes(part), fmt_block_mem_bytes(one));
+		cr_assert_gt(fmt_block_mem_bytes(all), fmt_block_mem_bytes(part));
+		cr_assert_geq(fmt_block_mem_bytes(all), raw + 3 * rows * 8);
+		fmt_block_free(one);
+		fmt_block_free(part);
+		fmt_block_free(all);
+	}
+	fmt_segment_close(seg);
+	free(img);
+	set_free(&s);
+}
+
 Test(segment, partial_columns_and_separate_chunks)
 {
 	struct set s;
