@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0
  *
  * engine_test_util.h — helpers shared by the engine's unit tests: a fresh
- * data directory per test, realistic events, and synchronous appends.
+ * data directory per test (and its removal), realistic events, and
+ * synchronous appends.
  */
 #ifndef HODEI_TESTS_ENGINE_UTIL_H
 #define HODEI_TESTS_ENGINE_UTIL_H
 
 #include "engine/engine.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,20 @@ static inline void tu_tmpdir(char *out, size_t cap)
 	snprintf(out, cap, "%s/eng-XXXXXX", base && *base ? base : "/tmp");
 	if (!mkdtemp(out))
 		abort();
+}
+
+static inline int tu_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Removes a directory tree (one tu_tmpdir() made). */
+static inline void tu_rmtree(const char *dir)
+{
+	nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* An event with stable, readable content derived from i. Strings live in

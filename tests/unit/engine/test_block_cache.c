@@ -18,7 +18,6 @@
 #include "engine_test_util.h"
 #include "format/hash.h"
 
-#include <ftw.h>
 
 #define TENANT "acme"
 #define EVENTS 3000u
@@ -79,14 +78,6 @@ static void fx_stop(struct fx *fx)
 	fx->eng = NULL;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 /* A fresh directory with EVENTS events of TENANT, most of them sealed in
  * segments of SEAL_ROWS rows (blocks of BLOCK_ROWS), the rest in memory,
  * and a few of another tenant; the engine is left running. */
@@ -111,7 +102,7 @@ static void fx_create(struct fx *fx, uint64_t cache_bytes)
 static void fx_close(struct fx *fx)
 {
 	fx_stop(fx);
-	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tu_rmtree(fx->dir);
 }
 
 /* The shard's stats once every query submitted so far is in them (they
@@ -345,5 +336,5 @@ Test(block_cache, bound_is_validated)
 	struct eng_engine *eng = NULL;
 	cr_assert_eq(eng_open(&cfg, &eng), FMT_E_INVALID);
 	cr_assert_null(eng);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tu_rmtree(dir);
 }

@@ -15,8 +15,8 @@
 #include <criterion/criterion.h>
 
 #include "engine/engine.h"
+#include "engine_test_util.h"
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,18 +79,10 @@ static void fx_stop(struct fx *fx)
 	eng_close(fx->eng);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void fx_close(struct fx *fx)
 {
 	fx_stop(fx);
-	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tu_rmtree(fx->dir);
 }
 
 static int64_t occ_of(uint32_t i)

@@ -18,11 +18,11 @@
 #include <criterion/criterion.h>
 
 #include "engine/engine.h"
+#include "engine_test_util.h"
 #include "format/hash.h"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -179,18 +179,10 @@ static void fx_stop(struct fx *fx)
 	fx->eng = NULL;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void fx_close(struct fx *fx)
 {
 	fx_stop(fx);
-	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	tu_rmtree(fx->dir);
 }
 
 /* Appends the model's events [from, from + n) in batches, recording what
