@@ -69,6 +69,29 @@ static bool header_ok(const uint8_t *hdr)
 	return fmt_get_u32(hdr + 24) == (uint32_t)fmt_xxh3(hdr, 24) && fmt_get_u32(hdr + 28) == 0;
 }
 
+/* The header's checks and fields, the payload's checksum aside: the
+ * record's total size and *out, or FMT_E_CORRUPT, FMT_E_TOO_BIG or
+ * FMT_E_TRUNCATED. avail >= FMT_REC_HEADER_BYTES. */
+static int64_t rec_parse(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out)
+{
+	if (!header_ok(buf))
+		return FMT_E_CORRUPT;
+	uint32_t len = fmt_get_u32(buf);
+	uint16_t kind = fmt_get_u16(buf + 4);
+	if (kind == 0)
+		return FMT_E_CORRUPT;
+	if (len > payload_max)
+		return FMT_E_TOO_BIG;
+	if (avail - FMT_REC_HEADER_BYTES < len)
+		return FMT_E_TRUNCATED;
+	out->kind = kind;
+	out->count = fmt_get_u16(buf + 6);
+	out->seq = fmt_get_u64(buf + 8);
+	out->payload = buf + FMT_REC_HEADER_BYTES;
+	out->payload_len = len;
+	return FMT_REC_HEADER_BYTES + (int64_t)len;
+}
+
 int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out)
 {
 	if (avail < FMT_REC_HEADER_BYTES) {
@@ -82,41 +105,26 @@ int64_t fmt_rec_decode(const uint8_t *buf, size_t avail, uint32_t payload_max, s
 		all_zero = all_zero && buf[i] == 0;
 	if (all_zero)
 		return 0;
-	if (!header_ok(buf))
+	struct fmt_rec rec;
+	int64_t n = rec_parse(buf, avail, payload_max, &rec);
+	if (n < 0)
+		return n;
+	if (fmt_get_u64(buf + 16) != rec_checksum(buf, rec.payload, rec.payload_len))
 		return FMT_E_CORRUPT;
-	uint32_t len = fmt_get_u32(buf);
-	uint16_t kind = fmt_get_u16(buf + 4);
-	if (kind == 0)
-		return FMT_E_CORRUPT;
-	if (len > payload_max)
-		return FMT_E_TOO_BIG;
-	if (avail - FMT_REC_HEADER_BYTES < len)
-		return FMT_E_TRUNCATED;
-	const uint8_t *payload = buf + FMT_REC_HEADER_BYTES;
-	if (fmt_get_u64(buf + 16) != rec_checksum(buf, payload, len))
-		return FMT_E_CORRUPT;
-	out->kind = kind;
-	out->count = fmt_get_u16(buf + 6);
-	out->seq = fmt_get_u64(buf + 8);
-	out->payload = payload;
-	out->payload_len = len;
-	return FMT_REC_HEADER_BYTES + (int64_t)len;
+	*out = rec;
+	return n;
 }
 
 int64_t fmt_rec_peek(const uint8_t *buf, size_t avail, uint32_t payload_max, struct fmt_rec *out)
 {
-	if (avail < FMT_REC_HEADER_BYTES || !header_ok(buf))
+	if (avail < FMT_REC_HEADER_BYTES)
 		return 0;
-	uint32_t len = fmt_get_u32(buf);
-	uint16_t kind = fmt_get_u16(buf + 4);
-	if (kind == 0 || len > payload_max || avail - FMT_REC_HEADER_BYTES < len)
+	struct fmt_rec rec;
+	int64_t n = rec_parse(buf, avail, payload_max, &rec);
+	if (n <= 0)
 		return 0;
-	out->kind = kind;
-	out->count = fmt_get_u16(buf + 6);
-	out->seq = fmt_get_u64(buf + 8);
-	out->payload = buf + FMT_REC_HEADER_BYTES;
-	out->payload_len = len;
-	return FMT_REC_HEADER_BYTES + (int64_t)len;
+	*out = rec;
+	return n;
 }
 
 int fmt_batch_next(const struct fmt_rec *rec, uint32_t *off, const uint8_t **ev, uint32_t *ev_len)
