@@ -40,6 +40,7 @@ void eng_config_default(struct eng_config *c)
 	c->seal_bytes = 64ull << 20;
 	c->seal_age_ns = 60ll * 1000000000;
 	c->memtable_budget_bytes = 512ull << 20;
+	c->wal_retain_bytes = 512ull << 20;
 	c->wal_buffer_bytes = 16ull << 20;
 	c->wal_file_bytes = 128ull << 20;
 	c->dedup_window_ns = 15ll * 60 * 1000000000;

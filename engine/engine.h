@@ -123,6 +123,10 @@ struct eng_config {
 	uint64_t seal_bytes;             /* ... or this many bytes */
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
 	uint64_t memtable_budget_bytes;  /* per shard: over 1/2 seals early, over 1 refuses */
+	/* Per shard: WAL kept for unsealed rows. A tenant whose oldest row
+	 * sits in a file this far behind the newest is sealed, so that the
+	 * file can go (and a restart replays no more than this). */
+	uint64_t wal_retain_bytes;
 	uint64_t wal_buffer_bytes;       /* per shard, per buffer (two) */
 	uint64_t wal_file_bytes;         /* rotate the WAL file past this size */
 	int64_t dedup_window_ns;         /* DESIGN.md §2.3, default 15 min */
@@ -472,6 +476,17 @@ int eng_export_mark_wait(struct eng_producer *p, struct eng_export_mark *req);
 
 /* ---- stats (for metrics) ------------------------------------------------ */
 
+/* Why a tenant's rows were sealed, in the order a round prefers them. */
+enum eng_seal_reason {
+	ENG_SEAL_RETRY,   /* rows frozen by a round that failed */
+	ENG_SEAL_SIZE,    /* seal_rows or seal_bytes reached */
+	ENG_SEAL_AGE,     /* oldest row seal_age old */
+	ENG_SEAL_WAL,     /* oldest row past wal_retain_bytes of WAL */
+	ENG_SEAL_MEMORY,  /* the shard's memtables past half their budget */
+	ENG_SEAL_REASONS
+};
+extern const char *const eng_seal_reason_names[ENG_SEAL_REASONS];
+
 /* Latency histogram bounds (ns) of the engine's stats: 100 µs to 10 s. */
 #define ENG_LATENCY_BOUNDS 16
 extern const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS];
@@ -494,6 +509,8 @@ struct eng_shard_stats {
 	 * entry those above every bound. */
 	uint64_t fsync_hist[ENG_LATENCY_BOUNDS + 1];
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
+	/* Segments sealed, by why their tenant was picked (enum eng_seal_reason). */
+	uint64_t segments_sealed_by[ENG_SEAL_REASONS];
 	uint64_t segments_replicated, segments_mirrored;  /* marked in the manifest */
 	uint64_t segments_remote;       /* local file removed: in S3 only */
 	uint64_t remote_fetches, remote_fetch_errors, remote_cache_bytes;

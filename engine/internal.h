@@ -403,7 +403,7 @@ void eng_tenant_add_segment(struct eng_tenant *t, struct eng_segment *seg);
 
 /* seal.c */
 /* Starts a seal round when one is due (never while stopping). */
-void eng_seal_maybe(struct eng_shard *s, bool force_all);
+void eng_seal_maybe(struct eng_shard *s);
 /* Moves a round on once its worker built the images (always, even while
  * stopping, so that the shard can become quiescent). */
 void eng_seal_progress(struct eng_shard *s);

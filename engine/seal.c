@@ -30,9 +30,10 @@
  * round seals it as it is.
  *
  * A tenant is due when its durable rows reach seal_rows, its memtable
- * seal_bytes, or its oldest row seal_age. Under memory pressure (the shard's
- * memtables past half the budget) every tenant is a candidate, biggest
- * first. A failed segment write abandons the round and retries it a second
+ * seal_bytes, its oldest row seal_age, or when that row sits in a WAL file
+ * wal_retain_bytes behind the newest. Under memory pressure (the shard's
+ * memtables past half the budget) the biggest other tenants are sealed too,
+ * until a quarter of the budget would be left (eng_seal_maybe). A failed segment write abandons the round and retries it a second
  * later (the rows are still in the WAL); a failed manifest write stops the
  * write path like a WAL failure does (docs/adr/0002).
  */
@@ -56,6 +57,7 @@ struct seal_item {
 	struct eng_seal *z;
 	struct eng_tenant *t;
 	uint32_t rows;                /* t->sealing's rows, once frozen */
+	enum eng_seal_reason reason;
 	uint64_t segment_id;
 	int64_t created_ns;
 	uint8_t *image;
@@ -278,6 +280,7 @@ static void seal_committed(struct eng_shard *s)
 		ASSERT(t->next_seq == t->active.first_seq + t->active.row_count); /* I2 */
 		it->seg = NULL;
 		s->stats.segments_sealed++;
+		s->stats.segments_sealed_by[it->reason]++;
 		s->stats.memtable_rows -= it->rows;
 		s->stats.segments_local++;
 		s->stats.segment_bytes_local += it->image_len;
@@ -561,35 +564,61 @@ static void seal_write(struct eng_shard *s)
 	}
 }
 
-static bool seal_due(const struct eng_shard *s, const struct eng_tenant *t, int64_t now)
+const char *const eng_seal_reason_names[ENG_SEAL_REASONS] = {
+	[ENG_SEAL_RETRY] = "retry", [ENG_SEAL_SIZE] = "size", [ENG_SEAL_AGE] = "age",
+	[ENG_SEAL_WAL] = "wal", [ENG_SEAL_MEMORY] = "memory",
+};
+
+/* Why tenant t is due on its own (ENG_SEAL_REASONS: it is not). */
+static enum eng_seal_reason seal_due(const struct eng_shard *s, const struct eng_tenant *t,
+				     uint32_t rows, int64_t now)
 {
 	const struct eng_config *cfg = &s->eng->cfg;
 	const struct eng_memtable *m = &t->active;
 	/* Rows count once durable: a seal takes only those, so waiting for
 	 * them makes full-size segments rather than halves. */
-	return eng_memtable_visible(m, t->durable_seq) >= cfg->seal_rows ||
-	       eng_memtable_bytes(m) >= cfg->seal_bytes ||
-	       now - m->oldest_received_ns >= cfg->seal_age_ns;
+	if (rows >= cfg->seal_rows || eng_memtable_bytes(m) >= cfg->seal_bytes)
+		return ENG_SEAL_SIZE;
+	if (now - m->oldest_received_ns >= cfg->seal_age_ns)
+		return ENG_SEAL_AGE;
+	uint64_t files = FMT_MAX(1, cfg->wal_retain_bytes / cfg->wal_file_bytes);
+	if (m->gen[0] + files <= s->wal.gen)
+		return ENG_SEAL_WAL;
+	return ENG_SEAL_REASONS;
 }
 
-/* Keeps the SEAL_BATCH_MAX biggest candidates, biggest first. */
-static void pick_insert(struct eng_seal *z, uint64_t *bytes, struct eng_tenant *t, uint32_t rows,
-			uint64_t b)
+/* A round's candidates, in the order it takes them: tenants due on their
+ * own first, then (under memory pressure) the rest; biggest first within
+ * each. Keeps the SEAL_BATCH_MAX first. */
+struct seal_pick {
+	uint32_t count;
+	struct seal_cand {
+		struct eng_tenant *t;
+		uint32_t rows;
+		enum eng_seal_reason reason;
+		uint64_t bytes;
+	} c[SEAL_BATCH_MAX];
+};
+
+static bool cand_before(const struct seal_cand *a, const struct seal_cand *b)
 {
-	uint32_t i = z->count < SEAL_BATCH_MAX ? z->count++ : SEAL_BATCH_MAX;
-	if (i == SEAL_BATCH_MAX && b <= bytes[SEAL_BATCH_MAX - 1])
-		return;
-	if (i == SEAL_BATCH_MAX)
+	bool a_due = a->reason != ENG_SEAL_MEMORY, b_due = b->reason != ENG_SEAL_MEMORY;
+	return a_due != b_due ? a_due : a->bytes > b->bytes;
+}
+
+static void pick_insert(struct seal_pick *p, struct seal_cand c)
+{
+	uint32_t i = p->count < SEAL_BATCH_MAX ? p->count++ : SEAL_BATCH_MAX;
+	if (i == SEAL_BATCH_MAX) {
+		if (!cand_before(&c, &p->c[SEAL_BATCH_MAX - 1]))
+			return;
 		i = SEAL_BATCH_MAX - 1;
-	while (i > 0 && bytes[i - 1] < b) {
-		z->item[i].t = z->item[i - 1].t;
-		z->item[i].rows = z->item[i - 1].rows;
-		bytes[i] = bytes[i - 1];
+	}
+	while (i > 0 && cand_before(&c, &p->c[i - 1])) {
+		p->c[i] = p->c[i - 1];
 		i--;
 	}
-	z->item[i].t = t;
-	z->item[i].rows = rows;
-	bytes[i] = b;
+	p->c[i] = c;
 }
 
 bool eng_seal_ready(const struct eng_shard *s)
@@ -604,49 +633,72 @@ void eng_seal_progress(struct eng_shard *s)
 		seal_write(s);
 }
 
-void eng_seal_maybe(struct eng_shard *s, bool force_all)
+/* Starts a round if anything is due (see the header). Under memory
+ * pressure the round also takes the biggest other tenants, until what it
+ * frees brings the shard down to a quarter of its budget: cutting only
+ * those keeps small tenants' rows together in fewer, larger segments
+ * (their age or the WAL they hold seals them later), and every query pays
+ * per segment. */
+void eng_seal_maybe(struct eng_shard *s)
 {
 	int64_t mono = eng_mono_ns();
 	if (s->seal || s->failed || mono < s->seal_retry_ns)
 		return;
 	const struct eng_config *cfg = &s->eng->cfg;
 	bool pressure = s->memtable_bytes > cfg->memtable_budget_bytes / 2;
-	if (!force_all && !pressure && !s->seal_wanted && mono - s->seal_scan_ns < SEAL_SCAN_INTERVAL_NS)
+	if (!pressure && !s->seal_wanted && mono - s->seal_scan_ns < SEAL_SCAN_INTERVAL_NS)
 		return;
 	s->seal_scan_ns = mono;
 	s->seal_wanted = false;
-	struct eng_seal *z = calloc(1, sizeof(*z));
-	if (!z)
-		return;
-	uint64_t bytes[SEAL_BATCH_MAX];
+	struct seal_pick pick = { 0 };
 	int64_t now = eng_now_ns();
 	for (uint32_t i = 0; i < s->tenant_slot_count; i++) {
 		struct eng_tenant *t = s->tenant_slots[i];
 		if (t && t->sealing.row_count) { /* left by a failed round */
-			pick_insert(z, bytes, t, t->sealing.row_count, eng_memtable_bytes(&t->sealing));
+			pick_insert(&pick, (struct seal_cand){ t, t->sealing.row_count, ENG_SEAL_RETRY,
+							      eng_memtable_bytes(&t->sealing) });
 			continue;
 		}
 		uint32_t rows = t ? eng_memtable_visible(&t->active, t->durable_seq) : 0;
-		if (rows == 0 || !(force_all || pressure || seal_due(s, t, now)))
+		if (rows == 0)
 			continue;
-		pick_insert(z, bytes, t, FMT_MIN(rows, cfg->seal_rows), eng_memtable_bytes(&t->active));
+		enum eng_seal_reason why = seal_due(s, t, rows, now);
+		if (why == ENG_SEAL_REASONS && !pressure)
+			continue;
+		pick_insert(&pick, (struct seal_cand){ t, FMT_MIN(rows, cfg->seal_rows),
+						      why == ENG_SEAL_REASONS ? ENG_SEAL_MEMORY : why,
+						      eng_memtable_bytes(&t->active) });
 	}
 	/* Bound the round's build time, and its ops to what the ring holds
 	 * besides the WAL's write and fsync (two per segment, two for the
 	 * manifest). */
 	uint32_t ops_room = (cfg->io_entries - 4) / 2;
-	uint64_t rows = 0;
-	uint32_t n = 0;
-	while (n < z->count && n < ops_room &&
-	       (n == 0 || rows + z->item[n].rows <= SEAL_BATCH_ROWS_MAX))
-		rows += z->item[n++].rows;
-	z->count = n;
-	s->seal_wanted = n > 0;
-	if (n == 0) {
-		free(z);
-		return;
+	uint64_t low = cfg->memtable_budget_bytes / 4;
+	uint64_t to_free = s->memtable_bytes > low ? s->memtable_bytes - low : 0;
+	uint64_t rows = 0, freed = 0;
+	struct eng_seal *z = NULL;
+	for (uint32_t i = 0; i < pick.count; i++) {
+		const struct seal_cand *c = &pick.c[i];
+		if (c->reason == ENG_SEAL_MEMORY && freed >= to_free)
+			break; /* the rest are smaller memory-only candidates */
+		uint32_t n = z ? z->count : 0;
+		if (n == ops_room || (n > 0 && rows + c->rows > SEAL_BATCH_ROWS_MAX)) {
+			s->seal_wanted = true; /* more is due: next round, right away */
+			break;
+		}
+		if (!z && !(z = calloc(1, sizeof(*z))))
+			return;
+		z->item[n].t = c->t;
+		z->item[n].rows = c->rows;
+		z->item[n].reason = c->reason;
+		z->count = n + 1;
+		rows += c->rows;
+		freed += c->bytes;
 	}
-	seal_start(s, z);
+	if (pick.count == SEAL_BATCH_MAX)
+		s->seal_wanted = true; /* there may be more candidates than one round holds */
+	if (z)
+		seal_start(s, z);
 }
 
 int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_t b,

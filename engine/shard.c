@@ -678,7 +678,7 @@ static void *shard_main(void *arg)
 		eng_export_marks_flush(s);
 		eng_seal_progress(s);
 		if (!stopping)
-			eng_seal_maybe(s, false);
+			eng_seal_maybe(s);
 		publish_stats(s);
 		wake_producers(s);
 		if (stopping && quiescent(s) && inboxes_empty(s))

@@ -114,6 +114,8 @@ static const struct opt opts[] = {
 	  "event_id dedup window (15m)" },
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
 	  "unsealed events per shard before appends are refused (512MiB)" },
+	{ "wal-retain", "HODEI_WAL_RETAIN", O_SIZE, D(eng_cfg.wal_retain_bytes), 0,
+	  "per shard: WAL kept for unsealed events; older ones are sealed (512MiB)" },
 	{ "disk-budget", "HODEI_DISK_BUDGET", O_SIZE, D(eng_cfg.disk_budget_bytes), 0,
 	  "WAL + local segments before appends are refused (0: no limit)" },
 	{ "disk-reserve", "HODEI_DISK_RESERVE", O_SIZE, D(eng_cfg.disk_reserve_bytes), 0,
@@ -209,7 +211,8 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 			goto bad;
 		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
 		    o->off == D(eng_cfg.remote_cache_bytes) || o->off == D(eng_cfg.block_cache_bytes) ||
-		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes)) {
+		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes) ||
+		    o->off == D(eng_cfg.wal_retain_bytes)) {
 			*(uint64_t *)(base + o->off) = u;
 		} else {
 			if (u > UINT32_MAX)
@@ -399,6 +402,9 @@ static int render(void *ctx, struct mx_buf *b)
 			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
 		atomic_fetch_add(&fsync.sum_ns, st.fsync_ns_total);
 		sum.segments_sealed += st.segments_sealed;
+		for (int k = 0; k < ENG_SEAL_REASONS; k++)
+			sum.segments_sealed_by[k] += st.segments_sealed_by[k];
+		sum.wal_files += st.wal_files;
 		sum.segments_local += st.segments_local;
 		sum.segment_bytes_local += st.segment_bytes_local;
 		sum.segments_replicated += st.segments_replicated;
@@ -433,6 +439,17 @@ static int render(void *ctx, struct mx_buf *b)
 		  "Group commit: WAL write submission to fsync completion.");
 	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);
 	ENGINE_COUNTER("hodei_segments_sealed_total", "Segments sealed.", segments_sealed);
+	mx_family(b, "hodei_segments_sealed_by_reason_total", "counter",
+		  "Segments sealed, by why their tenant was sealed: size (seal-rows, seal-bytes), "
+		  "age (seal-age), wal (wal-retain), memory (memtable budget), retry (a failed round).");
+	for (int k = 0; k < ENG_SEAL_REASONS; k++) {
+		struct mx_label l = { "reason", eng_seal_reason_names[k] };
+		mx_sample_u64(b, "hodei_segments_sealed_by_reason_total", &l, 1, sum.segments_sealed_by[k]);
+	}
+	ENGINE_GAUGE("hodei_wal_files", "WAL files kept (the active one included), all shards.",
+		     sum.wal_files);
+	ENGINE_GAUGE("hodei_wal_retain_bytes", "WAL kept for unsealed events before they are sealed, "
+		     "all shards.", d->eng_cfg.wal_retain_bytes * shards);
 	ENGINE_GAUGE("hodei_segments_local", "Sealed segments on local disk.", sum.segments_local);
 	ENGINE_GAUGE("hodei_segments_replicated", "Sealed segments the manifest records as in S3.",
 		     sum.segments_replicated);

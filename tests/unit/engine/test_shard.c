@@ -389,3 +389,122 @@ Test(shard, limits_refuse_and_store_nothing)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+static uint64_t wait_sealed_by(struct eng_engine *eng, enum eng_seal_reason why, uint64_t n)
+{
+	struct eng_shard_stats st;
+	for (int i = 0; i < 500; i++) {
+		eng_shard_stats(eng, 0, &st);
+		if (st.segments_sealed_by[why] >= n)
+			break;
+		usleep(10000);
+	}
+	return st.segments_sealed_by[why];
+}
+
+static uint32_t tenant_segments(struct eng_producer *p, const char *tenant, uint64_t events)
+{
+	struct eng_verify v = { .tenant = fmt_str_c(tenant) };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert(v.ok, "%s: %s", tenant, v.problem);
+	cr_assert_eq(v.events_checked, events, "%s", tenant);
+	return (uint32_t)v.segments_checked;
+}
+
+/* Memory pressure seals the biggest tenants, not every tenant: small
+ * tenants' rows stay together for one larger segment later. */
+Test(shard, memory_pressure_seals_the_biggest_tenants_only)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_AUTO);
+	cfg.shards = 1;
+	cfg.memtable_budget_bytes = 4u << 20;
+	cfg.wal_retain_bytes = 1ull << 30;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	char name[16];
+	struct eng_append req;
+	for (uint32_t t = 0; t < 20; t++) {
+		snprintf(name, sizeof(name), "small%02u", t);
+		cr_assert_eq(tu_append(p, name, 1000000 + t * 100, 10, &req), 0);
+	}
+	uint32_t big = 0, tries = 0;
+	struct eng_shard_stats st;
+	do {
+		cr_assert(big < 200000 && ++tries < 5000, "no memory-pressure seal after %u events",
+			  big);
+		int rc = tu_append(p, "big", big, 1000, &req);
+		if (rc == FMT_E_NOMEM) { /* the budget, while the seal runs */
+			usleep(10000);
+		} else {
+			cr_assert_eq(rc, 0, "append at %u: %s", big, fmt_strerror(rc));
+			big += 1000;
+		}
+		eng_shard_stats(eng, 0, &st);
+	} while (st.segments_sealed_by[ENG_SEAL_MEMORY] == 0);
+	cr_assert(wait_sealed_by(eng, ENG_SEAL_MEMORY, 1) >= 1);
+	eng_shard_stats(eng, 0, &st);
+	cr_assert_eq(st.segments_sealed, st.segments_sealed_by[ENG_SEAL_MEMORY],
+		     "nothing else was due");
+	cr_assert(tenant_segments(p, "big", big) >= 1);
+	for (uint32_t t = 0; t < 20; t++) {
+		snprintf(name, sizeof(name), "small%02u", t);
+		cr_assert_eq(tenant_segments(p, name, 10), 0, "%s was cut by pressure", name);
+	}
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
+/* A tenant whose oldest row sits wal_retain_bytes behind the newest WAL
+ * file is sealed, however small, so that the old files can go. */
+Test(shard, wal_retention_seals_old_rows_and_frees_files)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_AUTO);
+	cfg.shards = 1;
+	cfg.wal_buffer_bytes = 64u << 10;
+	cfg.wal_file_bytes = 256u << 10;
+	cfg.wal_retain_bytes = 512u << 10; /* two files */
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	cr_assert_eq(tu_append(p, "quiet", 1000000, 5, &req), 0);
+	uint32_t busy = 0;
+	struct eng_shard_stats st;
+	do {
+		cr_assert(busy < 200000, "no WAL-retention seal after %u events", busy);
+		int rc = tu_append(p, "busy", busy, 200, &req);
+		cr_assert_eq(rc, 0, "append at %u: %s", busy, fmt_strerror(rc));
+		busy += 200;
+		usleep(5000); /* a slow writer: the seal scan runs in between */
+		eng_shard_stats(eng, 0, &st);
+	} while (st.segments_sealed_by[ENG_SEAL_WAL] < 2);
+	cr_assert_eq(st.segments_sealed_by[ENG_SEAL_SIZE] + st.segments_sealed_by[ENG_SEAL_AGE] +
+			     st.segments_sealed_by[ENG_SEAL_MEMORY],
+		     0, "only WAL retention was due");
+	cr_assert_eq(tenant_segments(p, "quiet", 5), 1);
+	cr_assert(tenant_segments(p, "busy", busy) >= 1);
+	/* The files behind the sealed rows are gone: at most the retained two
+	 * and the one being written remain. */
+	for (int i = 0; i < 500 && (eng_shard_stats(eng, 0, &st), st.wal_files > 3); i++)
+		usleep(10000);
+	cr_assert(st.wal_files <= 3, "%llu WAL files kept", (unsigned long long)st.wal_files);
+	eng_producer_close(p);
+	eng_close(eng);
+
+	eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	cr_assert_eq(tenant_segments(p, "quiet", 5), 1);
+	(void)tenant_segments(p, "busy", busy);
+	eng_producer_close(p);
+	eng_close(eng);
+}
