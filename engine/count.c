@@ -405,7 +405,7 @@ static bool range_columns(const struct count *c, int64_t min, int64_t max, uint3
 	return true;
 }
 
-static int count_block(struct count *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+static int count_block(struct count *c, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		       uint32_t conds)
 {
 	const struct fmt_block_ref *ref = &seg->footer->blocks[b];

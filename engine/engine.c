@@ -51,6 +51,7 @@ void eng_config_default(struct eng_config *c)
 	c->count_groups_max = 10000;
 	c->count_scan_rows_max = ENG_COUNT_SCAN_ROWS_DEFAULT;
 	c->open_segments_max = 1024;
+	c->footer_cache_bytes = 64ull << 20;
 	c->block_cache_bytes = 64ull << 20;
 	fmt_limits_default(&c->limits);
 }
@@ -148,7 +149,7 @@ static int config_check(const struct eng_config *c)
 		return FMT_E_INVALID;
 	if (c->count_groups_max < 1)
 		return FMT_E_INVALID;
-	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
+	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX || c->footer_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
 		return FMT_E_INVALID;
 	return 0;
 }

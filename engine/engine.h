@@ -138,7 +138,11 @@ struct eng_config {
 	uint32_t search_scan_rows_max;   /* rows a search may examine before it stops */
 	uint32_t count_groups_max;       /* distinct keys of one count (>= 1) */
 	uint32_t count_scan_rows_max;    /* rows one count may examine; 0: no limit */
-	uint32_t open_segments_max;      /* per shard: segment files (and footers) kept open */
+	uint32_t open_segments_max;      /* per shard: segment files kept open */
+	/* Per shard: parsed segment footers (block directory, zone maps,
+	 * filters, stored counts) kept in memory, LRU; 0: none kept between
+	 * requests. */
+	uint64_t footer_cache_bytes;
 	/* Per shard: decoded segment blocks kept in memory (LRU), so that a
 	 * repeated or follow-up query does not decompress them again; 0: off. */
 	uint64_t block_cache_bytes;
@@ -514,7 +518,10 @@ struct eng_shard_stats {
 	uint64_t segments_replicated, segments_mirrored;  /* marked in the manifest */
 	uint64_t segments_remote;       /* local file removed: in S3 only */
 	uint64_t remote_fetches, remote_fetch_errors, remote_cache_bytes;
-	uint64_t segments_open, segments_evicted;  /* the open-segment cache */
+	uint64_t segments_open, segments_evicted;  /* the open-file cache */
+	/* The footer cache: footers read from files (not resident), dropped
+	 * for room, and the bytes it holds. */
+	uint64_t footer_reads, footers_evicted, footers_bytes;
 	/* The decoded-block cache (engine/block_cache.c): lookups served from
 	 * it and not, blocks evicted for room, and the bytes it holds. */
 	uint64_t block_cache_hits, block_cache_misses, block_cache_evictions;

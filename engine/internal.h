@@ -129,15 +129,19 @@ struct eng_segment {
 	int fetch_error;                   /* last failed fetch, 0 once fetched */
 	uint64_t cache_used_gen;           /* for the cache's LRU */
 	char *version_id;                  /* S3 version id once replicated (malloc) */
-	struct fmt_segment *footer;        /* NULL unless in the open cache */
-	int fd;                            /* -1 unless in the open cache */
+	struct fmt_segment *footer;        /* NULL unless in the footer cache */
+	uint32_t footer_bytes;             /* fmt_segment_mem_bytes(footer) */
+	int fd;                            /* -1 unless in the open-file cache */
 	uint64_t used_gen;                 /* shard's req_gen when last used */
 };
 
-/* The shard's open segments (file + footer), bounded by open_segments_max. */
+/* A clock-ordered set of segments holding one resource: the shard's open
+ * files (bounded by open_segments_max) or its parsed footers (bounded by
+ * footer_cache_bytes, `bytes` counting them). */
 struct eng_segment_cache {
 	struct eng_segment **slots;
 	uint32_t count, cap, hand;
+	uint64_t bytes;
 };
 
 /* The shard's cache of decoded segment blocks (block_cache.c), bounded
@@ -288,7 +292,8 @@ struct eng_shard {
 	struct eng_manifest_write marks_write;
 	uint64_t next_segment_no;
 	struct eng_dedup *dedup;
-	struct eng_segment_cache open_segments;
+	struct eng_segment_cache open_segments;  /* files */
+	struct eng_segment_cache footers;        /* parsed footers */
 	struct eng_block_cache block_cache;
 	uint64_t req_gen;                  /* bumped per search / verify */
 	uint64_t memtable_bytes;
@@ -427,16 +432,23 @@ uint32_t eng_wal_last_used(const char *dir, const uint64_t *gens, uint32_t count
 /* Frees a seal left in flight by a power cut (its I/O never completes). */
 void eng_seal_abandon(struct eng_shard *s);
 void eng_segment_path(const struct eng_shard *s, uint64_t segment_id, char *out, size_t cap);
-/* Closes seg's file and footer and drops it from the open-segment cache. */
+/* Closes seg's file, frees its footer, and drops it from both caches. */
 void eng_segment_close(struct eng_shard *s, struct eng_segment *seg);
 /* Reads exactly len bytes at off, continuing short reads and EINTR.
  * Returns 0, -errno, or FMT_E_TRUNCATED when the file ends first. */
 int eng_pread_full(int fd, uint8_t *buf, size_t len, uint64_t off);
-/* Opens a segment's file and footer into the shard's bounded cache (a
- * no-op when cached) and marks it used by the current request. */
+/* Makes seg's parsed footer resident (reading it, and opening the file,
+ * when it is not) and marks the segment used by the current request, so
+ * that neither its footer nor its file is dropped before the request
+ * ends. */
 int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg);
+/* The same for seg's file: seg->fd is open afterwards. */
+int eng_segment_open_fd(struct eng_shard *s, struct eng_segment *seg);
+/* Seal commit: keeps the footer the seal worker parsed from the image. */
+void eng_segment_keep_footer(struct eng_shard *s, struct eng_segment *seg,
+			     struct fmt_segment *footer);
 void eng_segment_cache_free(struct eng_shard *s);
-/* After a request: closes what the cache holds beyond its bound. */
+/* After a request: drops what the caches hold beyond their bounds. */
 void eng_segment_cache_release(struct eng_shard *s);
 void eng_segment_free(struct eng_segment *seg);
 /* Reads and decodes the columns in col_mask of block b (pread). */
@@ -499,7 +511,7 @@ int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg);
  * (logged); *out is read-only and stays valid until it is given back with
  * eng_query_block_release() (never fmt_block_free()), before the query
  * completes. */
-int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out);
 void eng_query_block_release(struct eng_query *q, struct fmt_block *blk);
 void eng_query_free(struct eng_query *q);

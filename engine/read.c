@@ -126,7 +126,7 @@ int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg)
 			q->what, q->t->name, seg->segment_id, fmt_strerror(rc));
 		return rc;
 	}
-	ASSERT(seg->footer && seg->fd >= 0);
+	ASSERT(seg->footer);
 	const struct fmt_segment_meta *meta = &seg->footer->meta;
 	if (strcmp(meta->tenant, q->t->name) != 0 || meta->segment_id != seg->segment_id ||
 	    meta->row_count != seg->row_count || meta->first_seq != seg->first_seq ||
@@ -166,10 +166,13 @@ static int io_buf_reserve(struct eng_query *q, size_t need)
  * seq and occurred_at chunks have received_at between them, a few dozen
  * bytes): copying a few KiB more from the page cache costs less than
  * another system call per block. */
-static int read_chunks(struct eng_query *q, const struct eng_segment *seg, uint32_t b,
+static int read_chunks(struct eng_query *q, struct eng_segment *seg, uint32_t b,
 		       uint32_t mask, const uint8_t *ptrs[FMT_COL_COUNT])
 {
 	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
+	int rc = eng_segment_open_fd(q->s, seg); /* the footer may be resident alone */
+	if (rc)
+		return rc;
 	size_t total = 0;
 	uint64_t end = 0;
 	bool any = false;
@@ -183,8 +186,7 @@ static int read_chunks(struct eng_query *q, const struct eng_segment *seg, uint3
 		end = ch->offset + ch->stored_len;
 		any = true;
 	}
-	int rc = io_buf_reserve(q, total ? total : 1);
-	if (rc)
+	if ((rc = io_buf_reserve(q, total ? total : 1)) != 0)
 		return rc;
 	size_t at = 0, run_at = 0, run_len = 0;
 	uint64_t run_off = 0;
@@ -213,7 +215,7 @@ static int read_chunks(struct eng_query *q, const struct eng_segment *seg, uint3
 	return run_len ? pread_chunks(seg->fd, q->io_buf + run_at, run_len, run_off) : 0;
 }
 
-int eng_query_block(struct eng_query *q, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out)
 {
 	ASSERT(seg->footer && b < seg->footer->meta.block_count && mask != 0);

@@ -66,6 +66,7 @@ struct seal_item {
 	bool created;                 /* tmp_path exists, made by this round */
 	int result;
 	struct eng_segment *seg;
+	struct fmt_segment *footer;   /* seg's, parsed by the worker */
 	char tmp_path[4200], final_path[4200];
 	struct eng_io_op op_write, op_fsync;
 };
@@ -114,40 +115,62 @@ int eng_pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-/* Closes a cached segment's file and frees its footer. */
-static void segment_uncache(struct eng_segment *seg)
+/* The two clock caches of a shard's segments (internal.h): open files,
+ * bounded by open_segments_max, and parsed footers, bounded by
+ * footer_cache_bytes. A segment is in the file cache exactly when its fd is
+ * open, in the footer cache exactly when its footer is set. Footers are
+ * kept apart from files because a lookup by id or a count tests many
+ * segments' footers (filters, zone maps, stored counts) and reads few
+ * segments' blocks: with files and footers bound together, a store of more
+ * segments than open files re-read most footers on every such query. */
+static bool cache_over(const struct eng_shard *s, const struct eng_segment_cache *c, uint64_t room)
 {
-	fmt_segment_close(seg->footer);
-	seg->footer = NULL;
-	if (seg->fd >= 0)
-		close(seg->fd);
-	seg->fd = -1;
+	const struct eng_config *cfg = &s->eng->cfg;
+	if (c == &s->footers)
+		return c->bytes + room > cfg->footer_cache_bytes;
+	return c->count + room > cfg->open_segments_max;
 }
 
-/* Keeps at most open_segments_max segments open, evicting (clock order)
- * only segments that the current request has not used: a request's own
- * segments stay open until it ends, so the cache may briefly hold more. */
-static void segment_cache_trim(struct eng_shard *s, uint32_t max)
+static void cache_drop(struct eng_shard *s, struct eng_segment_cache *c, struct eng_segment *seg)
 {
-	struct eng_segment_cache *c = &s->open_segments;
-	for (uint32_t tries = 0; c->count > max && tries < 2 * c->count; tries++) {
+	if (c == &s->footers) {
+		c->bytes -= seg->footer_bytes;
+		fmt_segment_close(seg->footer);
+		seg->footer = NULL;
+		seg->footer_bytes = 0;
+		s->stats.footers_bytes = c->bytes;
+	} else {
+		close(seg->fd);
+		seg->fd = -1;
+		s->stats.segments_open = c->count;
+	}
+}
+
+/* Drops segments (clock order) until `room` more fits, sparing those the
+ * current request has used: a request's own segments stay until it ends,
+ * so a cache may briefly hold more than its bound. */
+static void cache_trim(struct eng_shard *s, struct eng_segment_cache *c, uint64_t room)
+{
+	for (uint32_t tries = 0; cache_over(s, c, room) && c->count && tries < 2 * c->count;
+	     tries++) {
 		c->hand = c->hand < c->count ? c->hand : 0;
 		struct eng_segment *victim = c->slots[c->hand];
 		if (victim->used_gen == s->req_gen) {
 			c->hand++;
 			continue;
 		}
-		segment_uncache(victim);
 		c->slots[c->hand] = c->slots[--c->count];
-		s->stats.segments_evicted++;
+		cache_drop(s, c, victim);
+		if (c == &s->footers)
+			s->stats.footers_evicted++;
+		else
+			s->stats.segments_evicted++;
 	}
-	s->stats.segments_open = c->count;
 }
 
-static int segment_cache_add(struct eng_shard *s, struct eng_segment *seg)
+static int cache_add(struct eng_shard *s, struct eng_segment_cache *c, struct eng_segment *seg)
 {
-	struct eng_segment_cache *c = &s->open_segments;
-	segment_cache_trim(s, s->eng->cfg.open_segments_max - 1);
+	cache_trim(s, c, c == &s->footers ? seg->footer_bytes : 1);
 	if (c->count == c->cap) {
 		uint32_t cap = c->cap ? c->cap * 2 : 64;
 		struct eng_segment **slots = realloc(c->slots, cap * sizeof(*slots));
@@ -157,34 +180,88 @@ static int segment_cache_add(struct eng_shard *s, struct eng_segment *seg)
 		c->cap = cap;
 	}
 	c->slots[c->count++] = seg;
-	s->stats.segments_open = c->count;
+	c->bytes += c == &s->footers ? seg->footer_bytes : 0;
+	s->stats.segments_open = s->open_segments.count;
+	s->stats.footers_bytes = s->footers.bytes;
 	return 0;
 }
 
-void eng_segment_close(struct eng_shard *s, struct eng_segment *seg)
+static void cache_remove(struct eng_shard *s, struct eng_segment_cache *c, struct eng_segment *seg)
 {
-	struct eng_segment_cache *c = &s->open_segments;
 	for (uint32_t i = 0; i < c->count; i++)
 		if (c->slots[i] == seg) {
 			c->slots[i] = c->slots[--c->count];
 			if (c->hand >= c->count)
 				c->hand = 0;
-			break;
+			cache_drop(s, c, seg);
+			return;
 		}
-	if (seg->footer || seg->fd >= 0)
-		segment_uncache(seg);
+}
+
+void eng_segment_close(struct eng_shard *s, struct eng_segment *seg)
+{
+	if (seg->footer)
+		cache_remove(s, &s->footers, seg);
+	if (seg->fd >= 0)
+		cache_remove(s, &s->open_segments, seg);
 }
 
 void eng_segment_cache_release(struct eng_shard *s)
 {
 	s->req_gen++; /* nothing is in use any more */
-	segment_cache_trim(s, s->eng->cfg.open_segments_max);
+	cache_trim(s, &s->open_segments, 0);
+	cache_trim(s, &s->footers, 0);
 }
 
 void eng_segment_cache_free(struct eng_shard *s)
 {
 	free(s->open_segments.slots);
+	free(s->footers.slots);
 	memset(&s->open_segments, 0, sizeof(s->open_segments));
+	memset(&s->footers, 0, sizeof(s->footers));
+}
+
+int eng_segment_open_fd(struct eng_shard *s, struct eng_segment *seg)
+{
+	seg->used_gen = s->req_gen;
+	if (seg->fd >= 0)
+		return 0;
+	char path[4200];
+	eng_segment_read_path(s, seg, path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		eng_log(s->eng, ENG_LOG_ERROR, "segment %s: %s", path, fmt_strerror(rc));
+		return rc;
+	}
+	seg->fd = fd;
+	int rc = cache_add(s, &s->open_segments, seg);
+	if (rc) {
+		close(fd);
+		seg->fd = -1;
+	}
+	return rc;
+}
+
+static int footer_install(struct eng_shard *s, struct eng_segment *seg, struct fmt_segment *f)
+{
+	seg->footer = f;
+	seg->footer_bytes = (uint32_t)FMT_MIN(fmt_segment_mem_bytes(f), (size_t)UINT32_MAX);
+	int rc = cache_add(s, &s->footers, seg);
+	if (rc) {
+		fmt_segment_close(f);
+		seg->footer = NULL;
+		seg->footer_bytes = 0;
+	}
+	return rc;
+}
+
+void eng_segment_keep_footer(struct eng_shard *s, struct eng_segment *seg,
+			     struct fmt_segment *footer)
+{
+	ASSERT(!seg->footer);
+	if (s->eng->cfg.footer_cache_bytes == 0 || footer_install(s, seg, footer) != 0)
+		fmt_segment_close(footer);
 }
 
 int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
@@ -192,20 +269,20 @@ int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 	seg->used_gen = s->req_gen;
 	if (seg->footer)
 		return 0;
-	char path[4200];
-	eng_segment_read_path(s, seg, path, sizeof(path));
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	int rc = eng_segment_open_fd(s, seg);
+	if (rc)
+		return rc;
 	uint8_t head[FMT_SEG_HEADER_BYTES], trailer[FMT_SEG_TRAILER_BYTES];
 	uint64_t foff = 0;
 	uint32_t flen = 0;
 	uint8_t *footer = NULL;
-	int rc = FMT_E_TRUNCATED;
+	struct fmt_segment *f = NULL;
+	rc = FMT_E_TRUNCATED;
 	if (seg->file_size < FMT_SEG_HEADER_BYTES + FMT_SEG_TRAILER_BYTES)
 		goto fail;
-	if ((rc = eng_pread_full(fd, head, sizeof(head), 0)) != 0 ||
-	    (rc = eng_pread_full(fd, trailer, sizeof(trailer), seg->file_size - sizeof(trailer))) != 0 ||
+	if ((rc = eng_pread_full(seg->fd, head, sizeof(head), 0)) != 0 ||
+	    (rc = eng_pread_full(seg->fd, trailer, sizeof(trailer),
+				 seg->file_size - sizeof(trailer))) != 0 ||
 	    (rc = fmt_segment_trailer(trailer, seg->file_size, &foff, &flen)) != 0)
 		goto fail;
 	footer = malloc(flen ? flen : 1);
@@ -213,19 +290,18 @@ int eng_segment_open_footer(struct eng_shard *s, struct eng_segment *seg)
 		rc = FMT_E_NOMEM;
 		goto fail;
 	}
-	if ((rc = eng_pread_full(fd, footer, flen, foff)) != 0 ||
-	    (rc = fmt_segment_open(head, footer, flen, trailer, seg->file_size, &seg->footer)) != 0)
+	if ((rc = eng_pread_full(seg->fd, footer, flen, foff)) != 0 ||
+	    (rc = fmt_segment_open(head, footer, flen, trailer, seg->file_size, &f)) != 0)
 		goto fail;
 	free(footer);
-	seg->fd = fd;
-	if ((rc = segment_cache_add(s, seg)) != 0) {
-		segment_uncache(seg);
-		return rc;
-	}
-	return 0;
+	s->stats.footer_reads++;
+	/* Over a zero budget the footer is still needed by this request:
+	 * it is kept until the request ends, like any other. */
+	return footer_install(s, seg, f);
 fail:
 	free(footer);
-	close(fd);
+	char path[4200];
+	eng_segment_read_path(s, seg, path, sizeof(path));
 	eng_log(s->eng, ENG_LOG_ERROR, "segment %s: %s", path, fmt_strerror(rc));
 	return rc;
 }
@@ -246,7 +322,8 @@ static void seal_end(struct eng_shard *s, int err)
 		if (it->fd >= 0)
 			close(it->fd);
 		free(it->image);
-		eng_segment_free(it->seg); /* NULL once handed to the tenant */
+		fmt_segment_close(it->footer); /* NULL once handed to the cache */
+		eng_segment_free(it->seg);     /* NULL once handed to the tenant */
 	}
 	if (err) {
 		eng_log(s->eng, ENG_LOG_ERROR, "shard %u: sealing tenant %s (and %u more) failed: %s",
@@ -276,6 +353,8 @@ static void seal_committed(struct eng_shard *s)
 		eng_memtable_free(&t->sealing);
 		eng_memtable_init(&t->sealing, t->active.first_seq, t->active.chain_before);
 		eng_tenant_add_segment(t, it->seg);
+		eng_segment_keep_footer(s, it->seg, it->footer);
+		it->footer = NULL;
 		ASSERT(t->active.first_seq == t->sealed_seq + 1); /* I1 */
 		ASSERT(t->next_seq == t->active.first_seq + t->active.row_count); /* I2 */
 		it->seg = NULL;
@@ -362,8 +441,9 @@ static void item_fsync_done(struct eng_io_op *op)
 		seal_files_durable(z->s);
 }
 
-/* Describes the image just built, for the manifest and the tenant. */
-static struct eng_segment *seal_describe(const struct seal_item *it, uint64_t id)
+/* Describes the image just built, for the manifest and the tenant, and
+ * keeps its parsed footer (it->footer) for the shard's footer cache. */
+static struct eng_segment *seal_describe(struct seal_item *it, uint64_t id)
 {
 	struct fmt_segment *f = NULL;
 	if (fmt_segment_open_buf(it->image, it->image_len, &f) != 0)
@@ -385,8 +465,10 @@ static struct eng_segment *seal_describe(const struct seal_item *it, uint64_t id
 		memcpy(g->chain_after, m->chain_after, FMT_HASH_BYTES);
 		memcpy(g->merkle_root, m->merkle_root, FMT_HASH_BYTES);
 		g->fd = -1;
+		it->footer = f;
+	} else {
+		fmt_segment_close(f);
 	}
-	fmt_segment_close(f);
 	return g;
 }
 
@@ -705,6 +787,8 @@ int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_
 			   uint32_t col_mask, struct fmt_block **out)
 {
 	int rc = eng_segment_open_footer(s, seg);
+	if (rc == 0)
+		rc = eng_segment_open_fd(s, seg);
 	if (rc)
 		return rc;
 	ASSERT(b < seg->footer->meta.block_count);

@@ -445,7 +445,7 @@ static bool maybe_cut(struct search *c, struct key best, uint32_t next)
 
 /* ---- reading segments ---------------------------------------------------- */
 
-static int block_load(struct search *c, const struct eng_segment *seg, uint32_t b, uint32_t mask,
+static int block_load(struct search *c, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		      struct fmt_block **out)
 {
 	return eng_query_block(&c->q, seg, b, mask, out);
@@ -498,7 +498,7 @@ static int block_order(struct search *c, const struct fmt_segment *fs, uint32_t 
  * blocks it reads are Bloom false positives (or version-1 blocks), and an
  * id absent from the block ends the visit there, before the other columns
  * are read and every row is viewed. Sets *absent; counts the rows then. */
-static int id_precheck(struct search *c, const struct eng_segment *seg, uint32_t b, bool *absent)
+static int id_precheck(struct search *c, struct eng_segment *seg, uint32_t b, bool *absent)
 {
 	struct fmt_block *blk;
 	int rc = block_load(c, seg, b, 1u << FMT_COL_EVENT_ID, &blk);
@@ -513,7 +513,7 @@ static int id_precheck(struct search *c, const struct eng_segment *seg, uint32_t
 
 static int scan_block(struct search *c, uint32_t u, uint32_t b)
 {
-	const struct eng_segment *seg = c->units[u].seg;
+	struct eng_segment *seg = c->units[u].seg;
 	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
 	struct fmt_block *blk;
 	bool absent = false;

@@ -1676,6 +1676,17 @@ void fmt_segment_close(struct fmt_segment *seg)
 	free(seg);
 }
 
+size_t fmt_segment_mem_bytes(const struct fmt_segment *seg)
+{
+	size_t n = sizeof(*seg) + (size_t)FMT_MAX(seg->meta.block_count, 1) * sizeof(*seg->blocks) +
+		   seg->summary_len;
+	for (uint32_t b = 0; b < seg->meta.block_count; b++)
+		n += seg->blocks[b].id_filter_bytes;
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++)
+		n += (size_t)seg->count_keys[k] * sizeof(struct fmt_str);
+	return n;
+}
+
 bool fmt_segment_has_id_index(const struct fmt_segment *seg)
 {
 	return seg->meta.version >= 2;

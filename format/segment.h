@@ -236,6 +236,10 @@ int fmt_segment_open_buf(const uint8_t *buf, size_t len, struct fmt_segment **ou
 
 void fmt_segment_close(struct fmt_segment *seg);
 
+/* The heap bytes an opened footer holds (itself included), for callers
+ * that keep footers in a bounded cache. */
+size_t fmt_segment_mem_bytes(const struct fmt_segment *seg);
+
 /* A decoded block: the requested columns of rows [0, row_count). Columns not
  * in the mask stay empty. Heap memory owned by the block; views returned by
  * fmt_block_row() point into it and live until fmt_block_free(). */

@@ -108,6 +108,8 @@ static const struct opt opts[] = {
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,
 	  "per shard: segment files and footers kept open (1024)" },
+	{ "footer-cache-bytes", "HODEI_FOOTER_CACHE_BYTES", O_SIZE, D(eng_cfg.footer_cache_bytes), 0,
+	  "per shard: segment footers (filters, zone maps, counts) kept in memory (64MiB)" },
 	{ "block-cache-bytes", "HODEI_BLOCK_CACHE_BYTES", O_SIZE, D(eng_cfg.block_cache_bytes), 0,
 	  "per shard: decoded segment blocks kept in memory for the next query (64MiB; 0: off)" },
 	{ "dedup-window", "HODEI_DEDUP_WINDOW", O_DUR, D(eng_cfg.dedup_window_ns), 0,
@@ -212,7 +214,7 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
 		    o->off == D(eng_cfg.remote_cache_bytes) || o->off == D(eng_cfg.block_cache_bytes) ||
 		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes) ||
-		    o->off == D(eng_cfg.wal_retain_bytes)) {
+		    o->off == D(eng_cfg.wal_retain_bytes) || o->off == D(eng_cfg.footer_cache_bytes)) {
 			*(uint64_t *)(base + o->off) = u;
 		} else {
 			if (u > UINT32_MAX)
@@ -419,6 +421,9 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.queue_full += st.queue_full;
 		sum.count_rows_scanned += st.count_rows_scanned;
 		sum.block_cache_hits += st.block_cache_hits;
+		sum.footer_reads += st.footer_reads;
+		sum.footers_evicted += st.footers_evicted;
+		sum.footers_bytes += st.footers_bytes;
 		sum.block_cache_misses += st.block_cache_misses;
 		sum.block_cache_evictions += st.block_cache_evictions;
 		sum.block_cache_bytes += st.block_cache_bytes;
@@ -480,6 +485,16 @@ static int render(void *ctx, struct mx_buf *b)
 	ENGINE_COUNTER("hodei_count_rows_scanned_total",
 		       "Events examined by Count (decoded blocks and memory), all shards.",
 		       count_rows_scanned);
+	ENGINE_COUNTER("hodei_segment_footer_reads_total",
+		       "Segment footers a query had to read from their file (not in memory), all shards.",
+		       footer_reads);
+	ENGINE_COUNTER("hodei_segment_footers_evicted_total",
+		       "Segment footers dropped from memory for room, all shards.", footers_evicted);
+	ENGINE_GAUGE("hodei_segment_footers_bytes", "Bytes of segment footers kept in memory.",
+		     sum.footers_bytes);
+	ENGINE_GAUGE("hodei_segment_footers_budget_bytes",
+		     "Memory bound of the kept segment footers, all shards.",
+		     d->eng_cfg.footer_cache_bytes * shards);
 	ENGINE_COUNTER("hodei_block_cache_hits_total",
 		       "Segment blocks a query took from the decoded-block cache, all shards.",
 		       block_cache_hits);

@@ -210,6 +210,34 @@ Test(shard, to_ns_zero_means_now)
 	eng_close(eng);
 }
 
+/* Walks every page of tenant's events, oldest first, checking their
+ * order; returns how many it saw. */
+static uint32_t walk_pages(struct eng_producer *p, const char *tenant)
+{
+	uint32_t seen = 0;
+	struct eng_search q = { .tenant = fmt_str_c(tenant), .limit = 7, .oldest_first = true };
+	uint8_t token[ENG_PAGE_TOKEN_BYTES];
+	for (int page = 0; page < 1000; page++) {
+		cr_assert_eq(eng_search_wait(p, &q), 0);
+		for (uint32_t i = 0; i < q.hit_count; i++)
+			cr_assert_eq(q.hits[i].ev.seq, ++seen);
+		uint32_t len = q.next_page_token_len;
+		memcpy(token, q.next_page_token, len);
+		eng_search_release(&q);
+		if (!len)
+			break;
+		q = (struct eng_search){ .tenant = fmt_str_c(tenant), .limit = 7, .oldest_first = true,
+					 .page_token = token, .page_token_len = len };
+	}
+	return seen;
+}
+
+static void stats_after_tick(struct eng_engine *eng, struct eng_shard_stats *st)
+{
+	usleep(150000); /* stats are published once per tick */
+	eng_shard_stats(eng, 0, st);
+}
+
 Test(shard, open_segment_files_are_bounded)
 {
 	char dir[256];
@@ -229,30 +257,80 @@ Test(shard, open_segment_files_are_bounded)
 	uint64_t sealed = tu_wait_sealed(eng, 0, 10);
 	cr_assert(sealed >= 10, "sealed %llu", (unsigned long long)sealed);
 	/* A walk over every page reads every segment, three files at most stay open. */
-	uint32_t seen = 0;
-	struct eng_search q = { .tenant = fmt_str_c("acme"), .limit = 7, .oldest_first = true };
-	uint8_t token[ENG_PAGE_TOKEN_BYTES];
-	for (int page = 0; page < 100; page++) {
-		cr_assert_eq(eng_search_wait(p, &q), 0);
-		for (uint32_t i = 0; i < q.hit_count; i++)
-			cr_assert_eq(q.hits[i].ev.seq, ++seen);
-		uint32_t len = q.next_page_token_len;
-		memcpy(token, q.next_page_token, len);
-		eng_search_release(&q);
-		if (!len)
-			break;
-		q = (struct eng_search){ .tenant = fmt_str_c("acme"), .limit = 7, .oldest_first = true,
-					 .page_token = token, .page_token_len = len };
-	}
-	cr_assert_eq(seen, 240);
+	cr_assert_eq(walk_pages(p, "acme"), 240);
 	struct eng_verify v = { .tenant = fmt_str_c("acme") };
 	cr_assert_eq(eng_verify_wait(p, &v), 0);
 	cr_assert(v.ok, "%s", v.problem);
-	usleep(150000); /* stats are published once per tick */
 	struct eng_shard_stats st;
-	eng_shard_stats(eng, 0, &st);
+	stats_after_tick(eng, &st);
 	cr_assert(st.segments_open <= 3, "open %llu", (unsigned long long)st.segments_open);
 	cr_assert(st.segments_evicted > 0);
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
+/* Footers stay in memory apart from the files, within their own budget:
+ * those of segments this run sealed are never read back; after a restart
+ * each is read once while it fits, and again and again when the budget
+ * holds only a few. */
+Test(shard, segment_footers_stay_in_memory_within_their_budget)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	cfg.shards = 1;
+	cfg.seal_rows = 20;
+	cfg.block_rows = 8;
+	cfg.open_segments_max = 2;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	for (uint32_t b = 0; b < 12; b++)
+		cr_assert_eq(tu_append(p, "acme", b * 20, 20, &req), 0);
+	cr_assert_eq(tu_wait_sealed(eng, 0, 12), 12);
+	cr_assert_eq(walk_pages(p, "acme"), 240);
+	struct eng_shard_stats st;
+	stats_after_tick(eng, &st);
+	cr_assert_eq(st.footer_reads, 0, "sealed here: footers kept from the seal");
+	cr_assert(st.footers_bytes > 0);
+	cr_assert(st.segments_open <= 2);
+	uint64_t all = st.footers_bytes;
+	eng_producer_close(p);
+	eng_close(eng);
+
+	/* Room for about three footers. */
+	cfg.footer_cache_bytes = all / 4;
+	eng = tu_open(dir, &cfg);
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	cr_assert_eq(walk_pages(p, "acme"), 240);
+	stats_after_tick(eng, &st);
+	cr_assert(st.footer_reads >= 12, "%llu", (unsigned long long)st.footer_reads);
+	cr_assert(st.footers_evicted > 0);
+	cr_assert(st.footers_bytes <= cfg.footer_cache_bytes, "%llu bytes kept",
+		  (unsigned long long)st.footers_bytes);
+	uint64_t reads = st.footer_reads;
+	cr_assert_eq(walk_pages(p, "acme"), 240);
+	stats_after_tick(eng, &st);
+	cr_assert(st.footer_reads > reads, "evicted footers are read again");
+	eng_producer_close(p);
+	eng_close(eng);
+
+	/* Enough for all: each is read once. */
+	cfg.footer_cache_bytes = 64u << 20;
+	eng = tu_open(dir, &cfg);
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	cr_assert_eq(walk_pages(p, "acme"), 240);
+	stats_after_tick(eng, &st);
+	reads = st.footer_reads;
+	cr_assert_eq(walk_pages(p, "acme"), 240);
+	stats_after_tick(eng, &st);
+	cr_assert_eq(st.footer_reads, reads, "resident footers are not read again");
+	cr_assert_eq(st.footers_evicted, 0);
+	struct eng_verify v = { .tenant = fmt_str_c("acme") };
+	cr_assert_eq(eng_verify_wait(p, &v), 0);
+	cr_assert(v.ok, "%s", v.problem);
 	eng_producer_close(p);
 	eng_close(eng);
 }
