@@ -390,8 +390,8 @@ def restart(args, work):
     """Step 5."""
     res = {"wal_target_bytes": args.wal_bytes, "runs": []}
     d = work / "restart"
-    never = ["--seal-age", "24h", "--seal-rows", str(1 << 24), "--seal-bytes", "64GiB", "--wal-retain", "64GiB",
-             "--memtable-budget", "16GiB"]
+    never = ["--seal-age", "24h", "--seal-rows", str(1 << 24), "--seal-bytes", "64GiB",
+             "--wal-retain", "64GiB", "--memtable-budget", "16GiB"]
     h = Hodei(d, never)
     with h:
         wal_dir = h.srv.data_dir

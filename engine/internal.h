@@ -64,6 +64,7 @@ void eng_log(const struct eng_engine *eng, enum eng_log_level lvl, const char *f
 struct eng_memtable {
 	struct eng_arena_chunk *chunks;   /* newest first */
 	uint64_t arena_bytes;
+	uint64_t borrowed_bytes;          /* canonical bytes left in a WAL mapping */
 	struct fmt_event *rows;
 	uint8_t (*chains)[FMT_HASH_BYTES];
 	uint8_t (*hashes)[FMT_HASH_BYTES];  /* event hash: SHA-256 of canon */
@@ -101,12 +102,15 @@ int eng_memtable_split(struct eng_memtable *m, uint32_t n, struct eng_memtable *
 int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
 		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
 		     uint64_t wal_gen);
-/* The same, for a caller that already decoded canon into ev (whose views
- * point into canon, attributes included): the copy's views are ev's moved
- * to the copy, not decoded a second time (WAL replay). */
-int eng_memtable_add_decoded(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-			     const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
-			     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen);
+/* WAL replay: canon lies in a replayed WAL file's mapping, which the
+ * shard keeps until that file is reclaimed (no row is in it any more), and
+ * ev is canon already decoded (views into canon, attributes included).
+ * The row keeps canon and ev's views where they are: no copy, no second
+ * decode, and no anonymous memory to fault in for the bytes. They still
+ * count in eng_memtable_bytes(). */
+int eng_memtable_add_borrowed(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+			      const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
+			      const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen);
 
 /* ---- segments ----------------------------------------------------------- */
 
@@ -239,6 +243,14 @@ struct eng_wal {
 	bool spare_busy;                   /* the worker is creating it */
 	int spare_fd;                      /* -1: none ready */
 	uint64_t spare_gen;
+	/* Replayed files still mapped because memtable rows borrow their
+	 * bytes; unmapped when the file is reclaimed, oldest first. */
+	struct eng_wal_map {
+		uint64_t gen;
+		const uint8_t *buf;
+		size_t len;
+	} *maps;
+	uint32_t map_count;
 };
 
 /* ---- shard -------------------------------------------------------------- */

@@ -5,7 +5,10 @@
  * Each row is kept as its canonical encoding (the very bytes the WAL holds
  * and the event hash covers) in an arena of chunks that never move, plus a
  * decoded view (struct fmt_event) whose strings and attribute array point
- * into the arena. Sealing hands the views and chain values straight to
+ * into the arena. Rows rebuilt by the WAL replay instead borrow their
+ * bytes from the replayed file's read-only mapping, which the shard keeps
+ * until that file is reclaimed (wal.c): copying them cost a third of a
+ * restart, most of it faulting in fresh anonymous pages. Sealing hands the views and chain values straight to
  * fmt_segment_build(); searching reads the views. Growth is geometric for
  * the row arrays and by chunks of ENG_ARENA_CHUNK_BYTES for the arena; the
  * shard charges eng_memtable_bytes() against its budget.
@@ -62,11 +65,12 @@ void eng_memtable_free(struct eng_memtable *m)
 	m->gen = NULL;
 	m->row_count = m->row_cap = 0;
 	m->arena_bytes = 0;
+	m->borrowed_bytes = 0;
 }
 
 uint64_t eng_memtable_bytes(const struct eng_memtable *m)
 {
-	return m->arena_bytes + (uint64_t)m->row_cap * ENG_ROW_OVERHEAD_BYTES;
+	return m->arena_bytes + m->borrowed_bytes + (uint64_t)m->row_cap * ENG_ROW_OVERHEAD_BYTES;
 }
 
 uint64_t eng_memtable_growth(const struct eng_memtable *m, uint32_t rows, uint64_t bytes)
@@ -160,17 +164,25 @@ static struct fmt_str rebase(struct fmt_str v, const uint8_t *from, uint32_t len
 	return v;
 }
 
+/* borrow: keep canon where it is (a replayed WAL file's mapping, which
+ * outlives the row) instead of copying it into the arena. */
 static int add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
 	       const struct fmt_event *decoded, const uint8_t hash[FMT_HASH_BYTES],
-	       const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
+	       const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen, bool borrow)
 {
 	int rc;
 	if (m->row_count == m->row_cap && (rc = grow_rows(m)) != 0)
 		return rc;
-	uint8_t *copy = arena_alloc(m, canon_len);
-	if (!copy)
-		return FMT_E_NOMEM;
-	memcpy(copy, canon, canon_len);
+	const uint8_t *copy = canon;
+	if (borrow) {
+		m->borrowed_bytes += canon_len;
+	} else {
+		uint8_t *mem = arena_alloc(m, canon_len);
+		if (!mem)
+			return FMT_E_NOMEM;
+		memcpy(mem, canon, canon_len);
+		copy = mem;
+	}
 	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
 	struct fmt_event *ev = &m->rows[m->row_count];
 	if (decoded) {
@@ -217,15 +229,15 @@ int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t cano
 		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
 		     uint64_t wal_gen)
 {
-	return add(m, canon, canon_len, NULL, hash, chain, wal_gen);
+	return add(m, canon, canon_len, NULL, hash, chain, wal_gen, false);
 }
 
-int eng_memtable_add_decoded(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-			     const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
-			     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
+int eng_memtable_add_borrowed(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
+			      const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
+			      const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
 {
 	ASSERT(ev->attr_count <= FMT_ATTRS_HARD_MAX);
-	return add(m, canon, canon_len, ev, hash, chain, wal_gen);
+	return add(m, canon, canon_len, ev, hash, chain, wal_gen, true);
 }
 
 int eng_memtable_split(struct eng_memtable *m, uint32_t n, struct eng_memtable *rest)
@@ -235,7 +247,7 @@ int eng_memtable_split(struct eng_memtable *m, uint32_t n, struct eng_memtable *
 	for (uint32_t i = n; i < m->row_count; i++) {
 		/* The view points into canon[i]: add() rebases it onto the copy. */
 		int rc = add(rest, m->canon[i], m->canon_len[i], &m->rows[i], m->hashes[i],
-			     m->chains[i], m->gen[i]);
+			     m->chains[i], m->gen[i], false);
 		if (rc) {
 			eng_memtable_free(rest);
 			eng_memtable_init(rest, m->first_seq + n, m->chains[n - 1]);

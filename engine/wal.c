@@ -31,7 +31,14 @@
  *     replay uses a helper's hash only for the very bytes it holds, and
  *     still computes every chain step itself, in order;
  *   - dedup inserts go in batches (up to a record's events) whose table
- *     slots are prefetched together, in the same order as one by one.
+ *     slots are prefetched together, in the same order as one by one;
+ *   - memtable rows borrow their bytes from the file's mapping instead of
+ *     copying them (eng_memtable_add_borrowed). A file any row borrows
+ *     from stays mapped (wal.maps) until eng_wal_reclaim() removes it,
+ *     which happens only once no memtable row of any tenant is in it; a
+ *     seal's split copies the rows it moves. The replay never writes a
+ *     file it maps (a new generation starts), and a repair only cuts
+ *     bytes no row was taken from.
  */
 #include "engine/internal.h"
 #include "engine/offline.h"
@@ -225,6 +232,20 @@ int eng_wal_open(struct eng_shard *s)
 	return wal_create(s, next);
 }
 
+/* Unmaps the replayed files older than generation `below`: no memtable
+ * row borrows from them any more. */
+static void wal_unmap(struct eng_wal *w, uint64_t below)
+{
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < w->map_count; i++) {
+		if (w->maps[i].gen < below)
+			eng_file_unmap(w->maps[i].buf, w->maps[i].len);
+		else
+			w->maps[kept++] = w->maps[i];
+	}
+	w->map_count = kept;
+}
+
 void eng_wal_close(struct eng_wal *w)
 {
 	if (w->fd >= 0)
@@ -238,6 +259,9 @@ void eng_wal_close(struct eng_wal *w)
 	}
 	free(w->old_gens);
 	w->old_gens = NULL;
+	wal_unmap(w, UINT64_MAX);
+	free(w->maps);
+	w->maps = NULL;
 }
 
 /* Deletes WAL files whose every event is sealed (I4). */
@@ -267,6 +291,7 @@ void eng_wal_reclaim(struct eng_shard *s)
 	}
 	w->old_count = kept;
 	s->stats.wal_files = kept + 1;
+	wal_unmap(w, keep_from);
 }
 
 /* ---- replay ---------------------------------------------------------------- */
@@ -322,6 +347,7 @@ struct replay {
 	uint64_t file_event;               /* number of the event in its file */
 	struct replay_hasher hasher;
 	struct eng_tenant *tenant;         /* the last event's tenant */
+	bool borrowed;                     /* a memtable row borrows this file's bytes */
 	struct eng_dedup_item dedup[REPLAY_DEDUP_BATCH];
 	uint32_t dedup_count;
 };
@@ -475,8 +501,9 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 	replay_hash(r, canon, len, hash);
 	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
 	uint64_t before = eng_memtable_bytes(&t->active);
-	if ((rc = eng_memtable_add_decoded(&t->active, canon, len, &ev, hash, t->chain, r->gen)) != 0)
+	if ((rc = eng_memtable_add_borrowed(&t->active, canon, len, &ev, hash, t->chain, r->gen)) != 0)
 		return rc;
+	r->borrowed = true;
 	s->memtable_bytes += eng_memtable_bytes(&t->active) - before;
 	struct eng_dedup_item *d = &r->dedup[r->dedup_count++];
 	d->tenant_key = t->key;
@@ -585,6 +612,10 @@ int eng_wal_replay(struct eng_shard *s)
 	uint32_t last_used = eng_wal_last_used(s->wal.dir, s->wal.old_gens, s->wal.old_count);
 	bool drop_rest = false;
 	struct replay r = { .s = s };
+	free(s->wal.maps);
+	s->wal.map_count = 0;
+	if (!(s->wal.maps = calloc(FMT_MAX(s->wal.old_count, 1), sizeof(*s->wal.maps))))
+		return FMT_E_NOMEM;
 	for (uint32_t i = 0; rc == 0 && i < s->wal.old_count; i++) {
 		char path[4200];
 		wal_path(s, s->wal.old_gens[i], path, sizeof(path));
@@ -604,7 +635,12 @@ int eng_wal_replay(struct eng_shard *s)
 		rc = fmt_log_scan(buf, len, wal_magic, (uint32_t)s->eng->cfg.wal_buffer_bytes,
 				  replay_visit, &r, &sc);
 		hasher_stop(&r.hasher);
-		eng_file_unmap(buf, len);
+		if (r.borrowed) {
+			s->wal.maps[s->wal.map_count++] = (struct eng_wal_map){ r.gen, buf, len };
+			r.borrowed = false;
+		} else {
+			eng_file_unmap(buf, len);
+		}
 		if (rc == FMT_E_TRUNCATED && i + 1 == s->wal.old_count) {
 			/* Created but its header never became durable: empty. */
 			eng_log(s->eng, ENG_LOG_INFO, "%s: removing WAL file with a torn header", path);

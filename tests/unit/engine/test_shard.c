@@ -586,3 +586,58 @@ Test(shard, wal_retention_seals_old_rows_and_frees_files)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+/* Replayed rows keep their bytes in the replayed WAL files' mappings
+ * (eng_memtable_add_borrowed): they must read right before and after
+ * other rows are sealed and the older files are removed and unmapped. */
+Test(shard, replayed_rows_read_right_until_and_after_their_files_go)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_AUTO);
+	cfg.shards = 1;
+	cfg.seal_rows = 1000000; /* nothing sealed in the first run */
+	cfg.wal_buffer_bytes = 64u << 10;
+	cfg.wal_file_bytes = 128u << 10;  /* several files to replay */
+	cfg.block_rows = 16;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	for (uint32_t b = 0; b < 30; b++)
+		cr_assert_eq(tu_append(p, "acme", b * 100, 100, &req), 0);
+	cr_assert_eq(tu_append(p, "late", 1000000, 50, &req), 0); /* in the newest file only */
+	struct eng_shard_stats st;
+	stats_after_tick(eng, &st);
+	uint64_t files = st.wal_files;
+	cr_assert(files >= 4, "%llu WAL files", (unsigned long long)files);
+	eng_producer_close(p);
+	eng_close(eng);
+
+	/* Replay; acme is sealed in pieces of 700, so its older files go while
+	 * late's rows still borrow from the newest. */
+	cfg.seal_rows = 700;
+	eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	cr_assert_eq(walk_pages(p, "late"), 50, "from the replayed rows");
+	cr_assert_eq(tu_wait_sealed(eng, 0, 4), 4);
+	for (int i = 0; i < 500 && (eng_shard_stats(eng, 0, &st), st.wal_files >= files); i++)
+		usleep(10000);
+	cr_assert(st.wal_files < files, "older files reclaimed");
+	cr_assert_eq(walk_pages(p, "late"), 50, "after the older files went");
+	cr_assert_eq(walk_pages(p, "acme"), 3000);
+	cr_assert_eq(tu_append(p, "late", 2000000, 5, &req), 0);
+	cr_assert_eq(req.first_seq, 51);
+	const char *names[] = { "acme", "late" };
+	const uint64_t events[] = { 3000, 55 };
+	for (int i = 0; i < 2; i++) {
+		struct eng_verify v = { .tenant = fmt_str_c(names[i]) };
+		cr_assert_eq(eng_verify_wait(p, &v), 0);
+		cr_assert(v.ok && v.events_checked == events[i], "%s: %s", names[i], v.problem);
+	}
+	eng_producer_close(p);
+	eng_close(eng);
+}
