@@ -16,6 +16,8 @@
 #include "engine/internal.h"
 
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Arena chunks start small and double up to the maximum, so that a shard
  * with thousands of small tenants does not spend a megabyte on each. */
@@ -31,6 +33,71 @@ struct eng_arena_chunk {
 	uint64_t used, cap;
 	alignas(16) uint8_t data[];
 };
+
+/* The row arrays. Doubling one by realloc copies it whole, on the shard
+ * thread: 80 MB of arrays at 256 Ki rows, tens of ms in which no append
+ * is acknowledged, and fresh pages to fault in. Past ARRAY_MAP_BYTES an
+ * array is its own mapping and grows with mremap(), which moves page
+ * table entries instead of bytes. Each array carries a header saying
+ * which it is and how long, so a growth that failed half way (some arrays
+ * larger than row_cap says) is still freed right. */
+#define ARRAY_MAP_BYTES (256u << 10)
+#define ARRAY_HDR_BYTES 64 /* keeps the data as aligned as malloc's */
+
+struct array_hdr {
+	size_t len; /* bytes, header included */
+	bool mapped;
+};
+
+static size_t page_round(size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (n + page - 1) & ~(page - 1);
+}
+
+static struct array_hdr *array_hdr(void *data)
+{
+	return data ? (struct array_hdr *)((uint8_t *)data - ARRAY_HDR_BYTES) : NULL;
+}
+
+static void array_free(void *data)
+{
+	struct array_hdr *h = array_hdr(data);
+	if (h && h->mapped)
+		munmap(h, h->len);
+	else
+		free(h);
+}
+
+/* Grows an array to hold `bytes` (never shrinks one); NULL leaves it as
+ * it was. */
+static void *array_grow(void *data, size_t bytes)
+{
+	struct array_hdr *h = array_hdr(data), *n;
+	size_t len = bytes + ARRAY_HDR_BYTES;
+	if (len < ARRAY_MAP_BYTES) {
+		ASSERT(!h || !h->mapped);
+		if (!(n = realloc(h, len)))
+			return NULL;
+		n->mapped = false;
+	} else if (h && h->mapped) {
+		len = page_round(len);
+		if ((n = mremap(h, h->len, len, MREMAP_MAYMOVE)) == MAP_FAILED)
+			return NULL;
+	} else {
+		len = page_round(len);
+		n = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (n == MAP_FAILED)
+			return NULL;
+		if (h) {
+			memcpy((uint8_t *)n + ARRAY_HDR_BYTES, data, h->len - ARRAY_HDR_BYTES);
+			free(h);
+		}
+		n->mapped = true;
+	}
+	n->len = len;
+	return (uint8_t *)n + ARRAY_HDR_BYTES;
+}
 
 void eng_memtable_init(struct eng_memtable *m, uint64_t first_seq,
 		       const uint8_t chain_before[FMT_HASH_BYTES])
@@ -50,12 +117,12 @@ void eng_memtable_free(struct eng_memtable *m)
 		free(c);
 		c = next;
 	}
-	free(m->rows);
-	free(m->chains);
-	free(m->hashes);
-	free(m->canon);
-	free(m->canon_len);
-	free(m->gen);
+	array_free(m->rows);
+	array_free(m->chains);
+	array_free(m->hashes);
+	array_free(m->canon);
+	array_free(m->canon_len);
+	array_free(m->gen);
 	m->chunks = NULL;
 	m->rows = NULL;
 	m->chains = NULL;
@@ -124,29 +191,29 @@ static int grow_rows(struct eng_memtable *m)
 	uint32_t cap = m->row_cap ? m->row_cap * 2 : ENG_ROWS_MIN;
 	if (cap > FMT_SEG_ROWS_MAX)
 		return FMT_E_TOO_BIG;
-	/* Each array is replaced only once its realloc succeeded, so a failure
+	/* Each array is replaced only once its growth succeeded, so a failure
 	 * leaves the memtable consistent at its old capacity. */
-	struct fmt_event *rows = realloc(m->rows, (size_t)cap * sizeof(*rows));
+	struct fmt_event *rows = array_grow(m->rows, (size_t)cap * sizeof(*rows));
 	if (!rows)
 		return FMT_E_NOMEM;
 	m->rows = rows;
-	uint8_t(*chains)[FMT_HASH_BYTES] = realloc(m->chains, (size_t)cap * FMT_HASH_BYTES);
+	uint8_t(*chains)[FMT_HASH_BYTES] = array_grow(m->chains, (size_t)cap * FMT_HASH_BYTES);
 	if (!chains)
 		return FMT_E_NOMEM;
 	m->chains = chains;
-	uint8_t(*hashes)[FMT_HASH_BYTES] = realloc(m->hashes, (size_t)cap * FMT_HASH_BYTES);
+	uint8_t(*hashes)[FMT_HASH_BYTES] = array_grow(m->hashes, (size_t)cap * FMT_HASH_BYTES);
 	if (!hashes)
 		return FMT_E_NOMEM;
 	m->hashes = hashes;
-	const uint8_t **canon = realloc(m->canon, (size_t)cap * sizeof(*canon));
+	const uint8_t **canon = array_grow(m->canon, (size_t)cap * sizeof(*canon));
 	if (!canon)
 		return FMT_E_NOMEM;
 	m->canon = canon;
-	uint32_t *canon_len = realloc(m->canon_len, (size_t)cap * sizeof(*canon_len));
+	uint32_t *canon_len = array_grow(m->canon_len, (size_t)cap * sizeof(*canon_len));
 	if (!canon_len)
 		return FMT_E_NOMEM;
 	m->canon_len = canon_len;
-	uint64_t *gen = realloc(m->gen, (size_t)cap * sizeof(*gen));
+	uint64_t *gen = array_grow(m->gen, (size_t)cap * sizeof(*gen));
 	if (!gen)
 		return FMT_E_NOMEM;
 	m->gen = gen;
