@@ -238,24 +238,33 @@ static void stats_after_tick(struct eng_engine *eng, struct eng_shard_stats *st)
 	eng_shard_stats(eng, 0, st);
 }
 
+/* One shard, tenant acme in twelve sealed segments of 20 rows (blocks
+ * of 8), at most open_max segment files open. */
+static struct eng_engine *twelve_segments(char *dir, size_t cap, struct eng_config *cfg,
+					  uint32_t open_max, struct eng_producer **p)
+{
+	tu_tmpdir(dir, cap);
+	cfg_small(cfg, ENG_IO_SYNC);
+	cfg->shards = 1;
+	cfg->seal_rows = 20;
+	cfg->block_rows = 8;
+	cfg->open_segments_max = open_max;
+	struct eng_engine *eng = tu_open(dir, cfg);
+	cr_assert(eng != NULL);
+	cr_assert_eq(eng_producer_open(eng, p), 0);
+	struct eng_append req;
+	for (uint32_t b = 0; b < 12; b++)
+		cr_assert_eq(tu_append(*p, "acme", b * 20, 20, &req), 0);
+	cr_assert_eq(tu_wait_sealed(eng, 0, 12), 12);
+	return eng;
+}
+
 Test(shard, open_segment_files_are_bounded)
 {
 	char dir[256];
-	tu_tmpdir(dir, sizeof(dir));
 	struct eng_config cfg;
-	cfg_small(&cfg, ENG_IO_SYNC);
-	cfg.shards = 1;
-	cfg.seal_rows = 20;
-	cfg.block_rows = 8;
-	cfg.open_segments_max = 3;
-	struct eng_engine *eng = tu_open(dir, &cfg);
 	struct eng_producer *p;
-	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	struct eng_append req;
-	for (uint32_t b = 0; b < 12; b++)
-		cr_assert_eq(tu_append(p, "acme", b * 20, 20, &req), 0);
-	uint64_t sealed = tu_wait_sealed(eng, 0, 10);
-	cr_assert(sealed >= 10, "sealed %llu", (unsigned long long)sealed);
+	struct eng_engine *eng = twelve_segments(dir, sizeof(dir), &cfg, 3, &p);
 	/* A walk over every page reads every segment, three files at most stay open. */
 	cr_assert_eq(walk_pages(p, "acme"), 240);
 	struct eng_verify v = { .tenant = fmt_str_c("acme") };
@@ -276,20 +285,9 @@ Test(shard, open_segment_files_are_bounded)
 Test(shard, segment_footers_stay_in_memory_within_their_budget)
 {
 	char dir[256];
-	tu_tmpdir(dir, sizeof(dir));
 	struct eng_config cfg;
-	cfg_small(&cfg, ENG_IO_SYNC);
-	cfg.shards = 1;
-	cfg.seal_rows = 20;
-	cfg.block_rows = 8;
-	cfg.open_segments_max = 2;
-	struct eng_engine *eng = tu_open(dir, &cfg);
 	struct eng_producer *p;
-	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	struct eng_append req;
-	for (uint32_t b = 0; b < 12; b++)
-		cr_assert_eq(tu_append(p, "acme", b * 20, 20, &req), 0);
-	cr_assert_eq(tu_wait_sealed(eng, 0, 12), 12);
+	struct eng_engine *eng = twelve_segments(dir, sizeof(dir), &cfg, 2, &p);
 	cr_assert_eq(walk_pages(p, "acme"), 240);
 	struct eng_shard_stats st;
 	stats_after_tick(eng, &st);
