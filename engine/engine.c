@@ -149,7 +149,8 @@ static int config_check(const struct eng_config *c)
 		return FMT_E_INVALID;
 	if (c->count_groups_max < 1)
 		return FMT_E_INVALID;
-	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX || c->footer_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
+	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX ||
+	    c->footer_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
 		return FMT_E_INVALID;
 	return 0;
 }

@@ -8,10 +8,11 @@
  * into the arena. Rows rebuilt by the WAL replay instead borrow their
  * bytes from the replayed file's read-only mapping, which the shard keeps
  * until that file is reclaimed (wal.c): copying them cost a third of a
- * restart, most of it faulting in fresh anonymous pages. Sealing hands the views and chain values straight to
- * fmt_segment_build(); searching reads the views. Growth is geometric for
- * the row arrays and by chunks of ENG_ARENA_CHUNK_BYTES for the arena; the
- * shard charges eng_memtable_bytes() against its budget.
+ * restart, most of it faulting in fresh anonymous pages. Sealing hands
+ * the views and chain values straight to fmt_segment_build(); searching
+ * reads the views. Growth is geometric for the row arrays and by chunks of
+ * ENG_ARENA_CHUNK_BYTES for the arena; the shard charges
+ * eng_memtable_bytes() against its budget.
  */
 #include "engine/internal.h"
 

@@ -32,10 +32,11 @@
  * A tenant is due when its durable rows reach seal_rows, its memtable
  * seal_bytes, its oldest row seal_age, or when that row sits in a WAL file
  * wal_retain_bytes behind the newest. Under memory pressure (the shard's
- * memtables past half the budget) the biggest other tenants are sealed too,
- * until a quarter of the budget would be left (eng_seal_maybe). A failed segment write abandons the round and retries it a second
- * later (the rows are still in the WAL); a failed manifest write stops the
- * write path like a WAL failure does (docs/adr/0002).
+ * memtables past half the budget) the biggest other tenants are sealed
+ * too, until a quarter of the budget would be left (eng_seal_maybe; ADR
+ * 0011). A failed segment write abandons the round and retries it a
+ * second later (the rows are still in the WAL); a failed manifest write
+ * stops the write path like a WAL failure does (docs/adr/0002).
  */
 #include "engine/internal.h"
 
