@@ -83,11 +83,14 @@ struct opt {
 	const char *env;
 	enum opt_kind kind;
 	size_t off;        /* into struct daemon */
-	size_t cap;        /* O_STR, O_STR_OPT (may be empty): buffer size */
+	size_t cap;        /* O_STR, O_STR_OPT (may be empty): buffer size;
+			    * O_SIZE: the field's width (4 or 8 bytes) */
 	const char *help;
 };
 
 #define D(field) offsetof(struct daemon, field)
+/* An O_SIZE option: its width comes from the field it sets. */
+#define SIZE(field) O_SIZE, D(field), sizeof(((struct daemon *)0)->field)
 
 static const struct opt opts[] = {
 	{ "data-dir", "HODEI_DATA_DIR", O_STR, D(data_dir), PATH_MAX, "data directory (./hodei-data)" },
@@ -103,24 +106,24 @@ static const struct opt opts[] = {
 	{ "tls-key", "HODEI_TLS_KEY", O_STR_OPT, D(tls_key), PATH_MAX, "TLS private key (PEM)" },
 	{ "seal-age", "HODEI_SEAL_AGE", O_DUR, D(eng_cfg.seal_age_ns), 0, "seal a tenant's data this old (60s)" },
 	{ "seal-rows", "HODEI_SEAL_ROWS", O_U32, D(eng_cfg.seal_rows), 0, "... or at this many rows (500000)" },
-	{ "seal-bytes", "HODEI_SEAL_BYTES", O_SIZE, D(eng_cfg.seal_bytes), 0, "... or this many bytes (64MiB)" },
+	{ "seal-bytes", "HODEI_SEAL_BYTES", SIZE(eng_cfg.seal_bytes), "... or this many bytes (64MiB)" },
 	{ "block-rows", "HODEI_BLOCK_ROWS", O_U32, D(eng_cfg.block_rows), 0,
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,
 	  "per shard: segment files and footers kept open (1024)" },
-	{ "footer-cache-bytes", "HODEI_FOOTER_CACHE_BYTES", O_SIZE, D(eng_cfg.footer_cache_bytes), 0,
+	{ "footer-cache-bytes", "HODEI_FOOTER_CACHE_BYTES", SIZE(eng_cfg.footer_cache_bytes),
 	  "per shard: segment footers (filters, zone maps, counts) kept in memory (64MiB)" },
-	{ "block-cache-bytes", "HODEI_BLOCK_CACHE_BYTES", O_SIZE, D(eng_cfg.block_cache_bytes), 0,
+	{ "block-cache-bytes", "HODEI_BLOCK_CACHE_BYTES", SIZE(eng_cfg.block_cache_bytes),
 	  "per shard: decoded segment blocks kept in memory for the next query (64MiB; 0: off)" },
 	{ "dedup-window", "HODEI_DEDUP_WINDOW", O_DUR, D(eng_cfg.dedup_window_ns), 0,
 	  "event_id dedup window (15m)" },
-	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", O_SIZE, D(eng_cfg.memtable_budget_bytes), 0,
+	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", SIZE(eng_cfg.memtable_budget_bytes),
 	  "unsealed events per shard before appends are refused (512MiB)" },
-	{ "wal-retain", "HODEI_WAL_RETAIN", O_SIZE, D(eng_cfg.wal_retain_bytes), 0,
+	{ "wal-retain", "HODEI_WAL_RETAIN", SIZE(eng_cfg.wal_retain_bytes),
 	  "per shard: WAL kept for unsealed events; older ones are sealed (512MiB)" },
-	{ "disk-budget", "HODEI_DISK_BUDGET", O_SIZE, D(eng_cfg.disk_budget_bytes), 0,
+	{ "disk-budget", "HODEI_DISK_BUDGET", SIZE(eng_cfg.disk_budget_bytes),
 	  "WAL + local segments before appends are refused (0: no limit)" },
-	{ "disk-reserve", "HODEI_DISK_RESERVE", O_SIZE, D(eng_cfg.disk_reserve_bytes), 0,
+	{ "disk-reserve", "HODEI_DISK_RESERVE", SIZE(eng_cfg.disk_reserve_bytes),
 	  "free space kept on the data file system; below it appends are refused (256MiB)" },
 	{ "tenants-max", "HODEI_TENANTS_MAX", O_U32, D(eng_cfg.tenants_max), 0, "tenants per shard" },
 	{ "tenant-rate", "HODEI_TENANT_RATE", O_U32, D(eng_cfg.tenant_rate_eps), 0,
@@ -133,13 +136,13 @@ static const struct opt opts[] = {
 	  "events one Count may examine; more is RESOURCE_EXHAUSTED (10000000; 0: no limit)" },
 	{ "max-events", "HODEI_MAX_EVENTS", O_U32, D(eng_cfg.limits.events_per_batch_max), 0,
 	  "events per request (10000)" },
-	{ "max-message-bytes", "HODEI_MAX_MESSAGE_BYTES", O_SIZE, D(srv_cfg.max_message_bytes), 0,
+	{ "max-message-bytes", "HODEI_MAX_MESSAGE_BYTES", SIZE(srv_cfg.max_message_bytes),
 	  "largest gRPC message (4MiB)" },
 	{ "max-connections", "HODEI_MAX_CONNECTIONS", O_U32, D(srv_cfg.max_connections), 0,
 	  "gRPC connections open at once (1024)" },
 	{ "max-streams", "HODEI_MAX_STREAMS", O_U32, D(srv_cfg.max_streams), 0,
 	  "concurrent streams per connection (100)" },
-	{ "conn-window-bytes", "HODEI_CONN_WINDOW_BYTES", O_SIZE, D(srv_cfg.conn_window_bytes), 0,
+	{ "conn-window-bytes", "HODEI_CONN_WINDOW_BYTES", SIZE(srv_cfg.conn_window_bytes),
 	  "request bytes one connection may have buffered (16MiB)" },
 	{ "stream-inflight", "HODEI_STREAM_INFLIGHT", O_U32, D(srv_cfg.stream_inflight_max), 0,
 	  "AppendStream requests of one stream in the engine at once (16)" },
@@ -164,7 +167,7 @@ static const struct opt opts[] = {
 	{ "local-retention", "HODEI_LOCAL_RETENTION", O_DUR, D(eng_cfg.local_retention_ns), 0,
 	  "with S3: remove a segment's local file this long after it is replicated (168h); "
 	  "reads then fetch it back" },
-	{ "remote-cache-bytes", "HODEI_REMOTE_CACHE_BYTES", O_SIZE, D(eng_cfg.remote_cache_bytes), 0,
+	{ "remote-cache-bytes", "HODEI_REMOTE_CACHE_BYTES", SIZE(eng_cfg.remote_cache_bytes),
 	  "per shard: segments read back from S3 kept on local disk (1GiB)" },
 	{ "replication-workers", "HODEI_REPLICATION_WORKERS", O_U32, D(replication_workers), 0,
 	  "uploads in flight at once (2); credentials: AWS_* variables or HODEI_S3_CREDENTIALS_FILE" },
@@ -211,16 +214,14 @@ static int set_opt(struct daemon *d, const struct opt *o, const char *v, const c
 	case O_SIZE:
 		if (units_parse_size(v, &u))
 			goto bad;
-		if (o->off == D(eng_cfg.seal_bytes) || o->off == D(eng_cfg.memtable_budget_bytes) ||
-		    o->off == D(eng_cfg.remote_cache_bytes) || o->off == D(eng_cfg.block_cache_bytes) ||
-		    o->off == D(eng_cfg.disk_budget_bytes) || o->off == D(eng_cfg.disk_reserve_bytes) ||
-		    o->off == D(eng_cfg.wal_retain_bytes) || o->off == D(eng_cfg.footer_cache_bytes)) {
+		if (o->cap == sizeof(uint64_t)) {
 			*(uint64_t *)(base + o->off) = u;
-		} else {
-			if (u > UINT32_MAX)
-				goto bad;
-			*(uint32_t *)(base + o->off) = (uint32_t)u;
+			return 0;
 		}
+		ASSERT(o->cap == sizeof(uint32_t));
+		if (u > UINT32_MAX)
+			goto bad;
+		*(uint32_t *)(base + o->off) = (uint32_t)u;
 		return 0;
 	case O_DUR:
 		if (units_parse_duration_ns(v, 0, &ns))
