@@ -472,19 +472,14 @@ int eng_dedup_from_segments(struct eng_shard *s);
 /* Sizes the table for cap_bytes (0: off, no table). 0 or FMT_E_NOMEM. */
 int eng_block_cache_init(struct eng_block_cache *c, uint64_t cap_bytes);
 void eng_block_cache_free(struct eng_block_cache *c);
-/* The cached block (segment_id, block), which holds every column, when it
- * holds the frames asked for of the framed columns in mask
- * (fmt_block_covers()); pinned until eng_block_cache_release(). NULL on
- * a miss (or when off), with *cached_frames the frames of the entry that
- * fell short (0: no entry), for the decode to keep. Counts hits and
- * misses. */
-struct fmt_block *eng_block_cache_get(struct eng_shard *s, uint64_t segment_id, uint32_t block,
-				      uint32_t mask, uint64_t frames, uint64_t *cached_frames);
+/* The cached block (segment_id, block), which holds every column, pinned
+ * until eng_block_cache_release(); NULL on a miss (or when off). Counts
+ * hits and misses. */
+struct fmt_block *eng_block_cache_get(struct eng_shard *s, uint64_t segment_id, uint32_t block);
 /* Offers a block just decoded after a miss. true: the cache took it (a
- * decode of every column, FMT_COLS_ALL, holding at least the frames of
- * the key's entry, which it replaces, that fits once least recently used
- * entries are evicted) and it is pinned; false: the caller keeps it (it
- * is freed by eng_block_cache_release() all the same). */
+ * full decode, FMT_COLS_ALL, that fits once least recently used entries
+ * are evicted) and it is pinned; false: the caller keeps it (it is freed
+ * by eng_block_cache_release() all the same). */
 bool eng_block_cache_put(struct eng_shard *s, uint64_t segment_id, uint32_t block,
 			 struct fmt_block *blk);
 /* Gives back a block from get() or put(): unpins a cached one, frees one
@@ -530,11 +525,6 @@ int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg);
  * completes. */
 int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out);
-/* The same, with only the frames in `frames` of the framed columns
- * (format v4, fmt_block_decode_frames()): the rows of other frames of
- * those columns must not be read. */
-int eng_query_block_frames(struct eng_query *q, struct eng_segment *seg, uint32_t b,
-			   uint32_t mask, uint64_t frames, struct fmt_block **out);
 void eng_query_block_release(struct eng_query *q, struct fmt_block *blk);
 void eng_query_free(struct eng_query *q);
 

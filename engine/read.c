@@ -19,11 +19,12 @@
  * chunks of one block that a query needs are read with as few preads as
  * their positions allow (adjacent chunks coalesce) into one buffer the
  * query owns, then decoded (fmt_block_decode checks every checksum); a
- * block comes from the shard's cache of decoded blocks instead when it is
- * there with the columns and frames asked for (block_cache.c), and a
- * decode of every column is offered to it, so callers give blocks back
- * with eng_query_block_release(), never free them. A segment shorter than
- * its footer says is corrupt, as far as a query is concerned. Every failure is logged with the query's name, the tenant,
+ * block comes from the shard's cache of fully decoded blocks instead when
+ * it is there (block_cache.c), and a full decode is offered to it, so
+ * callers give blocks back with eng_query_block_release(), never free
+ * them. A
+ * segment shorter than its footer says is corrupt, as far as a query is
+ * concerned. Every failure is logged with the query's name, the tenant,
  * the segment and the block.
  */
 #include "engine/internal.h"
@@ -217,26 +218,16 @@ static int read_chunks(struct eng_query *q, struct eng_segment *seg, uint32_t b,
 int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out)
 {
-	return eng_query_block_frames(q, seg, b, mask, FMT_FRAMES_ALL, out);
-}
-
-int eng_query_block_frames(struct eng_query *q, struct eng_segment *seg, uint32_t b,
-			   uint32_t mask, uint64_t frames, struct fmt_block **out)
-{
 	ASSERT(seg->footer && b < seg->footer->meta.block_count && mask != 0);
-	uint64_t cached_frames;
-	*out = eng_block_cache_get(q->s, seg->segment_id, b, mask, frames, &cached_frames);
+	*out = eng_block_cache_get(q->s, seg->segment_id, b);
 	if (*out) {
 		ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
 		return 0;
 	}
-	if (mask == FMT_COLS_ALL)
-		frames |= cached_frames; /* what the cache holds stays in its entry */
 	const uint8_t *ptrs[FMT_COL_COUNT];
 	int rc = read_chunks(q, seg, b, mask, ptrs);
 	if (rc == 0)
-		rc = fmt_block_decode_frames(q->s->decoder, seg->footer, b, mask, frames, ptrs,
-					     out);
+		rc = fmt_block_decode_with(q->s->decoder, seg->footer, b, mask, ptrs, out);
 	if (rc) {
 		eng_log(q->s->eng, ENG_LOG_ERROR,
 			"shard %u: %s of tenant %s: segment %016" PRIx64 " block %u: %s", q->s->id,

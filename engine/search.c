@@ -38,8 +38,7 @@
  * false positive, or a version-1 block). The memtable is always scanned
  * (they are in memory). Phase
  * 2 decodes all columns of just the blocks that hold the final hits, one
- * block at a time (of the wide columns of a format-v4 block, only the
- * frames holding a hit: ADR 0012), stages each hit, then packs every hit, its strings and
+ * block at a time, stages each hit, then packs every hit, its strings and
  * attributes into ONE allocation (req->result_mem) so results stay valid
  * however the memtable changes. Memory: the heap (`limit` entries), one
  * decoded block, the staged hits (limit x event size) and the packed copy.
@@ -675,14 +674,8 @@ static int stage_group(struct search *c, const struct cand *hits, const uint32_t
 		}
 		return 0;
 	}
-	/* Format v4: only the frames of the wide columns that hold a hit. */
-	uint32_t per = fmt_segment_frame_rows(un->seg->footer);
-	uint64_t frames = 0;
-	for (uint32_t i = 0; i < k; i++)
-		frames |= 1ull << (hits[idx[i]].row / per);
 	struct fmt_block *blk;
-	int rc = eng_query_block_frames(&c->q, un->seg, hits[idx[0]].block, FMT_COLS_ALL, frames,
-					&blk);
+	int rc = block_load(c, un->seg, hits[idx[0]].block, FMT_COLS_ALL, &blk);
 	if (rc)
 		return rc;
 	for (uint32_t i = 0; i < k && rc == 0; i++) {
