@@ -46,7 +46,6 @@ void eng_config_default(struct eng_config *c)
 	c->dedup_window_ns = 15ll * 60 * 1000000000;
 	c->dedup_entries_max = 1u << 20;
 	c->block_rows = FMT_SEG_BLOCK_ROWS_DEFAULT;
-	c->seal_idle_priority = true;
 	c->zstd_level = 1; /* the big columns are entropy-bound: level 3 saves 0.7 %, at 2.3x the CPU */
 	c->search_scan_rows_max = 50u << 20;
 	c->count_groups_max = 10000;

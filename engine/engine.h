@@ -132,11 +132,6 @@ struct eng_config {
 	int64_t dedup_window_ns;         /* DESIGN.md §2.3, default 15 min */
 	uint32_t dedup_entries_max;      /* per shard */
 	uint32_t block_rows;             /* rows per segment block */
-	/* Segment builds run on a background thread at SCHED_IDLE, helped by
-	 * a normal-priority one once memtables hold 5/8 of the budget (ADR
-	 * 0013); false: both at normal priority. */
-	bool seal_idle_priority;
-	int64_t seal_background_delay_ns; /* tests: the background thread waits this long per build */
 	int zstd_level;
 	uint32_t id_filter_bits;         /* event-id Bloom bits per row (0: format default, 10) */
 	uint32_t segment_version;        /* format version to write (0: newest; 1 for compat tests) */
@@ -520,9 +515,6 @@ struct eng_shard_stats {
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
 	/* Segments sealed, by why their tenant was picked (enum eng_seal_reason). */
 	uint64_t segments_sealed_by[ENG_SEAL_REASONS];
-	/* Segment images built by each build thread, and background builds
-	 * given up for the urgent thread (ADR 0013). */
-	uint64_t seal_builds_background, seal_builds_urgent, seal_builds_canceled;
 	uint64_t segments_replicated, segments_mirrored;  /* marked in the manifest */
 	uint64_t segments_remote;       /* local file removed: in S3 only */
 	uint64_t remote_fetches, remote_fetch_errors, remote_cache_bytes;

@@ -314,18 +314,12 @@ struct eng_shard {
 	int64_t disk_next_check_ns;
 
 	/* The seal in progress (one round at a time per shard), and the
-	 * shard's build threads (background and urgent, ADR 0013), which
-	 * build segment images off the shard thread; the urgent one also
-	 * creates the WAL's spare file. seal_lock guards seal_job,
-	 * seal_worker_stop, the round's build state and the WAL's spare_*
-	 * fields only; spare_cond signals the end of a spare's creation. */
+	 * shard's seal worker, which builds segment images off the shard
+	 * thread and creates the WAL's spare file. seal_lock guards
+	 * seal_job, seal_worker_stop and the WAL's spare_* fields only;
+	 * spare_cond signals the end of a spare's creation. */
 	struct eng_seal *seal;
-	struct eng_seal_worker {
-		struct eng_shard *s;
-		bool urgent;
-		bool ready;              /* under seal_lock: running, at its priority */
-		pthread_t thread;
-	} seal_workers[2];
+	pthread_t seal_worker;
 	bool seal_worker_started;
 	pthread_mutex_t seal_lock;
 	pthread_cond_t seal_cond;

@@ -9,9 +9,9 @@
  * latencies per round, not per tenant:
  *
  *   IDLE ──pick tenants, freeze their memtables──▶ BUILDING
- *        (the shard's build threads encode and compress the images and
- *         create their temporary files, so the shard keeps committing
- *         appends meanwhile and never waits for the journal)
+ *        (the shard's seal worker thread encodes and compresses the
+ *         images and creates their temporary files, so the shard keeps
+ *         committing appends meanwhile and never waits for the journal)
  *   BUILDING ──built──▶ WRITING
  *        (write + fsync <id>.hseg.tmp for every tenant, all in flight)
  *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
@@ -37,23 +37,11 @@
  * 0011). A failed segment write abandons the round and retries it a
  * second later (the rows are still in the WAL); a failed manifest write
  * stops the write path like a WAL failure does (docs/adr/0002).
- *
- * Build threads (ADR 0013). A background thread at idle priority builds
- * the rounds' images one tenant (item) at a time, so builds take only CPU
- * the shard threads leave. An urgent thread at normal priority makes the
- * WAL's spare files, and builds a round's items once the round is urgent
- * (memtables at 5/8 of the budget, or stopping). Then the background
- * thread takes no more items and cancels the build it holds at its next
- * check (between blocks: a block's worth of CPU at most, at idle
- * priority), which frees the item for the urgent thread. An item is built
- * by one thread at a time, and the round is built once every item is.
  */
 #include "engine/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -66,14 +54,9 @@ enum seal_state { SEAL_BUILDING = 1, SEAL_WRITING = 2, SEAL_MANIFEST = 3 };
 #define SEAL_RECORD_BYTES (FMT_REC_HEADER_BYTES + ENG_MANIFEST_SEGMENT_BYTES)
 _Static_assert(2 * SEAL_BATCH_MAX + 4 <= 256, "a whole round fits the default ring");
 
-/* An item's build, under seal_lock while its round builds. */
-enum item_state { ITEM_FREE, ITEM_BUILDING, ITEM_BUILT };
-
 struct seal_item {
 	struct eng_seal *z;
 	struct eng_tenant *t;
-	enum item_state state;
-	bool built_urgent;            /* built by the urgent thread */
 	uint32_t rows;                /* t->sealing's rows, once frozen */
 	enum eng_seal_reason reason;
 	uint64_t segment_id;
@@ -92,13 +75,7 @@ struct seal_item {
 struct eng_seal {
 	struct eng_shard *s;
 	enum seal_state state;
-	_Atomic bool built;           /* set by a build thread, read by the shard */
-	/* Set once (I4) by the shard thread or the stop, under seal_lock;
-	 * read by a background build between blocks without it. */
-	_Atomic bool urgent;
-	bool urgent_seen;             /* shard thread: it set urgent */
-	uint32_t items_built;         /* under seal_lock */
-	uint32_t canceled;            /* under seal_lock: background builds given up */
+	_Atomic bool built;           /* set by the worker, read by the shard */
 	uint32_t count, pending;
 	struct seal_item item[SEAL_BATCH_MAX];
 	uint8_t records[SEAL_BATCH_MAX * SEAL_RECORD_BYTES];
@@ -496,17 +473,8 @@ static struct eng_segment *seal_describe(struct seal_item *it, uint64_t id)
 	return g;
 }
 
-/* A background build gives up once its round is urgent. */
-static bool build_canceled(void *ctx)
-{
-	const struct eng_seal *z = ctx;
-	return atomic_load_explicit(&z->urgent, memory_order_relaxed);
-}
-
-/* Build thread: one tenant's segment image from its snapshot, and its
- * temporary file. A canceled build leaves nothing behind. */
-static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_item *it,
-		      bool urgent)
+/* Worker thread: builds one tenant's segment image from its snapshot. */
+static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_item *it)
 {
 	struct eng_tenant *t = it->t;
 	const struct eng_memtable *m = &t->sealing; /* frozen: nothing writes it */
@@ -518,9 +486,7 @@ static int item_build(const struct eng_config *cfg, uint32_t shard, struct seal_
 					       .created_ns = it->created_ns,
 					       .chain_before = m->chain_before,
 					       .tenant = { t->name, t->name_len },
-					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])m->hashes,
-					       .cancel = urgent ? NULL : build_canceled,
-					       .cancel_ctx = it->z };
+					       .event_hashes = (const uint8_t(*)[FMT_HASH_BYTES])m->hashes };
 	int rc = fmt_segment_build(&args, m->rows, (const uint8_t(*)[FMT_HASH_BYTES])m->chains,
 				   it->rows,
 				   &it->image, &it->image_len);
@@ -572,83 +538,27 @@ static int item_freeze(struct eng_shard *s, struct seal_item *it)
 	return 0;
 }
 
-/* Under seal_lock: an item of the job this thread may build, or -1. The
- * background thread takes free items of a round that is not urgent, the
- * urgent thread those of one that is (or of any, when stopping). */
-static int item_take(const struct eng_shard *s, const struct eng_seal *z, bool urgent)
-{
-	if (!z)
-		return -1;
-	bool hurry = atomic_load_explicit(&z->urgent, memory_order_relaxed) || s->seal_worker_stop;
-	if (urgent != hurry)
-		return -1;
-	for (uint32_t i = 0; i < z->count; i++)
-		if (z->item[i].state == ITEM_FREE)
-			return (int)i;
-	return -1;
-}
-
-/* Under seal_lock, dropped meanwhile: builds item i of z; the last item
- * built ends the build phase (I3). */
-static void item_work(struct eng_shard *s, struct eng_seal *z, uint32_t i, bool urgent)
-{
-	struct seal_item *it = &z->item[i];
-	const struct eng_config *cfg = &s->eng->cfg;
-	it->state = ITEM_BUILDING;
-	pthread_mutex_unlock(&s->seal_lock);
-	if (!urgent && cfg->seal_background_delay_ns) { /* tests: a starved thread */
-		struct timespec d = { (time_t)(cfg->seal_background_delay_ns / 1000000000),
-				      (long)(cfg->seal_background_delay_ns % 1000000000) };
-		nanosleep(&d, NULL);
-	}
-	int rc = item_build(cfg, s->id, it, urgent);
-	pthread_mutex_lock(&s->seal_lock);
-	if (rc == FMT_E_CANCELED) {
-		ASSERT(!urgent && !it->image && !it->created);
-		it->state = ITEM_FREE; /* for the urgent thread */
-		z->canceled++;
-		pthread_cond_broadcast(&s->seal_cond);
-		return;
-	}
-	it->result = rc;
-	it->state = ITEM_BUILT;
-	it->built_urgent = urgent;
-	if (++z->items_built < z->count)
-		return;
-	s->seal_job = NULL;
-	pthread_cond_broadcast(&s->seal_cond);
-	atomic_store_explicit(&z->built, true, memory_order_release);
-	eng_shard_wake(s);
-}
-
 static void *seal_worker_main(void *arg)
 {
-	struct eng_seal_worker *w = arg;
-	struct eng_shard *s = w->s;
-	if (!w->urgent && s->eng->cfg.seal_idle_priority) {
-		struct sched_param p = { 0 };
-		int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
-		if (rc)
-			eng_log(s->eng, ENG_LOG_WARN, "shard %u: segment builds stay at normal "
-				"priority: SCHED_IDLE: %s", s->id, strerror(rc));
-	}
+	struct eng_shard *s = arg;
 	pthread_mutex_lock(&s->seal_lock);
-	w->ready = true;
-	pthread_cond_broadcast(&s->seal_cond);
 	for (;;) {
-		int i = item_take(s, s->seal_job, w->urgent);
-		if (i >= 0) {
-			item_work(s, s->seal_job, (uint32_t)i, w->urgent);
+		while (!s->seal_job && !s->wal.spare_want && !s->seal_worker_stop)
+			pthread_cond_wait(&s->seal_cond, &s->seal_lock);
+		if (s->wal.spare_want && !s->seal_worker_stop) {
+			eng_wal_spare_make(s); /* first: a rotation may be waiting for it */
 			continue;
 		}
-		if (w->urgent && s->wal.spare_want && !s->seal_worker_stop) {
-			eng_wal_spare_make(s); /* a rotation may be waiting for it */
-			continue;
-		}
-		/* Stopping: the urgent thread finishes the round first (I3). */
-		if (s->seal_worker_stop && (!w->urgent || !s->seal_job))
+		if (!s->seal_job)
 			break;
-		pthread_cond_wait(&s->seal_cond, &s->seal_lock);
+		struct eng_seal *z = s->seal_job;
+		s->seal_job = NULL;
+		pthread_mutex_unlock(&s->seal_lock);
+		for (uint32_t i = 0; i < z->count; i++)
+			z->item[i].result = item_build(&s->eng->cfg, s->id, &z->item[i]);
+		atomic_store_explicit(&z->built, true, memory_order_release);
+		eng_shard_wake(s);
+		pthread_mutex_lock(&s->seal_lock);
 	}
 	pthread_mutex_unlock(&s->seal_lock);
 	return NULL;
@@ -660,62 +570,32 @@ int eng_seal_worker_start(struct eng_shard *s)
 	pthread_cond_init(&s->seal_cond, NULL);
 	pthread_cond_init(&s->spare_cond, NULL);
 	s->wal.spare_fd = -1;
-	for (int k = 0; k < 2; k++) {
-		s->seal_workers[k] = (struct eng_seal_worker){ .s = s, .urgent = k == 1 };
-		int rc = pthread_create(&s->seal_workers[k].thread, NULL, seal_worker_main,
-					&s->seal_workers[k]);
-		if (rc) {
-			if (k == 1) { /* stop the first */
-				pthread_mutex_lock(&s->seal_lock);
-				s->seal_worker_stop = true;
-				pthread_cond_broadcast(&s->seal_cond);
-				pthread_mutex_unlock(&s->seal_lock);
-				pthread_join(s->seal_workers[0].thread, NULL);
-				s->seal_worker_stop = false;
-			}
-			return -rc;
-		}
-		char name[16];
-		snprintf(name, sizeof(name), "hodei-seal%u%s", s->id % 1000, k ? "u" : "");
-		pthread_setname_np(s->seal_workers[k].thread, name);
-	}
-	/* Return once the background thread runs at its priority. */
-	pthread_mutex_lock(&s->seal_lock);
-	while (!s->seal_workers[0].ready)
-		pthread_cond_wait(&s->seal_cond, &s->seal_lock);
-	pthread_mutex_unlock(&s->seal_lock);
+	int rc = pthread_create(&s->seal_worker, NULL, seal_worker_main, s);
+	if (rc)
+		return -rc;
 	s->seal_worker_started = true;
 	eng_wal_spare_request(s, s->wal.gen + 1);
+	char name[16];
+	snprintf(name, sizeof(name), "hodei-seal%u", s->id);
+	pthread_setname_np(s->seal_worker, name);
 	return 0;
 }
 
-/* Stops the build threads once the round being built, if any, is. */
+/* Stops the worker after the round it is building, if any. */
 void eng_seal_worker_stop(struct eng_shard *s)
 {
 	if (!s->seal_worker_started)
 		return;
 	pthread_mutex_lock(&s->seal_lock);
 	s->seal_worker_stop = true;
-	if (s->seal_job) /* the background build gives it up (I3) */
-		atomic_store_explicit(&s->seal_job->urgent, true, memory_order_relaxed);
-	pthread_cond_broadcast(&s->seal_cond);
+	pthread_cond_signal(&s->seal_cond);
 	pthread_mutex_unlock(&s->seal_lock);
-	for (int k = 0; k < 2; k++)
-		pthread_join(s->seal_workers[k].thread, NULL);
+	pthread_join(s->seal_worker, NULL);
 	s->seal_worker_started = false;
 	eng_wal_spare_drop(s);
 	pthread_mutex_destroy(&s->seal_lock);
 	pthread_cond_destroy(&s->seal_cond);
 	pthread_cond_destroy(&s->spare_cond);
-}
-
-/* Whether a round being built is urgent (ADR 0013): the memtables hold
- * 5/8 of the budget (pressure seals start at 1/2, refusals at 1/1), or
- * the engine is stopping. */
-static bool seal_pressing(const struct eng_shard *s)
-{
-	uint64_t budget = s->eng->cfg.memtable_budget_bytes;
-	return s->memtable_bytes >= budget / 8 * 5 || atomic_load(&s->eng->stopping);
 }
 
 static void seal_start(struct eng_shard *s, struct eng_seal *z)
@@ -736,10 +616,8 @@ static void seal_start(struct eng_shard *s, struct eng_seal *z)
 	}
 	pthread_mutex_lock(&s->seal_lock);
 	ASSERT(s->seal_job == NULL);
-	z->urgent_seen = seal_pressing(s);
-	atomic_store_explicit(&z->urgent, z->urgent_seen, memory_order_relaxed);
 	s->seal_job = z;
-	pthread_cond_broadcast(&s->seal_cond);
+	pthread_cond_signal(&s->seal_cond);
 	pthread_mutex_unlock(&s->seal_lock);
 }
 
@@ -749,13 +627,6 @@ static void seal_write(struct eng_shard *s)
 {
 	struct eng_seal *z = s->seal;
 	z->state = SEAL_WRITING;
-	for (uint32_t i = 0; i < z->count; i++) {
-		if (z->item[i].built_urgent)
-			s->stats.seal_builds_urgent++;
-		else
-			s->stats.seal_builds_background++;
-	}
-	s->stats.seal_builds_canceled += z->canceled;
 	int err = 0;
 	for (uint32_t i = 0; i < z->count && !err; i++)
 		err = z->item[i].result;
@@ -841,15 +712,6 @@ bool eng_seal_ready(const struct eng_shard *s)
 
 void eng_seal_progress(struct eng_shard *s)
 {
-	struct eng_seal *z = s->seal;
-	/* I4: once urgent, a round stays so; the shard thread alone sets it. */
-	if (z && z->state == SEAL_BUILDING && !z->urgent_seen && seal_pressing(s)) {
-		z->urgent_seen = true;
-		pthread_mutex_lock(&s->seal_lock);
-		atomic_store_explicit(&z->urgent, true, memory_order_relaxed);
-		pthread_cond_broadcast(&s->seal_cond);
-		pthread_mutex_unlock(&s->seal_lock);
-	}
 	if (eng_seal_ready(s))
 		seal_write(s);
 }

@@ -146,7 +146,7 @@ void eng_wal_spare_request(struct eng_shard *s, uint64_t gen)
 	pthread_mutex_lock(&s->seal_lock);
 	if (s->wal.spare_fd < 0 && !s->wal.spare_busy) {
 		s->wal.spare_want = gen;
-		pthread_cond_broadcast(&s->seal_cond); /* the urgent build thread makes it */
+		pthread_cond_signal(&s->seal_cond);
 	}
 	pthread_mutex_unlock(&s->seal_lock);
 }

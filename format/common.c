@@ -24,7 +24,6 @@ const char *fmt_strerror(int err)
 	case FMT_E_STATE: return "operation not allowed in this state";
 	case FMT_E_NOT_FOUND: return "not found";
 	case FMT_E_SHUTDOWN: return "shutting down";
-	case FMT_E_CANCELED: return "canceled";
 	default:
 		break;
 	}

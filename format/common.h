@@ -28,7 +28,6 @@ enum fmt_err {
 	FMT_E_STATE = -1009,     /* the object is in a state that forbids this */
 	FMT_E_NOT_FOUND = -1010, /* no such tenant, file or record */
 	FMT_E_SHUTDOWN = -1011,  /* the engine is stopping */
-	FMT_E_CANCELED = -1012,  /* the caller cancelled the work */
 };
 
 /* Returns a static, human-readable name for a project code or -errno. */

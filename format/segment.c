@@ -731,8 +731,6 @@ struct builder {
 	const struct fmt_event *rows;
 	const uint8_t (*chains)[FMT_HASH_BYTES];
 	const uint8_t (*event_hashes)[FMT_HASH_BYTES]; /* optional, see segment.h */
-	bool (*cancel)(void *ctx);                      /* optional, see segment.h */
-	void *cancel_ctx;
 	struct fmt_segment_meta meta;
 	struct fmt_block_ref *blocks;
 	struct buf img;  /* the segment image being built */
@@ -1161,16 +1159,6 @@ static void build_meta(struct builder *w, const struct fmt_segment_build_args *a
 	}
 }
 
-/* Whether the caller cancelled the build (segment.h): asked between blocks
- * and every CANCEL_ROWS rows of the chain check, about as much work as a
- * block. */
-#define CANCEL_ROWS 1024u
-
-static bool canceled(const struct builder *w)
-{
-	return w->cancel && w->cancel(w->cancel_ctx);
-}
-
 /* Recomputes every event hash: checks the given chain (a mismatch is the
  * caller's bug) and fills chain_after and the Merkle root. */
 static int build_hashes(struct builder *w)
@@ -1189,10 +1177,6 @@ static int build_hashes(struct builder *w)
 	}
 	memcpy(m->chain_after, m->chain_before, FMT_HASH_BYTES);
 	for (uint32_t i = 0; i < n; i++) {
-		if (i % CANCEL_ROWS == CANCEL_ROWS - 1 && canceled(w)) {
-			rc = FMT_E_CANCELED;
-			goto fail;
-		}
 #ifdef NDEBUG
 		if (w->event_hashes) {
 			memcpy(hashes[i], w->event_hashes[i], FMT_HASH_BYTES);
@@ -1254,8 +1238,6 @@ int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fm
 	w.rows = rows;
 	w.chains = chains;
 	w.event_hashes = args->event_hashes;
-	w.cancel = args->cancel;
-	w.cancel_ctx = args->cancel_ctx;
 	w.level = args->zstd_level ? args->zstd_level : ZSTD_LEVEL_DEFAULT;
 	build_meta(&w, args, tenant, n);
 	if ((rc = build_hashes(&w)))
@@ -1273,14 +1255,9 @@ int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fm
 	if ((rc = buf_reserve(&w.img, FMT_SEG_HEADER_BYTES)))
 		goto fail;
 	w.img.len = FMT_SEG_HEADER_BYTES;
-	for (uint32_t b = 0; b < w.meta.block_count; b++) {
-		if (canceled(&w)) {
-			rc = FMT_E_CANCELED;
-			goto fail;
-		}
+	for (uint32_t b = 0; b < w.meta.block_count; b++)
 		if ((rc = write_block(&w, b)))
 			goto fail;
-	}
 	if ((rc = write_tail(&w)))
 		goto fail;
 	self_check(w.img.p, w.img.len, &w.meta);

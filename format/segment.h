@@ -197,11 +197,6 @@ struct fmt_segment_build_args {
 	uint32_t id_filter_bits;      /* 0: FMT_SEG_ID_FILTER_BITS_DEFAULT; 1..FMT_SEG_ID_FILTER_BITS_MAX */
 	uint32_t count_keys_max;      /* v3; 0: FMT_SEG_COUNT_KEYS_DEFAULT; 1..FMT_SEG_COUNT_KEYS_MAX */
 	uint32_t actor_filter_bits;   /* v3; 0: FMT_SEG_ACTOR_FILTER_BITS_DEFAULT; 1..FMT_SEG_ID_FILTER_BITS_MAX */
-	/* Optional: asked between blocks and every few thousand rows of the
-	 * chain check; true stops the build with FMT_E_CANCELED (a caller
-	 * that wants the CPU back: ADR 0013). */
-	bool (*cancel)(void *ctx);
-	void *cancel_ctx;
 };
 
 /* Builds a complete segment image in memory from n rows of one tenant, in
@@ -213,8 +208,8 @@ struct fmt_segment_build_args {
  * Returns 0, FMT_E_INVALID (tenants differ, seq gap, n too large, an
  * unknown version or a filter density out of range),
  * FMT_E_TOO_BIG (a chunk would exceed the format's 256 MiB limit),
- * FMT_E_NOMEM, FMT_E_CANCELED (args->cancel said so). n may be 0 (an
- * empty segment is valid; args->tenant names its tenant). */
+ * FMT_E_NOMEM. n may be 0 (an empty segment is valid; args->tenant names
+ * its tenant). */
 int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fmt_event *rows,
 		      const uint8_t (*chains)[FMT_HASH_BYTES], uint32_t n, uint8_t **out,
 		      size_t *out_len);

@@ -119,8 +119,6 @@ static const struct opt opts[] = {
 	  "event_id dedup window (15m)" },
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", SIZE(eng_cfg.memtable_budget_bytes),
 	  "unsealed events per shard before appends are refused (512MiB)" },
-	{ "seal-idle-priority", "HODEI_SEAL_IDLE_PRIORITY", O_BOOL, D(eng_cfg.seal_idle_priority), 0,
-	  "build segments at idle CPU priority until memtables near their budget (true)" },
 	{ "wal-retain", "HODEI_WAL_RETAIN", SIZE(eng_cfg.wal_retain_bytes),
 	  "per shard: WAL kept for unsealed events; older ones are sealed (512MiB)" },
 	{ "disk-budget", "HODEI_DISK_BUDGET", SIZE(eng_cfg.disk_budget_bytes),
@@ -407,9 +405,6 @@ static int render(void *ctx, struct mx_buf *b)
 			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
 		atomic_fetch_add(&fsync.sum_ns, st.fsync_ns_total);
 		sum.segments_sealed += st.segments_sealed;
-		sum.seal_builds_background += st.seal_builds_background;
-		sum.seal_builds_urgent += st.seal_builds_urgent;
-		sum.seal_builds_canceled += st.seal_builds_canceled;
 		for (int k = 0; k < ENG_SEAL_REASONS; k++)
 			sum.segments_sealed_by[k] += st.segments_sealed_by[k];
 		sum.wal_files += st.wal_files;
@@ -457,15 +452,6 @@ static int render(void *ctx, struct mx_buf *b)
 		struct mx_label l = { "reason", eng_seal_reason_names[k] };
 		mx_sample_u64(b, "hodei_segments_sealed_by_reason_total", &l, 1, sum.segments_sealed_by[k]);
 	}
-	mx_family(b, "hodei_seal_builds_total", "counter",
-		  "Segment images built, by build thread: background (idle priority) or urgent "
-		  "(memtables at 5/8 of their budget, or stopping).");
-	struct mx_label bg = { "thread", "background" }, ur = { "thread", "urgent" };
-	mx_sample_u64(b, "hodei_seal_builds_total", &bg, 1, sum.seal_builds_background);
-	mx_sample_u64(b, "hodei_seal_builds_total", &ur, 1, sum.seal_builds_urgent);
-	ENGINE_COUNTER("hodei_seal_builds_canceled_total",
-		       "Background builds given up for the urgent thread when their round became urgent.",
-		       seal_builds_canceled);
 	ENGINE_GAUGE("hodei_wal_files", "WAL files kept (the active one included), all shards.",
 		     sum.wal_files);
 	ENGINE_GAUGE("hodei_wal_retain_bytes", "WAL kept for unsealed events before they are sealed, "

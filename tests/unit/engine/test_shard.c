@@ -7,9 +7,6 @@
 
 #include "engine_test_util.h"
 
-#include <dirent.h>
-#include <sched.h>
-
 static void cfg_small(struct eng_config *cfg, enum eng_io_backend io)
 {
 	eng_config_default(cfg);
@@ -641,105 +638,4 @@ Test(shard, replayed_rows_read_right_until_and_after_their_files_go)
 	}
 	eng_producer_close(p);
 	eng_close(eng);
-}
-
-/* The scheduling policy of this process's thread named `name`, or -1. */
-static int thread_policy(const char *name)
-{
-	DIR *d = opendir("/proc/self/task");
-	cr_assert_not_null(d);
-	int policy = -1;
-	for (struct dirent *e; (e = readdir(d)) != NULL;) {
-		char path[300], comm[32] = "";
-		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		if (fgets(comm, sizeof(comm), f))
-			comm[strcspn(comm, "\n")] = 0;
-		fclose(f);
-		if (strcmp(comm, name) == 0)
-			policy = sched_getscheduler((pid_t)atoi(e->d_name));
-	}
-	closedir(d);
-	return policy;
-}
-
-/* With the memtables well under budget, every segment is built by the
- * background thread, at idle priority (ADR 0013); the urgent thread runs
- * at normal priority, and so do both when idle priority is turned off. */
-Test(shard, segment_builds_run_at_idle_priority_when_calm)
-{
-	for (int idle = 1; idle >= 0; idle--) {
-		char dir[256];
-		tu_tmpdir(dir, sizeof(dir));
-		struct eng_config cfg;
-		cfg_small(&cfg, ENG_IO_AUTO);
-		cfg.shards = 1;
-		cfg.seal_rows = 100;
-		cfg.seal_idle_priority = idle;
-		struct eng_engine *eng = tu_open(dir, &cfg);
-		cr_assert(eng != NULL);
-		cr_assert_eq(thread_policy("hodei-seal0"), idle ? SCHED_IDLE : SCHED_OTHER);
-		cr_assert_eq(thread_policy("hodei-seal0u"), SCHED_OTHER);
-		struct eng_producer *p;
-		cr_assert_eq(eng_producer_open(eng, &p), 0);
-		struct eng_append req;
-		cr_assert_eq(tu_append(p, "acme", 0, 250, &req), 0);
-		cr_assert_geq(tu_wait_sealed(eng, 0, 2), 2);
-		struct eng_shard_stats st;
-		eng_shard_stats(eng, 0, &st);
-		cr_assert_eq(st.seal_builds_background, st.segments_sealed);
-		cr_assert_eq(st.seal_builds_urgent, 0);
-		cr_assert_eq(st.seal_builds_canceled, 0);
-		eng_producer_close(p);
-		eng_close(eng);
-		tu_rmtree(dir);
-	}
-}
-
-/* A round that becomes urgent while the background thread holds a tenant
- * (here: a background thread starved for 3 s before each build) is
- * finished by the urgent thread: the background build is given up at its
- * first check, and the urgent thread builds that tenant too. */
-Test(shard, an_urgent_round_is_built_by_the_urgent_thread, .timeout = 120)
-{
-	char dir[256];
-	tu_tmpdir(dir, sizeof(dir));
-	struct eng_config cfg;
-	cfg_small(&cfg, ENG_IO_AUTO);
-	cfg.shards = 1;
-	cfg.memtable_budget_bytes = 4u << 20;
-	cfg.wal_retain_bytes = 1ull << 30;
-	cfg.seal_background_delay_ns = 3ll * 1000000000;
-	struct eng_engine *eng = tu_open(dir, &cfg);
-	cr_assert(eng != NULL);
-	struct eng_producer *p;
-	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	struct eng_append req;
-	struct eng_shard_stats st;
-	uint32_t big = 0;
-	/* Past half the budget: a pressure round starts, not urgent yet. */
-	do {
-		cr_assert_eq(tu_append(p, "big", big, 200, &req), 0);
-		big += 200;
-		eng_shard_stats(eng, 0, &st);
-	} while (st.memtable_bytes <= cfg.memtable_budget_bytes / 2);
-	usleep(200000); /* the background thread takes the tenant */
-	/* Past 5/8: the round becomes urgent. */
-	uint32_t other = 0;
-	do {
-		cr_assert_eq(tu_append(p, "other", other, 200, &req), 0);
-		other += 200;
-		eng_shard_stats(eng, 0, &st);
-	} while (st.memtable_bytes < cfg.memtable_budget_bytes / 8 * 5);
-	cr_assert_geq(tu_wait_sealed(eng, 0, 1), 1);
-	eng_shard_stats(eng, 0, &st);
-	cr_assert_geq(st.seal_builds_canceled, 1, "the background build was not given up");
-	cr_assert_geq(st.seal_builds_urgent, 1);
-	cr_assert_eq(st.seal_builds_urgent + st.seal_builds_background, st.segments_sealed);
-	cr_assert_geq(tenant_segments(p, "big", big), 1);
-	eng_producer_close(p);
-	eng_close(eng);
-	tu_rmtree(dir);
 }
