@@ -512,7 +512,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 	st->c = c;
 	st->id = frame->hd.stream_id;
 	st->method = M_UNKNOWN;
-	st->last_data_ns = srv_now_ns();
+	st->last_data_ns = st->opened_ns = srv_now_ns();
 	st->next = c->stream_list;
 	if (c->stream_list)
 		c->stream_list->prev = st;
@@ -645,6 +645,9 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
 	stream_unlink(c, st);
 	c->streams--;
 	c->last_active_ns = srv_now_ns();
+	if (st->answered_ns)
+		mx_hist_observe_ns(&c->sh->stats.append_respond,
+				   (uint64_t)(c->last_active_ns - st->answered_ns));
 	if (!st->answered)
 		srv_count_request(c->sh, st->method, GRPC_CANCELLED);
 	stream_free(st);

@@ -114,6 +114,8 @@ struct stream {
 	char request_id[64];
 	int64_t deadline_ns;        /* 0: none (grpc-timeout) */
 	int64_t last_data_ns;
+	int64_t opened_ns;          /* HEADERS received */
+	int64_t answered_ns;        /* unary Append: its response queued (0: not yet) */
 	/* After headers: who is calling. */
 	enum auth_role role;
 	char tenant[FMT_TENANT_MAX + 1];
@@ -171,6 +173,10 @@ struct srv_stats {
 	_Atomic uint64_t submit_retries;
 	_Atomic uint64_t log_suppressed;
 	struct mx_hist append_duration;
+	/* A unary Append's other stages: from its HEADERS frame to its
+	 * message decoded, and from its response queued to its stream
+	 * closed (the last frame handed to the socket). */
+	struct mx_hist append_receive, append_respond;
 	struct mx_hist request_duration[M_METHODS];
 };
 

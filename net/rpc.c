@@ -122,6 +122,9 @@ static struct call *call_new(struct stream *st, uint8_t *msg, uint32_t len)
 	call->msg = msg;
 	call->credit = GF_PREFIX_BYTES + len;
 	call->start_ns = srv_now_ns();
+	if (st->method == M_APPEND)
+		mx_hist_observe_ns(&st->c->sh->stats.append_receive,
+				   (uint64_t)(call->start_ns - st->opened_ns));
 	call->status = -1;
 	memcpy(call->tenant, st->tenant, sizeof(call->tenant));
 	/* A decoded message holds its strings (at most its wire size) and one
@@ -734,8 +737,11 @@ void rpc_flush_calls(struct stream *st)
 		if (!st->calls_head)
 			st->calls_tail = NULL;
 		st->calls_inflight--;
+		int64_t now = srv_now_ns();
 		mx_hist_observe_ns(&st->c->sh->stats.request_duration[call->method],
-				   (uint64_t)(srv_now_ns() - call->start_ns));
+				   (uint64_t)(now - call->start_ns));
+		if (call->method == M_APPEND && call->status == GRPC_OK)
+			st->answered_ns = now;
 		if (call->status == GRPC_OK) {
 			if (stream_send_message(st, call->resp, call->resp_len) != 0)
 				stream_finish(st, GRPC_RESOURCE_EXHAUSTED, "out of memory for the response");

@@ -19,6 +19,7 @@ REQUIRED = {
     "hodei_requests_total": "counter",
     "hodei_requests_rejected_total": "counter",
     "hodei_append_duration_seconds": "histogram",
+    "hodei_append_stage_duration_seconds": "histogram",
     "hodei_wal_fsync_duration_seconds": "histogram",
     "hodei_segments_sealed_total": "counter",
     "hodei_connections_open": "gauge",
@@ -125,6 +126,12 @@ def test_counters_move_by_exactly_what_was_sent(server, stubs):
     observed = after.sum("hodei_append_duration_seconds_count") - \
         before.sum("hodei_append_duration_seconds_count")
     assert observed >= 3, f"hodei_append_duration_seconds observed {observed} appends"
+    # Each of the 3 unary Appends answered OK was received, then responded
+    # (its stream closed after its response); the errors and the stream are not.
+    for stage in ("receive", "respond"):
+        moved = after.get("hodei_append_stage_duration_seconds_count", stage=stage) - \
+            before.get("hodei_append_stage_duration_seconds_count", stage=stage)
+        assert moved >= 3, f"stage {stage}: {moved} appends observed"
 
 
 def no_clients(server, tenant):
