@@ -126,8 +126,9 @@ def test_counters_move_by_exactly_what_was_sent(server, stubs):
     observed = after.sum("hodei_append_duration_seconds_count") - \
         before.sum("hodei_append_duration_seconds_count")
     assert observed >= 3, f"hodei_append_duration_seconds observed {observed} appends"
-    # Each of the 3 unary Appends answered OK was received, then responded
-    # (its stream closed after its response); the errors and the stream are not.
+    # receive times every unary Append whose message was decoded, respond
+    # every one answered OK once its stream closed: at least the 3 answered
+    # OK in both (AppendStream is in neither).
     for stage in ("receive", "respond"):
         moved = after.get("hodei_append_stage_duration_seconds_count", stage=stage) - \
             before.get("hodei_append_stage_duration_seconds_count", stage=stage)
