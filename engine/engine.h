@@ -245,6 +245,12 @@ struct eng_append {
 	uint64_t first_seq, last_seq;   /* of the accepted events; 0 if none */
 	uint8_t chain[FMT_HASH_BYTES];  /* tenant's chain value after the request */
 	int64_t received_at_ns;
+	/* Out, for metrics (CLOCK_MONOTONIC ns): queued_ns when it entered
+	 * the shard's queue, run_ns when the shard ran it, commit_ns when the
+	 * WAL commit that carries it was submitted, done_ns when the shard
+	 * completed it. Set on success; a stage it never reached equals the
+	 * next one. */
+	int64_t queued_ns, run_ns, commit_ns, done_ns;
 };
 
 /* Queues req to the tenant's shard. Returns 0 (the callback will run from

@@ -284,6 +284,7 @@ static int buf_reserve_req(struct eng_wal_buf *buf)
 /* Returns false when the request must wait for room in the WAL buffer. */
 static bool append_run(struct eng_shard *s, struct eng_append *req)
 {
+	req->run_ns = eng_mono_ns();
 	if (s->failed) {
 		fail_append(s, req, -EIO);
 		return true;
@@ -359,12 +360,21 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 
 /* ---- group commit -------------------------------------------------------- */
 
-static void commit_finish(struct eng_shard *s, struct eng_wal_buf *buf, int status)
+/* Completes the buffer's requests; committed_at is when their commit was
+ * submitted (or now, when none was). */
+static void commit_finish(struct eng_shard *s, struct eng_wal_buf *buf, int status,
+			  int64_t committed_at)
 {
+	int64_t now = eng_mono_ns();
+	if (!committed_at)
+		committed_at = now;
 	for (uint32_t i = 0; i < buf->req_count; i++) {
 		struct eng_append *req = buf->reqs[i];
 		struct eng_tenant *t = req->hdr.tenant;
 		req->status = status;
+		req->queued_ns = req->hdr.submitted_ns;
+		req->commit_ns = committed_at;
+		req->done_ns = now;
 		if (status == 0 && req->accepted && t->durable_seq < req->last_seq)
 			t->durable_seq = req->last_seq;
 		if (status)
@@ -409,13 +419,13 @@ static void wal_fsync_done(struct eng_io_op *op)
 		s->stats.fsync_ns_max = (uint64_t)took;
 	if (err < 0 || s->failed) {
 		wal_fail(s, err < 0 ? err : -EIO);
-		commit_finish(s, buf, -EIO);
+		commit_finish(s, buf, -EIO, w->commit_started_ns);
 		return;
 	}
 	w->size += buf->len;
 	s->stats.wal_bytes_written += buf->len;
 	s->stats.batches_committed += buf->req_count;
-	commit_finish(s, buf, 0);
+	commit_finish(s, buf, 0, w->commit_started_ns);
 }
 
 static void commit_start(struct eng_shard *s)
@@ -425,20 +435,20 @@ static void commit_start(struct eng_shard *s)
 	if (w->in_flight || buf->req_count == 0)
 		return;
 	if (s->failed) {
-		commit_finish(s, buf, -EIO);
+		commit_finish(s, buf, -EIO, 0);
 		return;
 	}
 	if (buf->len == 0) {
 		/* Only duplicates: their originals are durable, since nothing
 		 * is in flight. */
-		commit_finish(s, buf, 0);
+		commit_finish(s, buf, 0, 0);
 		return;
 	}
 	if (w->size + buf->len > s->eng->cfg.wal_file_bytes && w->size > FMT_FILE_HEADER_BYTES) {
 		int rc = eng_wal_rotate(s);
 		if (rc) {
 			wal_fail(s, rc);
-			commit_finish(s, buf, -EIO);
+			commit_finish(s, buf, -EIO, 0);
 			return;
 		}
 	}

@@ -646,7 +646,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t error_
 	c->streams--;
 	c->last_active_ns = srv_now_ns();
 	if (st->answered_ns)
-		mx_hist_observe_ns(&c->sh->stats.append_respond,
+		mx_hist_observe_ns(&c->sh->stats.append_stage[STAGE_RESPOND],
 				   (uint64_t)(c->last_active_ns - st->answered_ns));
 	if (!st->answered)
 		srv_count_request(c->sh, st->method, GRPC_CANCELLED);

@@ -163,6 +163,19 @@ struct conn {
 	size_t pend_len;
 };
 
+/* Where an Append's time goes, in order. receive and respond are timed
+ * for unary Appends only (a stream's messages share their HEADERS and
+ * last frame); the engine's four for every Append that succeeded. */
+enum srv_append_stage {
+	STAGE_RECEIVE, /* HEADERS frame to message decoded */
+	STAGE_QUEUE,   /* submitted to the engine to run by its shard */
+	STAGE_WAIT,    /* run (encoded into the WAL buffer) to its commit submitted */
+	STAGE_COMMIT,  /* WAL write + fsync, to the shard seeing it complete */
+	STAGE_DELIVER, /* completed by the shard to its callback on this thread */
+	STAGE_RESPOND, /* response queued to the stream's last frame sent */
+	SRV_APPEND_STAGES
+};
+
 /* Relaxed atomics written by one shard thread, read by the admin thread. */
 struct srv_stats {
 	_Atomic uint64_t requests[M_METHODS][GRPC_STATUS_COUNT];
@@ -173,10 +186,8 @@ struct srv_stats {
 	_Atomic uint64_t submit_retries;
 	_Atomic uint64_t log_suppressed;
 	struct mx_hist append_duration;
-	/* A unary Append's other stages: from its HEADERS frame to its
-	 * message decoded, and from its response queued to its stream
-	 * closed (the last frame handed to the socket). */
-	struct mx_hist append_receive, append_respond;
+	/* An Append's stages (enum srv_append_stage). */
+	struct mx_hist append_stage[SRV_APPEND_STAGES];
 	struct mx_hist request_duration[M_METHODS];
 };
 

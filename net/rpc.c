@@ -123,7 +123,7 @@ static struct call *call_new(struct stream *st, uint8_t *msg, uint32_t len)
 	call->credit = GF_PREFIX_BYTES + len;
 	call->start_ns = srv_now_ns();
 	if (st->method == M_APPEND)
-		mx_hist_observe_ns(&st->c->sh->stats.append_receive,
+		mx_hist_observe_ns(&st->c->sh->stats.append_stage[STAGE_RECEIVE],
 				   (uint64_t)(call->start_ns - st->opened_ns));
 	call->status = -1;
 	memcpy(call->tenant, st->tenant, sizeof(call->tenant));
@@ -283,7 +283,12 @@ static void append_done(struct eng_append *req)
 		uint32_t slot = mx_labelset_slot(&sh->srv->tenants, call->tenant, strlen(call->tenant));
 		mx_counter_vec_add(&sh->srv->appended, slot, req->accepted);
 		mx_counter_vec_add(&sh->srv->duplicates, slot, req->duplicates);
-		mx_hist_observe_ns(&sh->stats.append_duration, (uint64_t)(srv_now_ns() - call->start_ns));
+		int64_t now = srv_now_ns();
+		mx_hist_observe_ns(&sh->stats.append_duration, (uint64_t)(now - call->start_ns));
+		const int64_t at[] = { req->queued_ns, req->run_ns, req->commit_ns, req->done_ns, now };
+		for (int k = 0; k < 4; k++)
+			mx_hist_observe_ns(&sh->stats.append_stage[STAGE_QUEUE + k],
+					   (uint64_t)(at[k + 1] - at[k]));
 	}
 	if (!call_completed(call))
 		return;

@@ -551,8 +551,8 @@ int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_l
 		sh->handoff_fd = -1;
 		pthread_mutex_init(&sh->handoff_lock, NULL);
 		mx_hist_init(&sh->stats.append_duration, NULL, 0);
-		mx_hist_init(&sh->stats.append_receive, NULL, 0);
-		mx_hist_init(&sh->stats.append_respond, NULL, 0);
+		for (int k = 0; k < SRV_APPEND_STAGES; k++)
+			mx_hist_init(&sh->stats.append_stage[k], NULL, 0);
 		for (int m = 0; m < M_METHODS; m++)
 			mx_hist_init(&sh->stats.request_duration[m], NULL, 0);
 	}
@@ -784,13 +784,18 @@ int srv_render_metrics(struct srv *s, struct mx_buf *b)
 	mx_family(b, "hodei_append_duration_seconds", "histogram",
 		  "From an append request's arrival to its durable acknowledgement.");
 	mx_hist_write_sum(b, "hodei_append_duration_seconds", NULL, 0, h, n);
+	static const char *const stage_names[SRV_APPEND_STAGES] = {
+		"receive", "queue", "wait", "commit", "deliver", "respond",
+	};
 	mx_family(b, "hodei_append_stage_duration_seconds", "histogram",
-		  "A unary Append's time before and after the engine: receive (HEADERS to message "
-		  "decoded), respond (response queued to the stream's last frame sent).");
-	for (int k = 0; k < 2; k++) {
+		  "Where an Append's time goes: receive (HEADERS to message decoded, unary only), "
+		  "queue (to the engine shard running it), wait (to its WAL commit submitted), commit "
+		  "(WAL write and fsync), deliver (back to the connection's thread), respond "
+		  "(response queued to the last frame sent, unary only).");
+	for (int k = 0; k < SRV_APPEND_STAGES; k++) {
 		for (uint32_t i = 0; i < n; i++)
-			h[i] = k ? &s->shards[i].stats.append_respond : &s->shards[i].stats.append_receive;
-		struct mx_label l[] = { { "stage", k ? "respond" : "receive" } };
+			h[i] = &s->shards[i].stats.append_stage[k];
+		struct mx_label l[] = { { "stage", stage_names[k] } };
 		mx_hist_write_sum(b, "hodei_append_stage_duration_seconds", l, 1, h, n);
 	}
 	mx_family(b, "hodei_request_duration_seconds", "histogram",

@@ -133,6 +133,16 @@ def test_counters_move_by_exactly_what_was_sent(server, stubs):
         moved = after.get("hodei_append_stage_duration_seconds_count", stage=stage) - \
             before.get("hodei_append_stage_duration_seconds_count", stage=stage)
         assert moved >= 3, f"stage {stage}: {moved} appends observed"
+    # The engine's four stages are timed for exactly the Appends that
+    # succeeded, as the total is (stream messages included), and a commit
+    # (write and fsync) never takes no time.
+    for stage in ("queue", "wait", "commit", "deliver"):
+        moved = after.get("hodei_append_stage_duration_seconds_count", stage=stage) - \
+            before.get("hodei_append_stage_duration_seconds_count", stage=stage)
+        assert moved == observed, f"stage {stage}: {moved} appends observed, total {observed}"
+    commit_s = after.get("hodei_append_stage_duration_seconds_sum", stage="commit") - \
+        before.get("hodei_append_stage_duration_seconds_sum", stage="commit")
+    assert commit_s > 0, "stage commit: no time observed"
 
 
 def no_clients(server, tenant):
