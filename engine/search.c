@@ -38,10 +38,10 @@
  * false positive, or a version-1 block). The memtable is always scanned
  * (they are in memory). Phase
  * 2 decodes all columns of just the blocks that hold the final hits, one
- * block at a time, stages each hit, then packs every hit, its strings and
- * attributes into ONE allocation (req->result_mem) so results stay valid
- * however the memtable changes. Memory: the heap (`limit` entries), one
- * decoded block, the staged hits (limit x event size) and the packed copy.
+ * block at a time, and copies each hit, its strings and attributes once,
+ * into ONE buffer (req->result_mem) so results stay valid however the
+ * memtable changes. Memory: the heap (`limit` entries), one decoded block
+ * and the results (limit x event size).
  * Blocks come through eng_query_block() (read.c), so the shard's cache of
  * decoded blocks (block_cache.c) serves a block that a recent query
  * decoded with the columns asked for: phase 2's full decodes serve both
@@ -605,9 +605,21 @@ static int scan_all(struct search *c)
 
 /* ---- phase 2: results ---------------------------------------------------- */
 
+/* The results are built in ONE buffer, req->result_mem:
+ *
+ *   [n struct eng_hit][hit copy][hit copy]...   a hit copy: its attribute
+ *                                               array, then the bytes of its
+ *                                               attribute keys and values,
+ *                                               tenant, strings and details
+ *
+ * Each hit is copied once, straight from its decoded block (or memtable
+ * row), in block order; the buffer grows (and may move) as copies are
+ * added, so a hit's pointers are set only at the end, from its copy's
+ * offset and its lengths (hit_layout). */
 struct writer {
 	uint8_t *mem;   /* NULL: only count */
 	size_t at;
+	bool copy;      /* false: the bytes are there already, only point at them */
 };
 
 static struct fmt_str put_str(struct writer *w, struct fmt_str s)
@@ -615,36 +627,65 @@ static struct fmt_str put_str(struct writer *w, struct fmt_str s)
 	struct fmt_str r = { NULL, s.len };
 	if (w->mem) {
 		r.ptr = (const char *)w->mem + w->at;
-		if (s.len)
+		if (w->copy && s.len)
 			memcpy(w->mem + w->at, s.ptr, s.len);
 	}
 	w->at += s.len;
 	return r;
 }
 
-/* Deep-copies src into mem (attribute array first, then the bytes) and
- * points *dst at the copy; with mem NULL only sizes it. Returns the bytes
- * used, rounded up so that the next copy's attribute array is aligned. */
-static size_t event_copy(struct fmt_event *dst, const struct fmt_event *src, uint8_t *mem)
+/* One hit copy at mem. With src: copies src there (mem NULL: only sizes
+ * it) and sets *ev to the copy. Without: *ev's lengths and the attribute
+ * array at mem are right, and only *ev's pointers are set to the copy at
+ * mem (after the buffer moved). Returns the bytes the copy takes, rounded
+ * up so that the next copy's attribute array is aligned. */
+static size_t hit_layout(struct fmt_event *ev, const struct fmt_event *src, uint8_t *mem)
 {
-	struct writer w = { mem, (size_t)src->attr_count * sizeof(struct fmt_attr) };
+	const struct fmt_event *from = src ? src : ev;
+	struct writer w = { mem, (size_t)from->attr_count * sizeof(struct fmt_attr), src != NULL };
 	struct fmt_attr *attrs = (struct fmt_attr *)(void *)mem;
-	struct fmt_event ev = *src;
-	ev.attrs = (mem && src->attr_count) ? attrs : NULL;
-	for (uint32_t k = 0; k < src->attr_count; k++) {
-		struct fmt_attr a;
-		a.key = put_str(&w, src->attrs[k].key);
-		a.value = put_str(&w, src->attrs[k].value);
+	struct fmt_event out = *from;
+	out.attrs = (mem && from->attr_count) ? attrs : NULL;
+	for (uint32_t k = 0; k < from->attr_count; k++) {
+		struct fmt_attr a = src ? src->attrs[k] : attrs[k];
+		a.key = put_str(&w, a.key);
+		a.value = put_str(&w, a.value);
 		if (mem)
 			attrs[k] = a;
 	}
-	ev.tenant = put_str(&w, src->tenant);
+	out.tenant = put_str(&w, from->tenant);
 	for (uint32_t f = 0; f < FMT_F_STRING_COUNT; f++)
-		ev.str[f] = put_str(&w, src->str[f]);
-	ev.details_json = put_str(&w, src->details_json);
-	if (dst)
-		*dst = ev;
+		out.str[f] = put_str(&w, from->str[f]);
+	out.details_json = put_str(&w, from->details_json);
+	if (ev)
+		*ev = out;
 	return (w.at + 7) & ~(size_t)7;
+}
+
+struct results {
+	uint8_t *mem;
+	size_t len, cap;
+	size_t *off;    /* per hit: where its copy starts in mem */
+};
+
+/* Copies ev as hit h, growing the buffer as needed. */
+static int results_add(struct results *r, uint32_t h, const struct fmt_event *ev,
+		       const uint8_t chain[FMT_HASH_BYTES])
+{
+	size_t need = hit_layout(NULL, ev, NULL);
+	if (r->cap - r->len < need) {
+		size_t cap = FMT_MAX(r->cap * 2, r->len + need);
+		uint8_t *mem = realloc(r->mem, cap);
+		if (!mem)
+			return FMT_E_NOMEM;
+		r->mem = mem;
+		r->cap = cap;
+	}
+	struct eng_hit *hit = (struct eng_hit *)(void *)r->mem + h;
+	r->off[h] = r->len;
+	r->len += hit_layout(&hit->ev, ev, r->mem + r->len);
+	memcpy(hit->chain, chain, FMT_HASH_BYTES);
+	return 0;
 }
 
 static int cand_pos_cmp(const void *a, const void *b, void *ctx)
@@ -658,72 +699,48 @@ static int cand_pos_cmp(const void *a, const void *b, void *ctx)
 	return x->row < y->row ? -1 : (x->row > y->row);
 }
 
-/* Stages the k hits idx[0..k) that share one block (or the memtable):
- * memtable rows are used in place, segment rows are copied out of the
- * decoded block into owned[]. */
-static int stage_group(struct search *c, const struct cand *hits, const uint32_t *idx, uint32_t k,
-		       struct eng_hit *staged, uint8_t **owned)
+/* Copies the k hits idx[0..k) that share one block (or the memtable). */
+static int results_add_group(struct search *c, struct results *r, const struct cand *hits,
+			     const uint32_t *idx, uint32_t k)
 {
 	const struct unit *un = &c->units[hits[idx[0]].unit];
+	int rc = 0;
 	if (!un->seg) {
 		const struct eng_memtable *m = un->mem;
-		for (uint32_t i = 0; i < k; i++) {
+		for (uint32_t i = 0; i < k && rc == 0; i++) {
 			uint32_t row = hits[idx[i]].row;
-			staged[idx[i]].ev = m->rows[row];
-			memcpy(staged[idx[i]].chain, m->chains[row], FMT_HASH_BYTES);
+			rc = results_add(r, idx[i], &m->rows[row], m->chains[row]);
 		}
-		return 0;
+		return rc;
 	}
 	struct fmt_block *blk;
-	int rc = block_load(c, un->seg, hits[idx[0]].block, FMT_COLS_ALL, &blk);
-	if (rc)
+	if ((rc = block_load(c, un->seg, hits[idx[0]].block, FMT_COLS_ALL, &blk)) != 0)
 		return rc;
 	for (uint32_t i = 0; i < k && rc == 0; i++) {
 		uint32_t h = idx[i];
 		struct fmt_event ev;
+		uint8_t chain[FMT_HASH_BYTES];
 		fmt_block_row(un->seg->footer, blk, hits[h].row, &ev, c->attrs, FMT_ATTRS_HARD_MAX,
-			      staged[h].chain);
+			      chain);
 		/* Phase 1 read the same row from the same immutable file. */
 		ASSERT(ev.seq == hits[h].key.seq && ev.occurred_at_ns == hits[h].key.occ);
-		owned[h] = malloc(FMT_MAX(event_copy(NULL, &ev, NULL), (size_t)1));
-		if (!owned[h])
-			rc = FMT_E_NOMEM;
-		else
-			event_copy(&staged[h].ev, &ev, owned[h]);
+		rc = results_add(r, h, &ev, chain);
 	}
 	eng_query_block_release(&c->q, blk);
 	return rc;
 }
 
-/* Packs the staged hits into one allocation owned by the request. */
-static int results_pack(struct search *c, const struct eng_hit *staged, uint32_t n)
-{
-	size_t total = (size_t)n * sizeof(struct eng_hit);
-	for (uint32_t i = 0; i < n; i++)
-		total += event_copy(NULL, &staged[i].ev, NULL);
-	uint8_t *mem = malloc(total);
-	if (!mem)
-		return FMT_E_NOMEM;
-	struct eng_hit *hits = (struct eng_hit *)(void *)mem;
-	size_t at = (size_t)n * sizeof(struct eng_hit);
-	for (uint32_t i = 0; i < n; i++) {
-		memcpy(hits[i].chain, staged[i].chain, FMT_HASH_BYTES);
-		at += event_copy(&hits[i].ev, &staged[i].ev, mem + at);
-	}
-	ASSERT(at == total);
-	c->req->result_mem = mem;
-	c->req->hits = hits;
-	c->req->hit_count = n;
-	return 0;
-}
-
+/* Builds req->result_mem from the n hits in output order. */
 static int results_build(struct search *c, const struct cand *hits, uint32_t n)
 {
-	int rc = FMT_E_NOMEM;
-	struct eng_hit *staged = calloc(n, sizeof(*staged));
-	uint8_t **owned = calloc(n, sizeof(*owned));
+	/* A first guess of the room: typical events take well under 1 KiB. */
+	size_t head = (size_t)n * sizeof(struct eng_hit);
+	struct results r = { .mem = malloc(head + (size_t)n * 1024), .len = head,
+			     .cap = head + (size_t)n * 1024 };
+	r.off = malloc((size_t)n * sizeof(*r.off));
 	uint32_t *idx = malloc((size_t)n * sizeof(*idx));
-	if (!staged || !owned || !idx)
+	int rc = FMT_E_NOMEM;
+	if (!r.mem || !r.off || !idx)
 		goto fail;
 	for (uint32_t i = 0; i < n; i++)
 		idx[i] = i;
@@ -733,15 +750,19 @@ static int results_build(struct search *c, const struct cand *hits, uint32_t n)
 		for (j = i + 1; j < n; j++)
 			if (hits[idx[j]].unit != first->unit || hits[idx[j]].block != first->block)
 				break;
-		if ((rc = stage_group(c, hits, idx + i, j - i, staged, owned)) != 0)
+		if ((rc = results_add_group(c, &r, hits, idx + i, j - i)) != 0)
 			goto fail;
 	}
-	rc = results_pack(c, staged, n);
+	struct eng_hit *out = (struct eng_hit *)(void *)r.mem;
+	for (uint32_t h = 0; h < n; h++)
+		hit_layout(&out[h].ev, NULL, r.mem + r.off[h]);
+	c->req->result_mem = r.mem;
+	c->req->hits = out;
+	c->req->hit_count = n;
+	r.mem = NULL;
 fail:
-	for (uint32_t i = 0; owned && i < n; i++)
-		free(owned[i]);
-	free(owned);
-	free(staged);
+	free(r.mem);
+	free(r.off);
 	free(idx);
 	return rc;
 }

@@ -31,7 +31,8 @@
 #include <unistd.h>
 
 #define BASE_NS 1700000000000000000ll
-#define STORE_BYTES 512
+#define STORE_BYTES 4096
+#define DETAILS_PAD_MAX 3000
 #define ATTRS_PER_EVENT_MAX 3
 #define PAGES_MAX 100000u
 #define BATCH_MAX 50u
@@ -50,6 +51,7 @@ struct model {
 	struct fmt_attr (*attrs)[ATTRS_PER_EVENT_MAX];
 	uint8_t (*chain)[FMT_HASH_BYTES];
 	uint8_t last_chain[FMT_HASH_BYTES];
+	uint32_t details_pad;           /* every third event's details this long */
 };
 
 static const char *const actions[] = { "doc.read", "doc.write", "doc.delete" };
@@ -105,7 +107,10 @@ static void gen_event(struct model *m, uint32_t i)
 		m->attrs[i][k].value = put(st, &at, "value-%u-%u", i, k);
 	}
 	ev->attrs = ev->attr_count ? m->attrs[i] : NULL;
-	if (i % 5 == 0)
+	if (m->details_pad && i % 3 == 0)
+		ev->details_json = put(st, &at, "{\"n\":%u,\"pad\":\"%0*u\"}", i,
+				       (int)m->details_pad, m->salt);
+	else if (i % 5 == 0)
 		ev->details_json = put(st, &at, "{\"n\":%u,\"k\":%u}", i, m->salt);
 }
 
@@ -743,6 +748,32 @@ Test(search, results_outlive_memtable_changes)
 		assert_hit(&m, &kept.hits[i]);
 	}
 	eng_search_release(&kept);
+	model_free(&m);
+	fx_close(&fx);
+}
+
+/* Hits bigger than search's first guess of the room (1 KiB each) grow the
+ * results buffer while it is being filled, from blocks and the memtable:
+ * every byte must still come back where it belongs. */
+Test(search, results_larger_than_first_guess, .timeout = 240)
+{
+	struct fx fx;
+	fx_open(&fx, 100, 16, 0);
+	struct model m;
+	model_init(&m, "acme", 3, TIME_SHUFFLED, 400);
+	m.details_pad = DETAILS_PAD_MAX;
+	append_range(&fx, &m, 300, 25);
+	wait_sealed(&fx, m.name, 3);
+	append_range(&fx, &m, 40, 20); /* these stay in the memtable */
+	for (int oldest = 0; oldest <= 1; oldest++) {
+		struct eng_search s;
+		cr_assert_eq(search(&fx, m.name, NULL, oldest, 200, NULL, 0, &s), 0);
+		cr_assert_eq(s.hit_count, 200);
+		for (uint32_t i = 0; i < s.hit_count; i++)
+			assert_hit(&m, &s.hits[i]);
+		eng_search_release(&s);
+	}
+	check_everything(&fx, &m, true);
 	model_free(&m);
 	fx_close(&fx);
 }
