@@ -1487,8 +1487,8 @@ static int open_blocks(struct fmt_segment *seg, const uint8_t *footer)
 
 /* v3: one block's pairs of a column with `keys` codes: 1..min(keys, rows)
  * pairs, codes strictly ascending and below keys, counts >= 1 summing to
- * rows. */
-static int open_pairs(struct rd *r, uint32_t keys, uint32_t rows)
+ * rows. Adds each count to total[code]. */
+static int open_pairs(struct rd *r, uint32_t keys, uint32_t rows, uint32_t *total)
 {
 	uint64_t n, gap, count, sum = 0, next = 0;
 	int rc = rd_varint(r, &n);
@@ -1498,6 +1498,7 @@ static int open_pairs(struct rd *r, uint32_t keys, uint32_t rows)
 		if (rd_varint(r, &gap) || rd_varint(r, &count) || gap >= keys - next || count < 1 ||
 		    count > rows - sum)
 			return FMT_E_CORRUPT;
+		total[next + gap] += (uint32_t)count; /* segment rows < 2^32 */
 		next += gap + 1;
 		sum += count;
 	}
@@ -1549,9 +1550,16 @@ static int open_summary(struct fmt_segment *seg, const uint8_t *p, uint64_t len)
 	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS && rc == 0; k++) {
 		if (k > 0 && (rc = open_dict(seg, &r, k)) != 0)
 			break;
-		for (uint32_t b = 0; b < m->block_count && seg->count_keys[k] && rc == 0; b++) {
+		if (!seg->count_keys[k])
+			continue;
+		if (!(seg->count_total[k] = calloc(seg->count_keys[k], sizeof(uint32_t)))) {
+			rc = FMT_E_NOMEM;
+			break;
+		}
+		for (uint32_t b = 0; b < m->block_count && rc == 0; b++) {
 			seg->blocks[b].counts_at[k] = (uint32_t)(r.p - seg->summary);
-			rc = open_pairs(&r, seg->count_keys[k], seg->blocks[b].row_count);
+			rc = open_pairs(&r, seg->count_keys[k], seg->blocks[b].row_count,
+					seg->count_total[k]);
 		}
 	}
 	for (uint32_t b = 0; b < m->block_count && rc == 0; b++) {
@@ -1671,8 +1679,10 @@ void fmt_segment_close(struct fmt_segment *seg)
 	free(seg->blocks);
 	free(seg->id_filters);
 	free(seg->summary);
-	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++)
+	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++) {
 		free(seg->count_key[k]);
+		free(seg->count_total[k]);
+	}
 	free(seg);
 }
 
@@ -1683,7 +1693,7 @@ size_t fmt_segment_mem_bytes(const struct fmt_segment *seg)
 	for (uint32_t b = 0; b < seg->meta.block_count; b++)
 		n += seg->blocks[b].id_filter_bytes;
 	for (unsigned k = 0; k < FMT_SEG_COUNTED_COLS; k++)
-		n += (size_t)seg->count_keys[k] * sizeof(struct fmt_str);
+		n += (size_t)seg->count_keys[k] * (sizeof(struct fmt_str) + sizeof(uint32_t));
 	return n;
 }
 
@@ -1737,6 +1747,13 @@ uint32_t fmt_block_counts(const struct fmt_segment *seg, uint32_t b, unsigned co
 	}
 	ASSERT(rc == 0);
 	return (uint32_t)n;
+}
+
+const uint32_t *fmt_segment_count_totals(const struct fmt_segment *seg, unsigned col)
+{
+	int k = sum_index(col);
+	ASSERT(k >= 0 && seg->meta.version >= 3 && seg->count_keys[k]);
+	return seg->count_total[k];
 }
 
 bool fmt_block_may_hold_actor(const struct fmt_segment *seg, uint32_t b, uint64_t key)

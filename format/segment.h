@@ -171,11 +171,13 @@ struct fmt_segment {
 	uint8_t *id_filters;          /* version 2: every block's filter, in block order */
 	/* Version 3: the footer's summary section, copied; per counted column
 	 * the number of codes (0: not counted; outcome: 4, its values) and,
-	 * for action and resource_type, each code's value (into summary). */
+	 * for action and resource_type, each code's value (into summary),
+	 * and each code's rows in the whole segment (summed on open). */
 	uint8_t *summary;
 	uint32_t summary_len;
 	uint32_t count_keys[FMT_SEG_COUNTED_COLS];
 	struct fmt_str *count_key[FMT_SEG_COUNTED_COLS];
+	uint32_t *count_total[FMT_SEG_COUNTED_COLS];
 };
 
 /* ---- writing ---------------------------------------------------------- */
@@ -340,6 +342,12 @@ struct fmt_str fmt_segment_count_key(const struct fmt_segment *seg, unsigned col
  * each) and returns n (>= 1). Reads only the opened footer. */
 uint32_t fmt_block_counts(const struct fmt_segment *seg, uint32_t b, unsigned col,
 			  uint32_t *codes, uint32_t *counts);
+
+/* Column col's stored counts summed over every block of the segment
+ * (fmt_segment_count_keys() > 0): per code, the segment's rows with that
+ * value; they sum to the segment's rows. Computed when the footer was
+ * opened, so a count over a whole segment reads no block's pairs. */
+const uint32_t *fmt_segment_count_totals(const struct fmt_segment *seg, unsigned col);
 
 /* The probe key of an actor id (XXH3-64 of its bytes). */
 uint64_t fmt_actor_key(struct fmt_str actor_id);
