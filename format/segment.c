@@ -74,14 +74,6 @@
 #define SBBF_WORDS 8
 #define SUM_HEAD_BYTES 12               /* v3: summary kind, count keys max, actor filter bits */
 #define SUM_KIND 1                      /* counts as varint pairs, actor split-block Bloom filters */
-/* A string column is counted only when its dictionary takes at most
- * SUM_DICT_BYTES_PER_ROW bytes per row of the segment: a small segment with
- * many distinct values (a small tenant's) would pay more for the
- * dictionary than scanning its few blocks costs. At one byte a row, the
- * top tenant's 10,000-row segments (720 actions: a 14 KB dictionary) were
- * left out, and Count scanned 95 % of its rows; at four, segments from
- * about 3,500 rows up are counted. */
-#define SUM_DICT_BYTES_PER_ROW 4
 
 _Static_assert(FMT_COL_COUNT == 17, "the v1 footer has 17 chunk refs per block");
 _Static_assert(BLOCK_BYTES == 516, "block entry size is part of the format");
@@ -374,6 +366,7 @@ struct sum_dict {
  * one code, so the checks can demand byte equality. */
 struct summary {
 	uint32_t keys_max, actor_bits, rows_max;
+	uint32_t dict_bytes_per_row; /* the writer's: FMT_SEG_COUNT_DICT_BYTES_DEFAULT */
 	uint64_t rows;              /* of the blocks added */
 	struct buf outcome;         /* per block: outcome pairs */
 	struct sum_dict dict[SUM_DICTS];
@@ -607,10 +600,13 @@ static int sum_block(struct summary *s, const struct sum_rows *r)
 /* The section (FORMAT.md §5.5.2): head, outcome pairs, per string column
  * its dictionary and pairs, the actor filters. Returns its bytes in out
  * (the caller frees out->p). */
-static int sum_finish(struct summary *s, struct buf *out)
+static int sum_finish(struct summary *s, struct buf *out, const struct fmt_segment *stored)
 {
+	/* Which columns a writer leaves out is its choice (count_keys_max
+	 * aside): a rebuild for verify follows the stored segment's. */
 	for (unsigned k = 0; k < SUM_DICTS; k++)
-		if ((uint64_t)s->dict[k].keys.len > (uint64_t)SUM_DICT_BYTES_PER_ROW * s->rows)
+		if (stored ? stored->count_keys[1 + k] == 0
+			   : (uint64_t)s->dict[k].keys.len > (uint64_t)s->dict_bytes_per_row * s->rows)
 			s->dict[k].over = true;
 	size_t len = SUM_HEAD_BYTES + s->outcome.len + s->actor.len;
 	for (unsigned k = 0; k < SUM_DICTS; k++)
@@ -1061,7 +1057,7 @@ static int write_tail(struct builder *w)
 	uint64_t len = META_BYTES + (uint64_t)w->meta.block_count * BLOCK_BYTES;
 	if (w->meta.version >= 2)
 		len += ID_HEAD_BYTES + (uint64_t)w->meta.block_count * ID_RANGE_BYTES + w->filters.len;
-	int rc = w->meta.version >= 3 ? sum_finish(&w->sum, &w->sum_bytes) : 0;
+	int rc = w->meta.version >= 3 ? sum_finish(&w->sum, &w->sum_bytes, NULL) : 0;
 	if (rc)
 		return rc;
 	len += w->sum_bytes.len;
@@ -1102,7 +1098,8 @@ static int build_check(const struct fmt_segment_build_args *args, const struct f
 		return FMT_E_INVALID;
 	if (args->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX ||
 	    args->actor_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX ||
-	    args->count_keys_max > FMT_SEG_COUNT_KEYS_MAX)
+	    args->count_keys_max > FMT_SEG_COUNT_KEYS_MAX ||
+	    args->count_dict_bytes_per_row > FMT_SEG_COUNT_DICT_BYTES_MAX)
 		return FMT_E_INVALID;
 	*tenant = args->tenant.len ? args->tenant : (n ? rows[0].tenant : args->tenant);
 	if (!fmt_tenant_valid(*tenant))
@@ -1252,6 +1249,8 @@ int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fm
 	    (rc = sum_init(&w.sum, w.meta.count_keys_max, w.meta.actor_filter_bits, n)))
 		goto fail;
 	w.sum_ready = w.meta.version >= 3;
+	w.sum.dict_bytes_per_row = args->count_dict_bytes_per_row ? args->count_dict_bytes_per_row
+								  : FMT_SEG_COUNT_DICT_BYTES_DEFAULT;
 	if ((rc = buf_reserve(&w.img, FMT_SEG_HEADER_BYTES)))
 		goto fail;
 	w.img.len = FMT_SEG_HEADER_BYTES;
@@ -2490,12 +2489,14 @@ static int verify_blocks(const struct fmt_segment *seg, const uint8_t *buf, size
 
 /* v3: the summary section rebuilt from every row must equal the stored
  * one byte for byte (codes in order of first appearance, exact counts, a
- * column left out only when it has more than count_keys_max values, every
- * actor filter). */
+ * column counted only when it has at most count_keys_max values, every
+ * actor filter). A column the segment leaves out is left out of the
+ * rebuild too: which ones a writer counts is its choice, and one left out
+ * hides nothing (Count reads its rows). */
 static int verify_summary(const struct fmt_segment *seg, struct verify *v)
 {
 	struct buf out = { 0 };
-	int rc = sum_finish(&v->sum, &out);
+	int rc = sum_finish(&v->sum, &out, seg);
 	if (rc == 0 && (out.len != seg->summary_len || memcmp(out.p, seg->summary, out.len) != 0))
 		rc = FMT_E_CORRUPT;
 	free(out.p);

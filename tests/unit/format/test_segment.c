@@ -1380,11 +1380,27 @@ static void set_mix(struct set *s, uint32_t n, uint32_t na, uint32_t nt, uint32_
 	set_init(s, n, 1);
 	for (uint32_t i = 0; i < n; i++) {
 		struct fmt_event *ev = &s->rows[i];
-		ev->str[FMT_F_ACTION] = ownf(s, "act.%u", (i * 7 + i / 13) % na);
+		ev->str[FMT_F_ACTION] = ownf(s, "action.%u", (i * 7 + i / 13) % na);
 		ev->str[FMT_F_RESOURCE_TYPE] = ownf(s, "type-%u", (i * 13 + i / 5) % nt);
 		ev->str[FMT_F_ACTOR_ID] = ownf(s, "user-%u", (i * i + 3) % nu);
 		ev->outcome = (i * 5 + i / 7) % 4;
 	}
+}
+
+/* Bytes of the dictionary (varint length + bytes per value) that action
+ * would take in a segment of the set's rows, and its distinct values. */
+static uint32_t action_dict_bytes(const struct set *s, uint32_t *distinct)
+{
+	uint32_t bytes = 0;
+	*distinct = 0;
+	for (uint32_t i = 0; i < s->n; i++) {
+		uint32_t j = 0;
+		while (j < i && !fmt_str_eq(s->rows[j].str[FMT_F_ACTION], s->rows[i].str[FMT_F_ACTION]))
+			j++;
+		*distinct += j == i;
+		bytes += j == i ? 1 + s->rows[i].str[FMT_F_ACTION].len : 0;
+	}
+	return bytes;
 }
 
 /* Block b's stored counts of col against a brute-force tally of its rows
@@ -1439,18 +1455,11 @@ Test(segment, summary_counts_match_brute_force, .timeout = 240)
 		cr_assert_eq(seg->meta.count_keys_max, FMT_SEG_COUNT_KEYS_DEFAULT);
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_OUTCOME), 4);
 		/* Counted when its dictionary (varint length + bytes per value)
-		 * takes at most four bytes per row. */
-		uint32_t distinct = 0, dict_bytes = 0;
-		for (uint32_t i = 0; i < s.n; i++) {
-			uint32_t j = 0;
-			while (j < i && !fmt_str_eq(s.rows[j].str[FMT_F_ACTION], s.rows[i].str[FMT_F_ACTION]))
-				j++;
-			distinct += j == i;
-			dict_bytes += j == i ? 1 + s.rows[i].str[FMT_F_ACTION].len : 0;
-		}
+		 * takes at most eight bytes per row. */
+		uint32_t distinct, dict_bytes = action_dict_bytes(&s, &distinct);
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION),
-			     dict_bytes <= 4 * s.n ? distinct : 0);
-		left_out += dict_bytes > 4 * s.n;
+			     dict_bytes <= 8 * s.n ? distinct : 0);
+		left_out += dict_bytes > 8 * s.n;
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTOR_ID), 0);
 		/* Codes in order of first appearance. */
 		if (fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION))
@@ -1509,6 +1518,40 @@ Test(segment, summary_column_over_keys_max)
 	}
 	struct fmt_segment_build_args a = args_for(16);
 	a.count_keys_max = FMT_SEG_COUNT_KEYS_MAX + 1;
+	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
+				       &img, &len), FMT_E_INVALID);
+	set_free(&s);
+}
+
+/* How many dictionary bytes a row may pay for a counted string column is
+ * the writer's choice: a column is counted exactly when its dictionary
+ * fits the writer's allowance, and segments written under any allowance
+ * verify (an older writer's included: it allowed 4 bytes a row). */
+Test(segment, summary_dictionary_allowance_is_the_writers)
+{
+	struct set s;
+	uint8_t *img;
+	size_t len;
+	set_mix(&s, 300, 300, 3, 20);
+	set_chain(&s, zero_chain);
+	uint32_t distinct, bytes = action_dict_bytes(&s, &distinct);
+	cr_assert(bytes > 4 * s.n && bytes <= 16 * s.n, "%u dictionary bytes for %u rows", bytes, s.n);
+	static const uint32_t allowance[] = { 1, 4, 16, FMT_SEG_COUNT_DICT_BYTES_MAX };
+	for (unsigned k = 0; k < FMT_ARRAY_LEN(allowance); k++) {
+		struct fmt_segment_build_args a = args_for(64);
+		a.count_dict_bytes_per_row = allowance[k];
+		cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains,
+					       s.n, &img, &len), 0);
+		struct fmt_segment *seg = check_roundtrip(&s, img, len); /* verifies it */
+		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION),
+			     bytes <= allowance[k] * s.n ? distinct : 0, "allowance %u", allowance[k]);
+		for (uint32_t b = 0; b < seg->meta.block_count; b++)
+			assert_block_counts(&s, seg, b, FMT_COL_STR_FIRST + FMT_F_ACTION);
+		fmt_segment_close(seg);
+		free(img);
+	}
+	struct fmt_segment_build_args a = args_for(64);
+	a.count_dict_bytes_per_row = FMT_SEG_COUNT_DICT_BYTES_MAX + 1;
 	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
 				       &img, &len), FMT_E_INVALID);
 	set_free(&s);
