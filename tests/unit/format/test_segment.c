@@ -1494,6 +1494,29 @@ Test(segment, summary_counts_match_brute_force, .timeout = 240)
 	cr_assert(left_out > 0, "a shape whose action dictionary is too big to count");
 }
 
+/* Builds the set's rows (chained from zero) with args a, then opens and
+ * verifies the image (check_roundtrip). */
+static struct fmt_segment *build_checked(struct set *s, struct fmt_segment_build_args a,
+					 uint8_t **img, size_t *len)
+{
+	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
+				   img, len);
+	cr_assert_eq(rc, 0, "build: %s", fmt_strerror(rc));
+	return check_roundtrip(s, *img, *len);
+}
+
+/* What build says to args a (the image, if any, is dropped). */
+static int build_status(struct set *s, struct fmt_segment_build_args a)
+{
+	uint8_t *img = NULL;
+	size_t len;
+	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
+				   &img, &len);
+	if (rc == 0)
+		free(img);
+	return rc;
+}
+
 /* A column with more values than count_keys_max is not counted (the
  * others still are), and verify holds the writer to that rule. */
 Test(segment, summary_column_over_keys_max)
@@ -1506,9 +1529,7 @@ Test(segment, summary_column_over_keys_max)
 	for (uint32_t max = 4; max <= 5; max++) {
 		struct fmt_segment_build_args a = args_for(16);
 		a.count_keys_max = max;
-		cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains,
-					       s.n, &img, &len), 0);
-		struct fmt_segment *seg = check_roundtrip(&s, img, len);
+		struct fmt_segment *seg = build_checked(&s, a, &img, &len);
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION), max == 5 ? 5 : 0);
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_RESOURCE_TYPE), 2);
 		for (uint32_t b = 0; b < seg->meta.block_count; b++)
@@ -1518,8 +1539,7 @@ Test(segment, summary_column_over_keys_max)
 	}
 	struct fmt_segment_build_args a = args_for(16);
 	a.count_keys_max = FMT_SEG_COUNT_KEYS_MAX + 1;
-	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
-				       &img, &len), FMT_E_INVALID);
+	cr_assert_eq(build_status(&s, a), FMT_E_INVALID);
 	set_free(&s);
 }
 
@@ -1540,9 +1560,7 @@ Test(segment, summary_dictionary_allowance_is_the_writers)
 	for (unsigned k = 0; k < FMT_ARRAY_LEN(allowance); k++) {
 		struct fmt_segment_build_args a = args_for(64);
 		a.count_dict_bytes_per_row = allowance[k];
-		cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains,
-					       s.n, &img, &len), 0);
-		struct fmt_segment *seg = check_roundtrip(&s, img, len); /* verifies it */
+		struct fmt_segment *seg = build_checked(&s, a, &img, &len);
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_STR_FIRST + FMT_F_ACTION),
 			     bytes <= allowance[k] * s.n ? distinct : 0, "allowance %u", allowance[k]);
 		for (uint32_t b = 0; b < seg->meta.block_count; b++)
@@ -1552,8 +1570,7 @@ Test(segment, summary_dictionary_allowance_is_the_writers)
 	}
 	struct fmt_segment_build_args a = args_for(64);
 	a.count_dict_bytes_per_row = FMT_SEG_COUNT_DICT_BYTES_MAX + 1;
-	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
-				       &img, &len), FMT_E_INVALID);
+	cr_assert_eq(build_status(&s, a), FMT_E_INVALID);
 	set_free(&s);
 }
 
