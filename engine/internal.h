@@ -312,6 +312,10 @@ struct eng_shard {
 	bool failed;                       /* write path stopped after an I/O error */
 	bool disk_full;                    /* over its disk budget or under the reserve */
 	int64_t disk_next_check_ns;
+	/* Footer warm-up after a start (eng_footers_warm): the next tenant
+	 * slot and how many of its segments, newest first, were visited. */
+	uint32_t warm_slot, warm_seg;
+	bool warm_done;
 
 	/* The seal in progress (one round at a time per shard), and the
 	 * shard's seal worker, which builds segment images off the shard
@@ -462,6 +466,9 @@ void eng_segment_keep_footer(struct eng_shard *s, struct eng_segment *seg,
 void eng_segment_cache_free(struct eng_shard *s);
 /* After a request: drops what the caches hold beyond their bounds. */
 void eng_segment_cache_release(struct eng_shard *s);
+/* Loads segment footers while the shard is idle, for at most budget_ns;
+ * returns true while some remain to load (see seal.c). */
+bool eng_footers_warm(struct eng_shard *s, int64_t budget_ns);
 void eng_segment_free(struct eng_segment *seg);
 /* Reads and decodes the columns in col_mask of block b (pread). */
 int eng_segment_read_block(struct eng_shard *s, struct eng_segment *seg, uint32_t b,

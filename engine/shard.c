@@ -628,6 +628,9 @@ static void hooks_start(struct eng_shard *s)
 }
 
 #define DISK_CHECK_EVERY_NS (100 * 1000000ll)
+/* Footer warm-up work per idle tick: a request that arrives meanwhile
+ * waits at most about this long. */
+#define WARM_STEP_NS (1000000ll)
 
 /* The disk budget (DESIGN.md §2.6): this shard's share of
  * disk_budget_bytes, counting its local segments and its WAL files (old
@@ -689,6 +692,8 @@ static void *shard_main(void *arg)
 		eng_seal_progress(s);
 		if (!stopping)
 			eng_seal_maybe(s);
+		if (!stopping && !s->warm_done && left == DRAINED && inboxes_empty(s))
+			eng_footers_warm(s, WARM_STEP_NS);
 		publish_stats(s);
 		wake_producers(s);
 		if (stopping && quiescent(s) && inboxes_empty(s))
@@ -703,7 +708,8 @@ static void *shard_main(void *arg)
 			wait = 0;
 		atomic_store(&s->sleeping, true);
 		atomic_thread_fence(memory_order_seq_cst);
-		if ((left == DRAINED && !inboxes_empty(s)) || eng_seal_ready(s))
+		if ((left == DRAINED && !inboxes_empty(s)) || eng_seal_ready(s) ||
+		    (!s->warm_done && !stopping))
 			wait = 0;
 		int rc = eng_io_run(s->io, wait);
 		atomic_store(&s->sleeping, false);

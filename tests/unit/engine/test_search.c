@@ -778,6 +778,39 @@ Test(search, results_larger_than_first_guess, .timeout = 240)
 	fx_close(&fx);
 }
 
+/* After a start the shard loads its segments' footers while idle, before
+ * any request needs them (with a dedup window of 1 ns the start-up reads
+ * none for dedup), and answers stay right. */
+Test(search, footers_loaded_after_a_start, .timeout = 240)
+{
+	struct fx fx;
+	fx_open(&fx, 100, 16, 0);
+	struct model m;
+	model_init(&m, "acme", 7, TIME_ASCENDING, 1000);
+	append_range(&fx, &m, 1000, 25);
+	wait_sealed(&fx, m.name, 10);
+	fx_stop(&fx);
+	fx.cfg.dedup_window_ns = 1;
+	fx_start(&fx);
+	uint32_t shard = eng_shard_of(fx.eng, fmt_str_c(m.name));
+	struct eng_shard_stats st;
+	for (int i = 0; i < 1000; i++) {
+		eng_shard_stats(fx.eng, shard, &st);
+		if (st.segments_local >= 10 && st.footer_reads == st.segments_local)
+			break;
+		usleep(10000);
+	}
+	cr_assert_geq(st.segments_local, 10);
+	cr_assert_eq(st.footer_reads, st.segments_local, "%llu of %llu footers loaded",
+		     (unsigned long long)st.footer_reads, (unsigned long long)st.segments_local);
+	cr_assert_gt(st.footers_bytes, 0);
+	check_everything(&fx, &m, true);
+	eng_shard_stats(fx.eng, shard, &st);
+	cr_assert_eq(st.footer_reads, st.segments_local, "a footer was read twice");
+	model_free(&m);
+	fx_close(&fx);
+}
+
 static void segments_case(enum time_shape shape)
 {
 	struct fx fx;
