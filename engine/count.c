@@ -573,7 +573,7 @@ static int count_segment(struct count *c, struct eng_segment *seg, bool scan, ui
 	bool read = false, stored = fs->meta.version >= 3;
 	if (stored && (rc = stored_prepare(c, fs)) != 0)
 		return rc;
-	if (stored && c->cond_mask == 0 && mask == c->group_mask &&
+	if (stored && c->cond_mask == 0 && !(mask & COL_OCC) &&
 	    fmt_segment_count_keys(fs, c->group_col)) {
 		/* Wholly inside the range, no condition, a stored group column:
 		 * the segment's totals per value count it (v3). */

@@ -1984,8 +1984,6 @@ static int dec_attrs(struct fmt_block *blk, const struct fmt_chunk_ref *k, const
 	return rd.left == 0 ? 0 : FMT_E_CORRUPT;
 }
 
-/* v2: the block's ids must span exactly its id zone map, as occurred_at
- * spans its time zone map (the filter itself is checked by verify). */
 /* An event id as two big-endian halves: ids order as these pairs do
  * (memcmp order), in two integer compares instead of a call. */
 struct id128 {
@@ -2004,6 +2002,8 @@ static int id128_cmp(struct id128 a, struct id128 b)
 	return (a.lo > b.lo) - (a.lo < b.lo);
 }
 
+/* v2: the block's ids must span exactly its id zone map, as occurred_at
+ * spans its time zone map (the filter itself is checked by verify). */
 static int check_ids(const struct fmt_segment *seg, const struct fmt_block_ref *r,
 		     const uint8_t *ids)
 {

@@ -286,7 +286,7 @@ static void append_done(struct eng_append *req)
 		int64_t now = srv_now_ns();
 		mx_hist_observe_ns(&sh->stats.append_duration, (uint64_t)(now - call->start_ns));
 		const int64_t at[] = { req->queued_ns, req->run_ns, req->commit_ns, req->done_ns, now };
-		for (int k = 0; k < 4; k++)
+		for (size_t k = 0; k + 1 < FMT_ARRAY_LEN(at); k++)
 			mx_hist_observe_ns(&sh->stats.append_stage[STAGE_QUEUE + k],
 					   (uint64_t)(at[k + 1] - at[k]));
 	}
