@@ -2304,6 +2304,43 @@ void fmt_block_row_cols(const struct fmt_block *blk, uint32_t i, uint32_t col_ma
 			ev->str[f] = str_view(blk, FMT_COL_STR_FIRST + f, i);
 }
 
+void fmt_block_merge(struct fmt_block *dst, struct fmt_block *src)
+{
+	ASSERT(dst->rows == src->rows && (dst->mask & src->mask) == 0);
+	for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
+		if (!(src->mask & (1u << c)))
+			continue;
+		dst->raw[c] = src->raw[c];
+		src->raw[c] = NULL;
+		switch (col_kind(c)) {
+		case KIND_INT:
+			dst->ints[c] = src->ints[c];
+			src->ints[c] = NULL;
+			break;
+		case KIND_STR: {
+			unsigned slot = str_slot(c);
+			dst->str[slot] = src->str[slot];
+			dst->codes[slot] = src->codes[slot];
+			dst->dict_count[slot] = src->dict_count[slot];
+			src->str[slot] = NULL;
+			src->codes[slot] = NULL;
+			break;
+		}
+		case KIND_ATTRS:
+			dst->attr_first = src->attr_first;
+			dst->attr_kv = src->attr_kv;
+			src->attr_first = NULL;
+			src->attr_kv = NULL;
+			break;
+		default:
+			break;
+		}
+	}
+	dst->mask |= src->mask;
+	dst->mem_bytes += src->mem_bytes - sizeof(*src);
+	fmt_block_free(src);
+}
+
 void fmt_block_free(struct fmt_block *blk)
 {
 	if (!blk)

@@ -309,6 +309,11 @@ void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, u
 void fmt_block_row_cols(const struct fmt_block *blk, uint32_t i, uint32_t col_mask,
 			struct fmt_event *ev);
 
+/* Moves the columns of src into dst and frees src: two decodes of the
+ * same block with disjoint masks (made, say, by two threads, each with its
+ * own decoder) become one, as if decoded with both masks at once. */
+void fmt_block_merge(struct fmt_block *dst, struct fmt_block *src);
+
 void fmt_block_free(struct fmt_block *blk);
 
 /* Whether any row of blk has this event id (FMT_COL_EVENT_ID must have

@@ -626,6 +626,59 @@ Test(segment, block_mask_and_mem_bytes)
 	set_free(&s);
 }
 
+/* Two decodes of one block with disjoint masks, merged, are the decode
+ * with both masks: every field, attribute and chain value of every row,
+ * the mask and the bytes counted. Splits: the wide columns apart (what a
+ * query's helper thread decodes), odd and even columns, one column alone. */
+Test(segment, merged_decodes_equal_one_decode)
+{
+	struct set s;
+	set_init(&s, 700, 11);
+	uint8_t *img;
+	size_t len;
+	build(&s, 256, &img, &len);
+	struct fmt_segment *seg;
+	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
+	const uint32_t wide = (1u << FMT_COL_ATTRS) | (1u << FMT_COL_DETAILS);
+	const uint32_t splits[] = { wide, 0x55555555u & FMT_COLS_ALL, 1u << FMT_COL_OCCURRED_AT,
+				    1u << (FMT_COL_STR_FIRST + FMT_F_ACTION) };
+	struct fmt_attr a1[FMT_ATTRS_HARD_MAX], a2[FMT_ATTRS_HARD_MAX];
+	uint8_t c1[FMT_HASH_BYTES], c2[FMT_HASH_BYTES];
+	uint32_t row0 = 0;
+	for (uint32_t b = 0; b < seg->meta.block_count; b++) {
+		struct fmt_block *all;
+		cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, FMT_COLS_ALL, &all), 0);
+		for (unsigned k = 0; k < FMT_ARRAY_LEN(splits); k++) {
+			struct fmt_block *one, *two;
+			cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, FMT_COLS_ALL & ~splits[k],
+							  &one), 0);
+			cr_assert_eq(fmt_block_decode_buf(seg, img, len, b, splits[k], &two), 0);
+			fmt_block_merge(one, two);
+			cr_assert_eq(fmt_block_mask(one), FMT_COLS_ALL);
+			cr_assert_eq(fmt_block_mem_bytes(one), fmt_block_mem_bytes(all), "split %u", k);
+			for (unsigned c = FMT_COL_STR_FIRST; c <= FMT_COL_STR_LAST; c++) {
+				const uint32_t *x, *y;
+				cr_assert_eq(fmt_block_dict(one, c, &x), fmt_block_dict(all, c, &y));
+			}
+			for (uint32_t i = 0; i < fmt_block_rows(one); i++) {
+				struct fmt_event got, want;
+				fmt_block_row(seg, one, i, &got, a1, FMT_ATTRS_HARD_MAX, c1);
+				fmt_block_row(seg, all, i, &want, a2, FMT_ATTRS_HARD_MAX, c2);
+				assert_event_eq(&got, &want, row0 + i);
+				assert_event_eq(&got, &s.rows[row0 + i], row0 + i);
+				cr_assert_eq(memcmp(c1, c2, FMT_HASH_BYTES), 0);
+			}
+			fmt_block_free(one);
+		}
+		row0 += fmt_block_rows(all);
+		fmt_block_free(all);
+	}
+	cr_assert_eq(row0, s.n);
+	fmt_segment_close(seg);
+	free(img);
+	set_free(&s);
+}
+
 Test(segment, partial_columns_and_separate_chunks)
 {
 	struct set s;
