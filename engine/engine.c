@@ -53,6 +53,7 @@ void eng_config_default(struct eng_config *c)
 	c->open_segments_max = 1024;
 	c->footer_cache_bytes = 64ull << 20;
 	c->block_cache_bytes = 64ull << 20;
+	c->query_helpers = 1;
 	fmt_limits_default(&c->limits);
 }
 
@@ -126,33 +127,49 @@ static int mkdir_p(const char *path)
 	return 0;
 }
 
-static int config_check(const struct eng_config *c)
+/* NULL when c is usable, else what is wrong with it (for the log line). */
+static const char *config_check(const struct eng_config *c)
 {
 	if (!c->data_dir || !c->data_dir[0] || strlen(c->data_dir) > 3000)
-		return FMT_E_INVALID;
+		return "data_dir: empty or longer than 3000 bytes";
 	if (c->queue_depth < 2 || (c->queue_depth & (c->queue_depth - 1)))
-		return FMT_E_INVALID;
-	if (c->producers_max < 1 || c->producers_max > 4096 || c->shards > 1024)
-		return FMT_E_INVALID;
+		return "queue_depth: want a power of two >= 2";
+	if (c->producers_max < 1 || c->producers_max > 4096)
+		return "producers_max: want 1..4096";
+	if (c->shards > 1024)
+		return "shards: want 0..1024";
 	if (c->limits.events_per_batch_max < 1 || c->limits.events_per_batch_max > 65535)
-		return FMT_E_INVALID;
-	if (c->limits.attrs_max > FMT_ATTRS_HARD_MAX || c->wal_buffer_bytes < (1u << 16))
-		return FMT_E_INVALID;
-	if (c->seal_rows < 1 || c->seal_rows > FMT_SEG_ROWS_MAX || c->dedup_entries_max < 1)
-		return FMT_E_INVALID;
-	if (c->block_rows < 1 || c->block_rows > FMT_SEG_ROWS_MAX || c->tenants_max < 1)
-		return FMT_E_INVALID;
-	if (c->io_entries < 8 || c->open_segments_max < 1)
-		return FMT_E_INVALID;
-	if (c->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX || c->segment_version > FMT_SEG_VERSION ||
+		return "events_per_batch_max: want 1..65535";
+	if (c->limits.attrs_max > FMT_ATTRS_HARD_MAX)
+		return "attrs_max: over the format's hard maximum";
+	if (c->wal_buffer_bytes < (1u << 16))
+		return "wal_buffer_bytes: want at least 64 KiB";
+	if (c->seal_rows < 1 || c->seal_rows > FMT_SEG_ROWS_MAX)
+		return "seal_rows: want 1..the format's rows per segment";
+	if (c->dedup_entries_max < 1)
+		return "dedup_entries_max: want at least 1";
+	if (c->block_rows < 1 || c->block_rows > FMT_SEG_ROWS_MAX)
+		return "block_rows: want 1..the format's rows per segment";
+	if (c->tenants_max < 1)
+		return "tenants_max: want at least 1";
+	if (c->io_entries < 8)
+		return "io_entries: want at least 8";
+	if (c->open_segments_max < 1)
+		return "open_segments_max: want at least 1";
+	if (c->id_filter_bits > FMT_SEG_ID_FILTER_BITS_MAX)
+		return "id_filter_bits: over the format's maximum";
+	if (c->segment_version > FMT_SEG_VERSION ||
 	    (c->segment_version && c->segment_version < FMT_SEG_VERSION_MIN))
-		return FMT_E_INVALID;
+		return "segment_version: not a version this build writes";
 	if (c->count_groups_max < 1)
-		return FMT_E_INVALID;
-	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX ||
-	    c->footer_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
-		return FMT_E_INVALID;
-	return 0;
+		return "count_groups_max: want at least 1";
+	if (c->query_helpers > ENG_QUERY_HELPERS_MAX)
+		return "query_helpers: want 0..8";
+	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
+		return "block_cache_bytes: want at most 1 TiB";
+	if (c->footer_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)
+		return "footer_cache_bytes: want at most 1 TiB";
+	return NULL;
 }
 
 static int shard_init(struct eng_engine *eng, uint32_t i)
@@ -238,6 +255,7 @@ static void shard_free(struct eng_shard *s)
 	eng_export_free(s);
 	eng_remote_free(s);
 	eng_seal_worker_stop(s);
+	eng_helpers_stop(s);
 	if (s->io)
 		eng_io_destroy(s->io); /* before the buffers its ops point into */
 	s->io = NULL;
@@ -313,11 +331,12 @@ out:
 
 int eng_open(const struct eng_config *cfg, struct eng_engine **out)
 {
-	int rc = config_check(cfg);
-	if (rc) {
-		eng_log(NULL, ENG_LOG_ERROR, "invalid engine configuration");
-		return rc;
+	const char *bad = config_check(cfg);
+	if (bad) {
+		eng_log(NULL, ENG_LOG_ERROR, "invalid engine configuration: %s", bad);
+		return FMT_E_INVALID;
 	}
+	int rc;
 	struct eng_engine *eng = calloc(1, sizeof(*eng));
 	if (!eng)
 		return FMT_E_NOMEM;

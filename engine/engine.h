@@ -94,6 +94,9 @@ struct eng_fetcher {
 	int (*fetch)(void *ctx, const struct eng_fetch_req *req);
 };
 
+/* Most query helper threads per shard. */
+#define ENG_QUERY_HELPERS_MAX 8u
+
 /* Largest eng_config.block_cache_bytes (per shard). */
 #define ENG_BLOCK_CACHE_BYTES_MAX (1ull << 40)
 
@@ -146,6 +149,9 @@ struct eng_config {
 	/* Per shard: decoded segment blocks kept in memory (LRU), so that a
 	 * repeated or follow-up query does not decompress them again; 0: off. */
 	uint64_t block_cache_bytes;
+	/* Per shard: threads that decode a query's blocks beside the shard
+	 * thread (engine/helper.c); 0: none. At most ENG_QUERY_HELPERS_MAX. */
+	uint32_t query_helpers;
 	bool repair;                     /* cut a WAL at mid-file corruption instead of refusing */
 	struct fmt_limits limits;
 	eng_log_fn log;                  /* NULL: JSON lines on stderr */
@@ -532,6 +538,9 @@ struct eng_shard_stats {
 	 * it and not, blocks evicted for room, and the bytes it holds. */
 	uint64_t block_cache_hits, block_cache_misses, block_cache_evictions;
 	uint64_t block_cache_bytes;
+	/* Block decodes of queries run in batches with the query helpers, and
+	 * those a helper ran (engine/helper.c). */
+	uint64_t query_decode_jobs, query_decode_jobs_helped;
 	uint64_t memtable_bytes, memtable_rows;
 	uint64_t dedup_entries, dedup_evicted_early;
 	uint64_t tenants;

@@ -334,6 +334,23 @@ struct eng_shard {
 	int64_t seal_scan_ns;              /* last scan for aged memtables */
 	int64_t seal_retry_ns;             /* after a failed seal, not before */
 
+	/* The query helpers (helper.c): mu guards everything but `next`
+	 * and the threads' own decoders. */
+	struct eng_helpers {
+		struct eng_helper *all;    /* count started */
+		uint32_t count;
+		bool inited;               /* mu and the conds exist */
+		pthread_mutex_t mu;
+		pthread_cond_t work, idle;
+		struct eng_decode_job *jobs; /* the batch on offer; NULL: none */
+		uint32_t job_count;
+		atomic_uint next;          /* the next job to take */
+		uint64_t gen;              /* batches offered */
+		uint32_t busy;             /* helpers inside a batch */
+		uint32_t ran;              /* jobs of this batch run by helpers */
+		bool stop;
+	} helpers;
+
 	struct fmt_sha256_ctx *sha;        /* the append path's hashing context */
 	struct fmt_decoder *decoder;       /* segment block decoding (zstd context) */
 	uint8_t rand_buf[4096];            /* randomness for server-assigned ids */
@@ -513,6 +530,35 @@ bool eng_memtable_unsealed(const struct eng_tenant *t, const struct eng_memtable
 			   uint32_t *first, uint32_t *end);
 
 /* One query's reads of one tenant's segments, on the shard thread. */
+/* One decode of a query's batch (read.c, helper.c): the columns in mask
+ * of block `block`, from the stored chunk bytes chunks[c]. */
+struct eng_decode_job {
+	const struct fmt_segment *footer;
+	const uint8_t *const *chunks;   /* FMT_COL_COUNT pointers */
+	uint32_t block, mask;
+	struct fmt_block *out;          /* set by the run, with rc */
+	int rc;
+};
+
+/* Starts cfg.query_helpers helper threads for s (0: none); stops them
+ * (a no-op when none were started). */
+int eng_helpers_start(struct eng_shard *s);
+void eng_helpers_stop(struct eng_shard *s);
+/* Shard thread: runs jobs[0..n), with the shard's helpers when it has
+ * some and n > 1; returns when every job is done (helper.c: H1-H3). */
+void eng_decode_jobs_run(struct eng_shard *s, struct eng_decode_job *jobs, uint32_t n);
+
+/* Most blocks one eng_query_blocks() call takes. */
+#define ENG_QUERY_BLOCKS_MAX 8u
+
+/* A block a query wants: the segment (opened by eng_query_segment_open),
+ * the block index, and the block got. */
+struct eng_block_want {
+	struct eng_segment *seg;
+	uint32_t block;
+	struct fmt_block *blk;
+};
+
 struct eng_query {
 	struct eng_shard *s;
 	struct eng_tenant *t;
@@ -530,6 +576,12 @@ int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg);
  * (logged); *out is read-only and stays valid until it is given back with
  * eng_query_block_release() (never fmt_block_free()), before the query
  * completes. */
+/* The same for n blocks (1 <= n <= ENG_QUERY_BLOCKS_MAX) at once: those
+ * not cached are read, then decoded together, beside the shard's query
+ * helpers; a full decode is split in two jobs, the wide columns (attributes
+ * and details) apart. On success every w[i].blk is set, each given back
+ * with eng_query_block_release(); on failure none is (all released). */
+int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, uint32_t mask);
 int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out);
 void eng_query_block_release(struct eng_query *q, struct fmt_block *blk);

@@ -26,6 +26,15 @@
  * segment shorter than its footer says is corrupt, as far as a query is
  * concerned. Every failure is logged with the query's name, the tenant,
  * the segment and the block.
+ *
+ * Several blocks at once (eng_query_blocks: Search's phase 2 asks for the
+ * blocks of up to ENG_QUERY_BLOCKS_MAX groups of hits together). The
+ * chunks of every block not cached are read first, into the query's one
+ * buffer; then the decodes run as one batch on the shard thread and its
+ * query helpers (helper.c), a full decode split in two jobs (the wide
+ * attributes and details columns, about half of the time, apart) and
+ * merged after (fmt_block_merge). Everything but the decoding itself —
+ * the cache, the logs, the stats — stays on the shard thread.
  */
 #include "engine/internal.h"
 
@@ -160,19 +169,10 @@ static int io_buf_reserve(struct eng_query *q, size_t need)
 	return 0;
 }
 
-/* Reads the stored chunks of block b for the columns in mask, coalescing
- * chunks that are adjacent in the file into one pread, and reading
- * through a gap of at most READ_GAP_BYTES between two of them (a scan's
- * seq and occurred_at chunks have received_at between them, a few dozen
- * bytes): copying a few KiB more from the page cache costs less than
- * another system call per block. */
-static int read_chunks(struct eng_query *q, struct eng_segment *seg, uint32_t b,
-		       uint32_t mask, const uint8_t *ptrs[FMT_COL_COUNT])
+/* Bytes read_chunks() reads for the columns in mask of a block: their
+ * chunks, and the gaps it reads through. */
+static size_t chunk_span(const struct fmt_block_ref *ref, uint32_t mask)
 {
-	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
-	int rc = eng_segment_open_fd(q->s, seg); /* the footer may be resident alone */
-	if (rc)
-		return rc;
 	size_t total = 0;
 	uint64_t end = 0;
 	bool any = false;
@@ -186,7 +186,21 @@ static int read_chunks(struct eng_query *q, struct eng_segment *seg, uint32_t b,
 		end = ch->offset + ch->stored_len;
 		any = true;
 	}
-	if ((rc = io_buf_reserve(q, total ? total : 1)) != 0)
+	return total;
+}
+
+/* Reads the stored chunks of block b for the columns in mask into buf
+ * (chunk_span() bytes), coalescing chunks that are adjacent in the file
+ * into one pread, and reading through a gap of at most READ_GAP_BYTES
+ * between two of them (a scan's seq and occurred_at chunks have
+ * received_at between them, a few dozen bytes): copying a few KiB more
+ * from the page cache costs less than another system call per block. */
+static int read_chunks(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
+		       uint8_t *buf, const uint8_t *ptrs[FMT_COL_COUNT])
+{
+	const struct fmt_block_ref *ref = &seg->footer->blocks[b];
+	int rc = eng_segment_open_fd(q->s, seg); /* the footer may be resident alone */
+	if (rc)
 		return rc;
 	size_t at = 0, run_at = 0, run_len = 0;
 	uint64_t run_off = 0;
@@ -201,43 +215,119 @@ static int read_chunks(struct eng_query *q, struct eng_segment *seg, uint32_t b,
 			at += ch->offset - run_end;
 			run_len += ch->offset - run_end;
 		} else {
-			if (run_len && (rc = pread_chunks(seg->fd, q->io_buf + run_at, run_len, run_off)))
+			if (run_len && (rc = pread_chunks(seg->fd, buf + run_at, run_len, run_off)))
 				return rc;
 			run_at = at;
 			run_off = ch->offset;
 			run_len = 0;
 		}
 		run_len += ch->stored_len;
-		ptrs[col] = q->io_buf + at;
+		ptrs[col] = buf + at;
 		at += ch->stored_len;
 	}
-	ASSERT(at == total);
-	return run_len ? pread_chunks(seg->fd, q->io_buf + run_at, run_len, run_off) : 0;
+	ASSERT(at == chunk_span(ref, mask));
+	return run_len ? pread_chunks(seg->fd, buf + run_at, run_len, run_off) : 0;
+}
+
+/* The wide columns: a full decode's second job. They take about half of
+ * a block's decode time (docs/PERFORMANCE.md, "Query helpers"). */
+#define WIDE_COLS ((1u << FMT_COL_ATTRS) | (1u << FMT_COL_DETAILS))
+
+static void block_failed(struct eng_query *q, const struct eng_block_want *w, int rc)
+{
+	eng_log(q->s->eng, ENG_LOG_ERROR, "shard %u: %s of tenant %s: segment %016" PRIx64
+		" block %u: %s", q->s->id, q->what, q->t->name, w->seg->segment_id, w->block,
+		fmt_strerror(rc));
+}
+
+/* The decoded block of job j (and j + 1 when split), or NULL and *rc. */
+static struct fmt_block *job_result(struct eng_decode_job *jobs, uint32_t j, bool split, int *rc)
+{
+	struct fmt_block *blk = jobs[j].out, *wide = split ? jobs[j + 1].out : NULL;
+	*rc = jobs[j].rc ? jobs[j].rc : split ? jobs[j + 1].rc : 0;
+	if (*rc) {
+		fmt_block_free(blk);
+		fmt_block_free(wide);
+		return NULL;
+	}
+	if (wide)
+		fmt_block_merge(blk, wide);
+	return blk;
+}
+
+int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, uint32_t mask)
+{
+	ASSERT(n >= 1 && n <= ENG_QUERY_BLOCKS_MAX && mask != 0);
+	struct eng_shard *s = q->s;
+	uint32_t miss[ENG_QUERY_BLOCKS_MAX], misses = 0;
+	size_t at[ENG_QUERY_BLOCKS_MAX], total = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		ASSERT(w[i].seg->footer && w[i].block < w[i].seg->footer->meta.block_count);
+		w[i].blk = eng_block_cache_get(s, w[i].seg->segment_id, w[i].block);
+		if (w[i].blk) {
+			ASSERT(fmt_block_rows(w[i].blk) == w[i].seg->footer->blocks[w[i].block].row_count);
+			continue;
+		}
+		at[misses] = total;
+		total += chunk_span(&w[i].seg->footer->blocks[w[i].block], mask);
+		miss[misses++] = i;
+	}
+	if (misses == 0)
+		return 0;
+	int rc = io_buf_reserve(q, total ? total : 1);
+	/* Split a full decode only where a helper can take half of it. */
+	const bool split = s->helpers.count && (mask & WIDE_COLS) && (mask & ~WIDE_COLS);
+	const uint8_t *chunks[ENG_QUERY_BLOCKS_MAX][FMT_COL_COUNT];
+	struct eng_decode_job jobs[2 * ENG_QUERY_BLOCKS_MAX];
+	uint32_t nj = 0;
+	for (uint32_t m = 0; m < misses && rc == 0; m++) {
+		struct eng_block_want *x = &w[miss[m]];
+		if ((rc = read_chunks(q, x->seg, x->block, mask, q->io_buf + at[m], chunks[m]))) {
+			block_failed(q, x, rc);
+			break;
+		}
+		struct eng_decode_job job = { .footer = x->seg->footer, .chunks = chunks[m],
+					      .block = x->block, .mask = mask };
+		if (split) {
+			jobs[nj] = job;
+			jobs[nj++].mask = mask & ~WIDE_COLS;
+			job.mask = mask & WIDE_COLS;
+		}
+		jobs[nj++] = job;
+	}
+	if (rc == 0)
+		eng_decode_jobs_run(s, jobs, nj);
+	else
+		nj = 0; /* a read failed: nothing was decoded */
+	for (uint32_t m = 0, j = 0; j < nj; m++, j += split ? 2 : 1) {
+		struct eng_block_want *x = &w[miss[m]];
+		int err;
+		struct fmt_block *blk = job_result(jobs, j, split, &err);
+		if (!blk) {
+			block_failed(q, x, err);
+			rc = rc ? rc : err;
+			continue;
+		}
+		ASSERT(fmt_block_rows(blk) == x->seg->footer->blocks[x->block].row_count);
+		ASSERT(fmt_block_mask(blk) == mask);
+		eng_block_cache_put(s, x->seg->segment_id, x->block, blk); /* either way, released the same */
+		x->blk = blk;
+	}
+	for (uint32_t i = 0; rc && i < n; i++) {
+		if (w[i].blk)
+			eng_query_block_release(q, w[i].blk);
+		w[i].blk = NULL;
+	}
+	return rc;
 }
 
 int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out)
 {
-	ASSERT(seg->footer && b < seg->footer->meta.block_count && mask != 0);
-	*out = eng_block_cache_get(q->s, seg->segment_id, b);
-	if (*out) {
-		ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
-		return 0;
-	}
-	const uint8_t *ptrs[FMT_COL_COUNT];
-	int rc = read_chunks(q, seg, b, mask, ptrs);
-	if (rc == 0)
-		rc = fmt_block_decode_with(q->s->decoder, seg->footer, b, mask, ptrs, out);
-	if (rc) {
-		eng_log(q->s->eng, ENG_LOG_ERROR,
-			"shard %u: %s of tenant %s: segment %016" PRIx64 " block %u: %s", q->s->id,
-			q->what, q->t->name, seg->segment_id, b, fmt_strerror(rc));
-		return rc;
-	}
-	ASSERT(fmt_block_rows(*out) == seg->footer->blocks[b].row_count);
-	ASSERT(fmt_block_mask(*out) == mask);
-	eng_block_cache_put(q->s, seg->segment_id, b, *out); /* either way, released the same */
-	return 0;
+	struct eng_block_want w = { .seg = seg, .block = b };
+	int rc = eng_query_blocks(q, &w, 1, mask);
+	*out = w.blk;
+	return rc;
 }
 
 void eng_query_block_release(struct eng_query *q, struct fmt_block *blk)

@@ -42,6 +42,10 @@
  * into ONE buffer (req->result_mem) so results stay valid however the
  * memtable changes. Memory: the heap (`limit` entries), one decoded block
  * and the results (limit x event size).
+ * Phase 2 asks for the blocks of up to ENG_QUERY_BLOCKS_MAX groups of
+ * hits at once (eng_query_blocks), so that their decodes run together on
+ * the shard thread and its query helpers (helper.c); at most that many
+ * decoded blocks are held at a time.
  * Blocks come through eng_query_block() (read.c), so the shard's cache of
  * decoded blocks (block_cache.c) serves a block that a recent query
  * decoded with the columns asked for: phase 2's full decodes serve both
@@ -699,13 +703,14 @@ static int cand_pos_cmp(const void *a, const void *b, void *ctx)
 	return x->row < y->row ? -1 : (x->row > y->row);
 }
 
-/* Copies the k hits idx[0..k) that share one block (or the memtable). */
+/* Copies the k hits idx[0..k) that share one block: blk, or the memtable
+ * when blk is NULL. */
 static int results_add_group(struct search *c, struct results *r, const struct cand *hits,
-			     const uint32_t *idx, uint32_t k)
+			     const uint32_t *idx, uint32_t k, const struct fmt_block *blk)
 {
 	const struct unit *un = &c->units[hits[idx[0]].unit];
 	int rc = 0;
-	if (!un->seg) {
+	if (!blk) {
 		const struct eng_memtable *m = un->mem;
 		for (uint32_t i = 0; i < k && rc == 0; i++) {
 			uint32_t row = hits[idx[i]].row;
@@ -713,9 +718,6 @@ static int results_add_group(struct search *c, struct results *r, const struct c
 		}
 		return rc;
 	}
-	struct fmt_block *blk;
-	if ((rc = block_load(c, un->seg, hits[idx[0]].block, FMT_COLS_ALL, &blk)) != 0)
-		return rc;
 	for (uint32_t i = 0; i < k && rc == 0; i++) {
 		uint32_t h = idx[i];
 		struct fmt_event ev;
@@ -726,7 +728,36 @@ static int results_add_group(struct search *c, struct results *r, const struct c
 		ASSERT(ev.seq == hits[h].key.seq && ev.occurred_at_ns == hits[h].key.occ);
 		rc = results_add(r, h, &ev, chain);
 	}
-	eng_query_block_release(&c->q, blk);
+	return rc;
+}
+
+/* Copies the hits of groups [g0, g1) (group g: idx[at[g]..at[g + 1]), one
+ * block or the memtable each), whose segment blocks are read and decoded
+ * together (eng_query_blocks: beside the query helpers). Returns the end
+ * of what it did: g1, or where ENG_QUERY_BLOCKS_MAX blocks were reached. */
+static int results_add_groups(struct search *c, struct results *r, const struct cand *hits,
+			      const uint32_t *idx, const uint32_t *at, uint32_t g0, uint32_t g1,
+			      uint32_t *end)
+{
+	struct eng_block_want want[ENG_QUERY_BLOCKS_MAX];
+	uint32_t n = 0, g = g0;
+	for (; g < g1; g++) {
+		const struct cand *first = &hits[idx[at[g]]];
+		struct eng_segment *seg = c->units[first->unit].seg;
+		if (!seg)
+			continue;
+		if (n == ENG_QUERY_BLOCKS_MAX)
+			break;
+		want[n++] = (struct eng_block_want){ .seg = seg, .block = first->block };
+	}
+	*end = g;
+	int rc = n ? eng_query_blocks(&c->q, want, n, FMT_COLS_ALL) : 0;
+	for (uint32_t k = 0; rc == 0 && g0 < *end; g0++) {
+		const struct fmt_block *blk = c->units[hits[idx[at[g0]]].unit].seg ? want[k++].blk : NULL;
+		rc = results_add_group(c, r, hits, idx + at[g0], at[g0 + 1] - at[g0], blk);
+	}
+	for (uint32_t k = 0; k < n && want[k].blk; k++)
+		eng_query_block_release(&c->q, want[k].blk);
 	return rc;
 }
 
@@ -739,20 +770,25 @@ static int results_build(struct search *c, const struct cand *hits, uint32_t n)
 			     .cap = head + (size_t)n * 1024 };
 	r.off = malloc((size_t)n * sizeof(*r.off));
 	uint32_t *idx = malloc((size_t)n * sizeof(*idx));
+	uint32_t *at = malloc(((size_t)n + 1) * sizeof(*at));
 	int rc = FMT_E_NOMEM;
-	if (!r.mem || !r.off || !idx)
+	if (!r.mem || !r.off || !idx || !at)
 		goto fail;
 	for (uint32_t i = 0; i < n; i++)
 		idx[i] = i;
 	qsort_r(idx, n, sizeof(*idx), cand_pos_cmp, (void *)hits);
-	for (uint32_t i = 0, j; i < n; i = j) {
-		const struct cand *first = &hits[idx[i]];
-		for (j = i + 1; j < n; j++)
-			if (hits[idx[j]].unit != first->unit || hits[idx[j]].block != first->block)
-				break;
-		if ((rc = results_add_group(c, &r, hits, idx + i, j - i)) != 0)
-			goto fail;
+	uint32_t groups = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct cand *x = &hits[idx[i]];
+		if (i == 0 || x->unit != hits[idx[i - 1]].unit || x->block != hits[idx[i - 1]].block)
+			at[groups++] = i;
 	}
+	at[groups] = n;
+	rc = 0;
+	for (uint32_t g = 0; g < groups && rc == 0;)
+		rc = results_add_groups(c, &r, hits, idx, at, g, groups, &g);
+	if (rc)
+		goto fail;
 	struct eng_hit *out = (struct eng_hit *)(void *)r.mem;
 	for (uint32_t h = 0; h < n; h++)
 		hit_layout(&out[h].ev, NULL, r.mem + r.off[h]);
@@ -764,6 +800,7 @@ fail:
 	free(r.mem);
 	free(r.off);
 	free(idx);
+	free(at);
 	return rc;
 }
 

@@ -760,6 +760,8 @@ int eng_shard_start(struct eng_shard *s)
 	if (!s->woken || !s->woken_mark)
 		return FMT_E_NOMEM;
 	int rc = eng_seal_worker_start(s);
+	if (rc == 0)
+		rc = eng_helpers_start(s);
 	if (rc)
 		return rc;
 	rc = pthread_create(&s->thread, NULL, shard_main, s);

@@ -115,6 +115,8 @@ static const struct opt opts[] = {
 	  "per shard: segment footers (filters, zone maps, counts) kept in memory (64MiB)" },
 	{ "block-cache-bytes", "HODEI_BLOCK_CACHE_BYTES", SIZE(eng_cfg.block_cache_bytes),
 	  "per shard: decoded segment blocks kept in memory for the next query (64MiB; 0: off)" },
+	{ "query-helpers", "HODEI_QUERY_HELPERS", O_U32, D(eng_cfg.query_helpers), 0,
+	  "per shard: threads that decode a query's blocks beside the shard thread (1; 0: none; max 8)" },
 	{ "dedup-window", "HODEI_DEDUP_WINDOW", O_DUR, D(eng_cfg.dedup_window_ns), 0,
 	  "event_id dedup window (15m)" },
 	{ "memtable-budget", "HODEI_MEMTABLE_BUDGET", SIZE(eng_cfg.memtable_budget_bytes),
@@ -428,6 +430,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.block_cache_misses += st.block_cache_misses;
 		sum.block_cache_evictions += st.block_cache_evictions;
 		sum.block_cache_bytes += st.block_cache_bytes;
+		sum.query_decode_jobs += st.query_decode_jobs;
+		sum.query_decode_jobs_helped += st.query_decode_jobs_helped;
 		sum.disk_used_bytes += st.disk_used_bytes;
 		failed += st.failed;
 		disk_full += st.disk_full;
@@ -508,6 +512,14 @@ static int render(void *ctx, struct mx_buf *b)
 		     sum.block_cache_bytes);
 	ENGINE_GAUGE("hodei_block_cache_budget_bytes", "Bound of the decoded-block cache, all shards.",
 		     d->eng_cfg.block_cache_bytes * shards);
+	ENGINE_COUNTER("hodei_query_decode_jobs_total",
+		       "Block decodes of queries offered to the query helpers, all shards.",
+		       query_decode_jobs);
+	ENGINE_COUNTER("hodei_query_decode_jobs_helped_total",
+		       "Block decodes of queries that a query helper ran, all shards.",
+		       query_decode_jobs_helped);
+	ENGINE_GAUGE("hodei_query_helpers", "Query helper threads, all shards.",
+		     (uint64_t)d->eng_cfg.query_helpers * shards);
 	ENGINE_GAUGE("hodei_tenants", "Tenants with data on this node.", sum.tenants);
 	ENGINE_GAUGE("hodei_shards", "Shard threads.", shards);
 	ENGINE_GAUGE("hodei_shards_failed", "Shards whose write path stopped after an I/O error.", failed);

@@ -96,6 +96,15 @@ def test_bad_configuration_is_refused(server_factory, args):
     assert srv.stderr().strip(), "no message saying what is wrong"
 
 
+def test_engine_setting_out_of_range_is_named(server_factory):
+    srv = server_factory(args=["--query-helpers", "9"], start=False)
+    srv.start(wait_ready=False)
+    rc = srv.proc.wait(30)
+    srv.expect_dead = True
+    assert rc > 0
+    assert "invalid engine configuration: query_helpers: want 0..8" in srv.stderr()
+
+
 def test_sighup_reload_keeps_connections(server, stubs):
     a = stubs.audit_pb2
     k1 = server.add_key("hup", "writer")

@@ -811,6 +811,49 @@ Test(search, footers_loaded_after_a_start, .timeout = 240)
 	fx_close(&fx);
 }
 
+/* The query helpers decode a search's blocks beside the shard thread:
+ * with none, one or three per shard, every answer is the model's, and
+ * decodes are offered to helpers only when there are some. More than
+ * ENG_QUERY_HELPERS_MAX is refused. */
+Test(search, query_helpers_give_the_same_answers, .timeout = 240)
+{
+	static const uint32_t helpers[] = { 0, 1, 3 };
+	struct fx fx;
+	fx_open(&fx, 100, 16, 0);
+	struct model m;
+	model_init(&m, "acme", 13, TIME_SHUFFLED, 1100);
+	append_range(&fx, &m, 1000, 25);
+	wait_sealed(&fx, m.name, 10);
+	append_range(&fx, &m, 30, 30); /* these stay in the memtable */
+	for (uint32_t k = 0; k < FMT_ARRAY_LEN(helpers); k++) {
+		fx_stop(&fx);
+		fx.cfg.query_helpers = helpers[k];
+		fx_start(&fx);
+		check_everything(&fx, &m, true);
+		uint32_t shard = eng_shard_of(fx.eng, fmt_str_c(m.name));
+		struct eng_shard_stats st;
+		for (int i = 0; i < 1000; i++) {
+			eng_shard_stats(fx.eng, shard, &st);
+			if (st.searches > 0 && (helpers[k] == 0 || st.query_decode_jobs > 0))
+				break;
+			usleep(10000);
+		}
+		cr_assert_gt(st.searches, 0);
+		if (helpers[k] == 0)
+			cr_assert_eq(st.query_decode_jobs, 0);
+		else
+			cr_assert_gt(st.query_decode_jobs, 0, "%u helpers: no decode offered",
+				     helpers[k]);
+		cr_assert_leq(st.query_decode_jobs_helped, st.query_decode_jobs);
+	}
+	fx_stop(&fx);
+	fx.cfg.query_helpers = ENG_QUERY_HELPERS_MAX + 1;
+	cr_assert_eq(eng_open(&fx.cfg, &fx.eng), FMT_E_INVALID);
+	cr_assert_null(fx.eng);
+	model_free(&m);
+	tu_rmtree(fx.dir);
+}
+
 static void segments_case(enum time_shape shape)
 {
 	struct fx fx;
