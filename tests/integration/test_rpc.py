@@ -158,16 +158,19 @@ def test_search_filters_order_and_paging(server, stubs):
 
 def test_search_block_cache_on_and_off(server_factory, stubs):
     """Failures, then denials, twice, over sealed segments: the same answers
-    with --block-cache-bytes 0 (no lookup at all) and with the default (the
-    repeats and the second outcome are served from the cache)."""
+    with --block-cache-bytes 0 (no lookup at all), with the default (the
+    repeats and the second outcome are served from the cache), and with
+    the default cache but no query helpers (every decode on the shard
+    thread; ADR 0015)."""
     a = stubs.audit_pb2
     base = time.time_ns() - 1000 * 1_000_000_000
     sent = [event(i, occurred_at_ns=base + i * 1_000_000_000,
                   outcome=(a.OUTCOME_SUCCESS, a.OUTCOME_FAILURE, a.OUTCOME_DENIED)[i % 3])
             for i in range(130)]
     answers = {}
-    for size in ("0", "64MiB"):
-        srv = server_factory(args=["--seal-rows", "40", "--block-cache-bytes", size])
+    for size, helpers in (("0", 1), ("64MiB", 1), ("64MiB", 0)):
+        srv = server_factory(args=["--seal-rows", "40", "--block-cache-bytes", size,
+                                   "--query-helpers", str(helpers)])
         w = srv.stub(srv.add_key("acme", "writer"))
         r = srv.stub(srv.add_key("acme", "reader"))
         for k in range(0, len(sent), 10):
@@ -182,8 +185,15 @@ def test_search_block_cache_on_and_off(server_factory, stubs):
                             for e in resp.events])
         assert got[0:2] == got[2:4], f"cache {size}: a repeated search differs"
         assert [len(g) for g in got[0:2]] == [43, 43]
-        answers[size] = got
+        answers[size, helpers] = got
         m = srv.metrics()
+        assert m.get("hodei_query_helpers") == helpers * m.get("hodei_shards")
+        if helpers:
+            assert m.get("hodei_query_decode_jobs_total") > 0
+        else:
+            assert m.get("hodei_query_decode_jobs_total") == 0
+        assert m.get("hodei_query_decode_jobs_helped_total") <= m.get(
+            "hodei_query_decode_jobs_total")
         if size == "0":
             assert m.get("hodei_block_cache_budget_bytes") == 0
             assert m.get("hodei_block_cache_hits_total") == 0
@@ -194,7 +204,7 @@ def test_search_block_cache_on_and_off(server_factory, stubs):
             assert m.get("hodei_block_cache_misses_total") > 0
             assert m.get("hodei_block_cache_evictions_total") == 0
         srv.stop()
-    assert answers["0"] == answers["64MiB"]
+    assert answers["0", 1] == answers["64MiB", 1] == answers["64MiB", 0]
 
 
 def test_search_limit_max_1000(server, stubs):
