@@ -38,6 +38,7 @@ void eng_config_default(struct eng_config *c)
 	c->remote_cache_bytes = 1ull << 30;
 	c->seal_rows = 500000;
 	c->seal_bytes = 64ull << 20;
+	c->seal_write_step_bytes = 0; /* paced writes: built, not yet shown to pay (PERFORMANCE.md) */
 	c->seal_age_ns = 60ll * 1000000000;
 	c->memtable_budget_bytes = 512ull << 20;
 	c->wal_retain_bytes = 512ull << 20;
@@ -163,6 +164,9 @@ static const char *config_check(const struct eng_config *c)
 		return "segment_version: not a version this build writes";
 	if (c->count_groups_max < 1)
 		return "count_groups_max: want at least 1";
+	if (c->seal_write_step_bytes &&
+	    (c->seal_write_step_bytes < 4096 || c->seal_write_step_bytes > (1ull << 30)))
+		return "seal_write_step_bytes: want 0 or 4 KiB..1 GiB";
 	if (c->query_helpers > ENG_QUERY_HELPERS_MAX)
 		return "query_helpers: want 0..8";
 	if (c->block_cache_bytes > ENG_BLOCK_CACHE_BYTES_MAX)

@@ -124,6 +124,10 @@ struct eng_config {
 	struct eng_fetcher fetcher;
 	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
 	uint64_t seal_bytes;             /* ... or this many bytes */
+	/* A segment image is written in steps of this many bytes, each
+	 * written back to the device before the next (seal.c); 0 (the
+	 * default): each image in one write. 0 or 4 KiB..1 GiB. */
+	uint64_t seal_write_step_bytes;
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
 	uint64_t memtable_budget_bytes;  /* per shard: over 1/2 seals early, over 1 refuses */
 	/* Per shard: WAL kept for unsealed rows. A tenant whose oldest row

@@ -89,9 +89,10 @@ const char *eng_io_backend_name(enum eng_io_backend b)
 int eng_io_submit(struct eng_io *io, struct eng_io_op *op)
 {
 	ASSERT(io && op && op->done);
-	ASSERT(op->kind == ENG_IO_WRITE || op->kind == ENG_IO_READ || op->kind == ENG_IO_FSYNC);
+	ASSERT(op->kind == ENG_IO_WRITE || op->kind == ENG_IO_READ || op->kind == ENG_IO_FSYNC ||
+	       op->kind == ENG_IO_WRITEBACK);
 	ASSERT(op->fd >= 0);
-	ASSERT(op->kind == ENG_IO_FSYNC || op->buf || op->len == 0);
+	ASSERT(op->kind == ENG_IO_FSYNC || op->kind == ENG_IO_WRITEBACK || op->buf || op->len == 0);
 	ASSERT(io->in_flight <= io->entries);
 	if (op->len > ENG_IO_LEN_MAX || op->offset > (uint64_t)INT64_MAX)
 		return FMT_E_INVALID;

@@ -22,7 +22,8 @@
  * same descriptor number: a dup()ed descriptor is not ordered against it.
  * The sync and fault backends run ops one by one in submission order.
  *
- * Results: op->result is 0 for FSYNC, or -errno, or a byte count:
+ * Results: op->result is 0 for FSYNC and WRITEBACK, or -errno, or a byte
+ * count:
  *   WRITE  a short count is continued by the backend, so success means
  *          result == len;
  *   READ   a short count is continued too, until len bytes or end of file,
@@ -34,12 +35,23 @@
 
 #include "format/common.h"
 
+#include <fcntl.h>
 #include <stdbool.h>
+
+/* What ENG_IO_WRITEBACK asks of sync_file_range(2). */
+#define ENG_WRITEBACK_FLAGS \
+	(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
 
 enum eng_io_kind {
 	ENG_IO_WRITE = 1,
 	ENG_IO_READ = 2,
 	ENG_IO_FSYNC = 3, /* fdatasync semantics */
+	/* Writes [offset, offset + len) of the file back to the device and
+	 * waits for it (sync_file_range WAIT_BEFORE | WRITE | WAIT_AFTER):
+	 * paces a big write so that it never puts much in the device's queue
+	 * at once. It makes nothing durable (no metadata, no cache flush):
+	 * only FSYNC does. */
+	ENG_IO_WRITEBACK = 4,
 };
 
 struct eng_io_op;

@@ -173,6 +173,7 @@ static void fault_exec(struct eng_io *io, struct eng_io_op *op)
 		fault_fsync(f, op);
 		break;
 	case ENG_IO_READ:
+	case ENG_IO_WRITEBACK: /* durability is FSYNC's: the crash model ignores it */
 		eng_io_sync_exec(op);
 		break;
 	}

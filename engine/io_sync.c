@@ -76,6 +76,10 @@ void eng_io_sync_exec(struct eng_io_op *op)
 	case ENG_IO_FSYNC:
 		op->result = sync_fsync(op);
 		break;
+	case ENG_IO_WRITEBACK:
+		op->result = sync_file_range(op->fd, (off_t)op->offset, (off_t)op->len,
+					     ENG_WRITEBACK_FLAGS) == 0 ? 0 : -errno;
+		break;
 	default:
 		ASSERT(!"unknown op kind");
 	}

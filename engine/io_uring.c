@@ -103,6 +103,9 @@ static void ur_prep(struct eng_io_uring *u, uint32_t idx)
 	case ENG_IO_FSYNC:
 		io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
 		break;
+	case ENG_IO_WRITEBACK:
+		io_uring_prep_sync_file_range(sqe, op->fd, op->len, op->offset, ENG_WRITEBACK_FLAGS);
+		break;
 	}
 	io_uring_sqe_set_data64(sqe, idx);
 }
@@ -230,7 +233,7 @@ static void ur_op_cqe(struct eng_io_uring *u, uint64_t tag, int32_t res, struct 
 	op = s->op;
 	ASSERT(op && u->in_kernel > 0);
 	u->in_kernel--;
-	if (res >= 0 && op->kind != ENG_IO_FSYNC) {
+	if (res >= 0 && op->kind != ENG_IO_FSYNC && op->kind != ENG_IO_WRITEBACK) {
 		ASSERT((uint32_t)res <= op->len - op->progress);
 		op->progress += (uint32_t)res;
 		if (op->progress == op->len || (res == 0 && op->kind == ENG_IO_READ)) {

@@ -13,7 +13,8 @@
  *         images and creates their temporary files, so the shard keeps
  *         committing appends meanwhile and never waits for the journal)
  *   BUILDING ──built──▶ WRITING
- *        (write + fsync <id>.hseg.tmp for every tenant, all in flight)
+ *        (write <id>.hseg.tmp for every tenant, one image after the other
+ *         in paced steps, then fsync them all at once)
  *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
  *        ──▶ MANIFEST (write + fsync one record per segment, in one write)
  *   MANIFEST ──done──▶ add each segment to its tenant, free the frozen
@@ -69,7 +70,8 @@ struct seal_item {
 	struct eng_segment *seg;
 	struct fmt_segment *footer;   /* seg's, parsed by the worker */
 	char tmp_path[4200], final_path[4200];
-	struct eng_io_op op_write, op_fsync;
+	size_t written;               /* bytes of image written and written back */
+	struct eng_io_op op_write, op_writeback, op_fsync;
 };
 
 struct eng_seal {
@@ -77,6 +79,7 @@ struct eng_seal {
 	enum seal_state state;
 	_Atomic bool built;           /* set by the worker, read by the shard */
 	uint32_t count, pending;
+	uint32_t writing;             /* items whose writing has started */
 	struct seal_item item[SEAL_BATCH_MAX];
 	uint8_t records[SEAL_BATCH_MAX * SEAL_RECORD_BYTES];
 	struct eng_manifest_write man;
@@ -656,6 +659,73 @@ static void seal_start(struct eng_shard *s, struct eng_seal *z)
 	pthread_mutex_unlock(&s->seal_lock);
 }
 
+static void item_step(struct eng_shard *s, struct seal_item *it);
+
+/* Paced writing (cfg.seal_write_step_bytes > 0). The round's images are
+ * written one after the other, each in steps: a step is written, then
+ * written back to the device (ENG_IO_WRITEBACK) before the next starts.
+ * So the device never queues more than one step of segment data ahead of
+ * a WAL fsync, which would wait behind it: with every image written and
+ * fsynced at once, a round's burst made the WAL's fsyncs the slowest part
+ * of an ack (docs/PERFORMANCE.md, "The ack tail"). Once every image is
+ * written back, they are all fsynced at once, as before: the fsyncs then
+ * carry metadata only, in one or two journal commits for the round. A
+ * failed step ends its image (the round then fails as before). */
+static void seal_write_next(struct eng_shard *s)
+{
+	struct eng_seal *z = s->seal;
+	if (z->writing < z->count) {
+		item_step(s, &z->item[z->writing++]);
+		return;
+	}
+	for (uint32_t i = 0; i < z->count; i++) {
+		struct seal_item *it = &z->item[i];
+		it->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = it->fd,
+						   .done = item_fsync_done, .ctx = it };
+		submit_op(s, &it->op_fsync);
+	}
+}
+
+static void item_step_written_back(struct eng_io_op *op)
+{
+	struct seal_item *it = op->ctx;
+	if (op->result < 0)
+		it->result = op->result;
+	else
+		it->written += op->len;
+	item_step(it->z->s, it);
+}
+
+static void item_step_written(struct eng_io_op *op)
+{
+	struct seal_item *it = op->ctx;
+	struct eng_shard *s = it->z->s;
+	if (op->result < 0) {
+		it->result = op->result;
+		item_step(s, it);
+		return;
+	}
+	it->op_writeback = (struct eng_io_op){ .kind = ENG_IO_WRITEBACK, .fd = it->fd,
+					       .offset = op->offset, .len = op->len,
+					       .done = item_step_written_back, .ctx = it };
+	submit_op(s, &it->op_writeback);
+}
+
+static void item_step(struct eng_shard *s, struct seal_item *it)
+{
+	uint64_t step = s->eng->cfg.seal_write_step_bytes;
+	if (it->result == 0 && it->written < it->image_len) {
+		uint32_t n = (uint32_t)FMT_MIN(step, (uint64_t)(it->image_len - it->written));
+		it->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = it->fd,
+						   .buf = it->image + it->written, .len = n,
+						   .offset = it->written,
+						   .done = item_step_written, .ctx = it };
+		submit_op(s, &it->op_write);
+		return;
+	}
+	seal_write_next(s);
+}
+
 /* Shard thread, once the worker built the images: open the temporary
  * files and write them. */
 static void seal_write(struct eng_shard *s)
@@ -670,6 +740,11 @@ static void seal_write(struct eng_shard *s)
 		return;
 	}
 	z->pending = z->count;
+	if (s->eng->cfg.seal_write_step_bytes) {
+		z->writing = 0;
+		seal_write_next(s);
+		return;
+	}
 	for (uint32_t i = 0; i < z->count; i++) {
 		struct seal_item *it = &z->item[i];
 		it->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = it->fd, .buf = it->image,

@@ -27,9 +27,12 @@
 
 #include "engine_test_util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define BATCHES 12u
@@ -271,16 +274,39 @@ Test(fault, wal_fsync_fails)
 /* Which kind of write each seal case broke, over all k. */
 struct seal_tally {
 	uint32_t wal, segment, manifest, none;
+	off_t largest;                /* the largest segment file seen */
 };
 
-static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally)
+/* The size of the largest segment file of shard 0 under dir. */
+static off_t largest_segment(const char *dir)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/shard-000/segments", dir);
+	DIR *d = opendir(path);
+	cr_assert(d != NULL);
+	off_t most = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+		if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+			most = st.st_size > most ? st.st_size : most;
+	}
+	closedir(d);
+	return most;
+}
+
+/* step: cfg.seal_write_step_bytes (0: the default); rows: cfg.seal_rows. */
+static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally, uint64_t step,
+		      uint32_t rows)
 {
 	char dir[256];
 	tu_tmpdir(dir, sizeof(dir));
 	struct log_seen seen = { 0 };
 	struct eng_config cfg;
 	cfg_fault(&cfg, kind, k, &seen);
-	cfg.seal_rows = 2 * SEAL_BATCH_EVENTS;
+	cfg.seal_rows = rows;
+	if (step)
+		cfg.seal_write_step_bytes = step;
 	cfg.block_rows = 8;
 	cfg.wal_file_bytes = 16u << 10; /* rotate and reclaim WAL files too */
 	struct eng_engine *eng = tu_open(dir, &cfg);
@@ -319,6 +345,8 @@ static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally
 	check_after_restart(p, b, SEAL_BATCHES, stored, false);
 	eng_producer_close(p);
 	eng_close(eng);
+	off_t most = largest_segment(dir);
+	tally->largest = most > tally->largest ? most : tally->largest;
 }
 
 /* The Nth write (WAL, segment or manifest: whichever it is) fails while
@@ -327,18 +355,32 @@ Test(fault, seal_write_fails)
 {
 	struct seal_tally tally = { 0 };
 	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
-		seal_case(FAIL_WRITE, k, &tally);
+		seal_case(FAIL_WRITE, k, &tally, 0, 2 * SEAL_BATCH_EVENTS);
 	cr_log_info("write failures hit: wal %u, segment %u, manifest %u, none %u", tally.wal,
 		    tally.segment, tally.manifest, tally.none);
 	cr_assert(tally.segment > 0, "no case failed a segment write");
 	cr_assert(tally.manifest > 0, "no case failed a manifest write");
 }
 
+/* The same with segments written in 4 KiB steps (each written back
+ * before the next): a failure between two steps of one image fails the
+ * round, which is retried, and costs nothing acknowledged. */
+Test(fault, seal_write_fails_between_steps, .timeout = 240)
+{
+	struct seal_tally tally = { 0 };
+	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
+		seal_case(FAIL_WRITE, k, &tally, 4096, 8 * SEAL_BATCH_EVENTS);
+	cr_log_info("write failures hit: wal %u, segment %u, manifest %u, none %u", tally.wal,
+		    tally.segment, tally.manifest, tally.none);
+	cr_assert(tally.segment > 1, "fewer than two cases failed a segment step");
+	cr_assert_gt(tally.largest, 2 * 4096, "no segment took three steps");
+}
+
 Test(fault, seal_fsync_fails)
 {
 	struct seal_tally tally = { 0 };
 	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
-		seal_case(FAIL_FSYNC, k, &tally);
+		seal_case(FAIL_FSYNC, k, &tally, 0, 2 * SEAL_BATCH_EVENTS);
 	cr_log_info("fsync failures hit: wal %u, segment %u, manifest %u, none %u", tally.wal,
 		    tally.segment, tally.manifest, tally.none);
 	cr_assert(tally.segment > 0, "no case failed a segment fsync");
