@@ -349,15 +349,23 @@ static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally
 	tally->largest = most > tally->largest ? most : tally->largest;
 }
 
+/* seal_case for k = 1..SEAL_K_MAX; logs and returns what was hit. */
+static struct seal_tally seal_cases(enum fault_kind kind, uint64_t step, uint32_t rows)
+{
+	struct seal_tally tally = { 0 };
+	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
+		seal_case(kind, k, &tally, step, rows);
+	cr_log_info("%s failures hit: wal %u, segment %u, manifest %u, none %u",
+		    kind == FAIL_WRITE ? "write" : "fsync", tally.wal, tally.segment, tally.manifest,
+		    tally.none);
+	return tally;
+}
+
 /* The Nth write (WAL, segment or manifest: whichever it is) fails while
  * seals run; over all N, each kind of seal write must have been hit. */
 Test(fault, seal_write_fails)
 {
-	struct seal_tally tally = { 0 };
-	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
-		seal_case(FAIL_WRITE, k, &tally, 0, 2 * SEAL_BATCH_EVENTS);
-	cr_log_info("write failures hit: wal %u, segment %u, manifest %u, none %u", tally.wal,
-		    tally.segment, tally.manifest, tally.none);
+	struct seal_tally tally = seal_cases(FAIL_WRITE, 0, 2 * SEAL_BATCH_EVENTS);
 	cr_assert(tally.segment > 0, "no case failed a segment write");
 	cr_assert(tally.manifest > 0, "no case failed a manifest write");
 }
@@ -367,22 +375,14 @@ Test(fault, seal_write_fails)
  * round, which is retried, and costs nothing acknowledged. */
 Test(fault, seal_write_fails_between_steps, .timeout = 240)
 {
-	struct seal_tally tally = { 0 };
-	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
-		seal_case(FAIL_WRITE, k, &tally, 4096, 8 * SEAL_BATCH_EVENTS);
-	cr_log_info("write failures hit: wal %u, segment %u, manifest %u, none %u", tally.wal,
-		    tally.segment, tally.manifest, tally.none);
+	struct seal_tally tally = seal_cases(FAIL_WRITE, 4096, 8 * SEAL_BATCH_EVENTS);
 	cr_assert(tally.segment > 1, "fewer than two cases failed a segment step");
 	cr_assert_gt(tally.largest, 2 * 4096, "no segment took three steps");
 }
 
 Test(fault, seal_fsync_fails)
 {
-	struct seal_tally tally = { 0 };
-	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
-		seal_case(FAIL_FSYNC, k, &tally, 0, 2 * SEAL_BATCH_EVENTS);
-	cr_log_info("fsync failures hit: wal %u, segment %u, manifest %u, none %u", tally.wal,
-		    tally.segment, tally.manifest, tally.none);
+	struct seal_tally tally = seal_cases(FAIL_FSYNC, 0, 2 * SEAL_BATCH_EVENTS);
 	cr_assert(tally.segment > 0, "no case failed a segment fsync");
 	cr_assert(tally.manifest > 0, "no case failed a manifest fsync");
 }
