@@ -659,6 +659,13 @@ static void seal_start(struct eng_shard *s, struct eng_seal *z)
 	pthread_mutex_unlock(&s->seal_lock);
 }
 
+static void item_fsync_submit(struct eng_shard *s, struct seal_item *it)
+{
+	it->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = it->fd,
+					   .done = item_fsync_done, .ctx = it };
+	submit_op(s, &it->op_fsync);
+}
+
 static void item_step(struct eng_shard *s, struct seal_item *it);
 
 /* Paced writing (cfg.seal_write_step_bytes > 0). The round's images are
@@ -678,12 +685,8 @@ static void seal_write_next(struct eng_shard *s)
 		item_step(s, &z->item[z->writing++]);
 		return;
 	}
-	for (uint32_t i = 0; i < z->count; i++) {
-		struct seal_item *it = &z->item[i];
-		it->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = it->fd,
-						   .done = item_fsync_done, .ctx = it };
-		submit_op(s, &it->op_fsync);
-	}
+	for (uint32_t i = 0; i < z->count; i++)
+		item_fsync_submit(s, &z->item[i]);
 }
 
 static void item_step_written_back(struct eng_io_op *op)
@@ -741,8 +744,7 @@ static void seal_write(struct eng_shard *s)
 	}
 	z->pending = z->count;
 	if (s->eng->cfg.seal_write_step_bytes) {
-		z->writing = 0;
-		seal_write_next(s);
+		seal_write_next(s); /* z->writing starts at 0: a round is calloc'd */
 		return;
 	}
 	for (uint32_t i = 0; i < z->count; i++) {
@@ -750,10 +752,8 @@ static void seal_write(struct eng_shard *s)
 		it->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = it->fd, .buf = it->image,
 						   .len = (uint32_t)it->image_len,
 						   .done = item_write_done, .ctx = it };
-		it->op_fsync = (struct eng_io_op){ .kind = ENG_IO_FSYNC, .fd = it->fd,
-						   .done = item_fsync_done, .ctx = it };
 		submit_op(s, &it->op_write);
-		submit_op(s, &it->op_fsync);
+		item_fsync_submit(s, it);
 	}
 }
 
