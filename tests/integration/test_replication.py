@@ -275,4 +275,15 @@ def test_retention_zero_search_reads_from_s3(server_factory, s3_server, proxy):
         srv.stored("acme")
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     proxy.up()
-    assert len(srv.stored("acme")) == acked["acme"]
+
+    # A read back that started before S3 came back may still fail, and a
+    # search that needs it says UNAVAILABLE: a client retries, as here.
+    def stored_once_reachable():
+        try:
+            return srv.stored("acme")
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            return None
+
+    got = hodei.wait_until(stored_once_reachable, 30, "a search once S3 is back", 0.1)
+    assert len(got) == acked["acme"]
