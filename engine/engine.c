@@ -211,8 +211,7 @@ static int shard_init(struct eng_engine *eng, uint32_t i)
 	s->tenant_slot_count = 64;
 	s->tenant_slots = calloc(s->tenant_slot_count, sizeof(*s->tenant_slots));
 	s->dedup = eng_dedup_create(eng->cfg.dedup_entries_max, eng->cfg.dedup_window_ns);
-	s->sha = fmt_sha256_ctx_new();
-	if (!s->tenant_slots || !s->dedup || !s->sha || fmt_decoder_new(&s->decoder) != 0)
+	if (!s->tenant_slots || !s->dedup || fmt_decoder_new(&s->decoder) != 0)
 		return FMT_E_NOMEM;
 	if ((rc = eng_block_cache_init(&s->block_cache, eng->cfg.block_cache_bytes)) != 0)
 		return rc;
@@ -278,7 +277,6 @@ static void shard_free(struct eng_shard *s)
 		eng_dedup_destroy(s->dedup);
 	free(s->woken);
 	free(s->woken_mark);
-	fmt_sha256_ctx_free(s->sha);
 	fmt_decoder_free(s->decoder);
 	pthread_mutex_destroy(&s->stats_lock);
 	pthread_mutex_destroy(&s->fetch_mu);

@@ -351,7 +351,6 @@ struct eng_shard {
 		bool stop;
 	} helpers;
 
-	struct fmt_sha256_ctx *sha;        /* the append path's hashing context */
 	struct fmt_decoder *decoder;       /* segment block decoding (zstd context) */
 	uint8_t rand_buf[4096];            /* randomness for server-assigned ids */
 	uint32_t rand_used;                /* starts full: sizeof(rand_buf) */

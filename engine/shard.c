@@ -259,8 +259,8 @@ static void append_one(struct eng_shard *s, struct eng_tenant *t, struct eng_wal
 	ASSERT(n > 0); /* append_check reserved the room */
 	fmt_put_u32(at, (uint32_t)n);
 	uint8_t hash[FMT_HASH_BYTES];
-	fmt_sha256_with(s->sha, at + 4, (size_t)n, hash);
-	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
+	fmt_sha256(at + 4, (size_t)n, hash);
+	fmt_chain_next(t->chain, hash, t->chain);
 	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, hash, t->chain, s->wal.gen);
 	ASSERT(rc == 0); /* TODO(budget): an allocation failure here is fatal */
 	t->next_seq++;

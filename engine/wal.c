@@ -327,7 +327,6 @@ struct replay_hasher {
 	_Atomic uint64_t done;             /* events [0, done) have their slot written */
 	_Atomic uint64_t replay_at;        /* the replay is done with events [0, replay_at) */
 	_Atomic bool stop;
-	struct fmt_sha256_ctx *sha;
 	pthread_t thread;
 	bool running;
 };
@@ -393,7 +392,7 @@ static void *hasher_run(void *arg)
 			if (k < resume) {
 				h->canon[slot] = NULL;
 			} else {
-				fmt_sha256_with(h->sha, ev, len, h->hash[slot]);
+				fmt_sha256(ev, len, h->hash[slot]);
 				h->canon[slot] = ev;
 			}
 			k++;
@@ -419,9 +418,7 @@ static void hasher_start(struct replay *r, const uint8_t *buf, size_t len)
 		h->hash = malloc(REPLAY_HASH_SLOTS * sizeof(*h->hash));
 	if (!h->canon)
 		h->canon = malloc(REPLAY_HASH_SLOTS * sizeof(*h->canon));
-	if (!h->sha)
-		h->sha = fmt_sha256_ctx_new();
-	if (!h->hash || !h->canon || !h->sha || len <= FMT_FILE_HEADER_BYTES)
+	if (!h->hash || !h->canon || len <= FMT_FILE_HEADER_BYTES)
 		return;
 	h->buf = buf;
 	h->len = len;
@@ -444,7 +441,6 @@ static void hasher_free(struct replay_hasher *h)
 	ASSERT(!h->running);
 	free(h->hash);
 	free(h->canon);
-	fmt_sha256_ctx_free(h->sha);
 }
 
 /* The event hash of the file's event number r->file_event: the helper's
@@ -461,7 +457,7 @@ static void replay_hash(struct replay *r, const uint8_t *canon, uint32_t len,
 		r->hashed_ahead++;
 		return;
 	}
-	fmt_sha256_with(r->s->sha, canon, len, out);
+	fmt_sha256(canon, len, out);
 }
 
 static void replay_dedup_flush(struct replay *r)
@@ -499,7 +495,7 @@ static int replay_event(struct replay *r, const uint8_t *canon, uint32_t len)
 	}
 	uint8_t hash[FMT_HASH_BYTES];
 	replay_hash(r, canon, len, hash);
-	fmt_chain_next_with(s->sha, t->chain, hash, t->chain);
+	fmt_chain_next(t->chain, hash, t->chain);
 	uint64_t before = eng_memtable_bytes(&t->active);
 	if ((rc = eng_memtable_add_borrowed(&t->active, canon, len, &ev, hash, t->chain, r->gen)) != 0)
 		return rc;

@@ -20,19 +20,6 @@
 
 void fmt_sha256(const void *data, size_t len, uint8_t out[FMT_HASH_BYTES]);
 
-/* A reusable SHA-256 context for code that hashes in a loop (a shard's
- * append path, a segment build): it saves OpenSSL's per-digest context
- * setup, about a third of the cost of hashing a small event. One owner at
- * a time. fmt_sha256_ctx_new() returns NULL when out of memory. */
-struct fmt_sha256_ctx;
-struct fmt_sha256_ctx *fmt_sha256_ctx_new(void);
-void fmt_sha256_ctx_free(struct fmt_sha256_ctx *c);
-void fmt_sha256_with(struct fmt_sha256_ctx *c, const void *data, size_t len,
-		     uint8_t out[FMT_HASH_BYTES]);
-/* fmt_chain_next() through a reusable context. */
-void fmt_chain_next_with(struct fmt_sha256_ctx *c, const uint8_t prev[FMT_HASH_BYTES],
-			 const uint8_t event_hash[FMT_HASH_BYTES], uint8_t next[FMT_HASH_BYTES]);
-
 /* Hashes the canonical encoding of ev. scratch must hold
  * fmt_event_canon_size(ev) bytes. Returns 0 or FMT_E_TOO_BIG. */
 int fmt_event_hash(const struct fmt_event *ev, uint8_t *scratch, size_t scratch_cap,

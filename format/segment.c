@@ -1166,18 +1166,14 @@ static int build_hashes(struct builder *w)
 	uint8_t *scratch = NULL;
 	size_t cap = 0;
 	int rc = 0;
-	struct fmt_sha256_ctx *sha = fmt_sha256_ctx_new();
-	if (!hashes || !sha) {
-		free(hashes);
-		fmt_sha256_ctx_free(sha);
+	if (!hashes)
 		return FMT_E_NOMEM;
-	}
 	memcpy(m->chain_after, m->chain_before, FMT_HASH_BYTES);
 	for (uint32_t i = 0; i < n; i++) {
 #ifdef NDEBUG
 		if (w->event_hashes) {
 			memcpy(hashes[i], w->event_hashes[i], FMT_HASH_BYTES);
-			fmt_chain_next_with(sha, m->chain_after, hashes[i], m->chain_after);
+			fmt_chain_next(m->chain_after, hashes[i], m->chain_after);
 			ASSERT(memcmp(m->chain_after, w->chains[i], FMT_HASH_BYTES) == 0);
 			continue;
 		}
@@ -1194,15 +1190,14 @@ static int build_hashes(struct builder *w)
 		}
 		int64_t len = fmt_event_canon_encode(&w->rows[i], scratch, cap);
 		ASSERT(len > 0);
-		fmt_sha256_with(sha, scratch, (size_t)len, hashes[i]);
-		fmt_chain_next_with(sha, m->chain_after, hashes[i], m->chain_after);
+		fmt_sha256(scratch, (size_t)len, hashes[i]);
+		fmt_chain_next(m->chain_after, hashes[i], m->chain_after);
 		ASSERT(memcmp(m->chain_after, w->chains[i], FMT_HASH_BYTES) == 0);
 		DEBUG_ASSERT(!w->event_hashes ||
 			     memcmp(hashes[i], w->event_hashes[i], FMT_HASH_BYTES) == 0);
 	}
 	fmt_merkle_root((const uint8_t (*)[FMT_HASH_BYTES])hashes, n, m->merkle_root);
 fail:
-	fmt_sha256_ctx_free(sha);
 	free(scratch);
 	free(hashes);
 	return rc;

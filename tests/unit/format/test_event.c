@@ -482,6 +482,27 @@ Test(event_validate, trace_id)
 	expect_invalid(&ev, "trace_id");
 }
 
+/* Every byte value, first, in the middle and last: valid exactly when it
+ * is a hex digit of either case. */
+Test(event_validate, trace_id_every_byte)
+{
+	struct fmt_event ev;
+	base_event(&ev);
+	char id[32];
+	for (int c = 0; c < 256; c++) {
+		for (int at = 0; at < 32; at += 15) {
+			memset(id, 'a', sizeof(id));
+			id[at == 30 ? 31 : at] = (char)c;
+			ev.str[FMT_F_TRACE_ID] = str_n(id, sizeof(id));
+			bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+				    (c >= 'A' && c <= 'F');
+			struct fmt_invalid why = { 0 };
+			cr_expect_eq(validate(&ev, &why), want ? 0 : FMT_E_INVALID, "byte 0x%02x at %d",
+				     c, at);
+		}
+	}
+}
+
 Test(event_validate, outcome_and_time)
 {
 	struct fmt_event ev;

@@ -96,6 +96,42 @@ Test(json_check, a_cut_anywhere_is_refused)
 	cr_expect(net_json_valid(doc, sizeof(doc) - 1));
 }
 
+/* Integers of up to 18 digits skip the conversion; the edges around it. */
+Test(json_check, integers_around_64_bits)
+{
+	VALID("999999999999999999");
+	VALID("-999999999999999999");
+	VALID("9223372036854775807");
+	VALID("-9223372036854775808");
+	VALID("[0,-0,1,-1]");
+	INVALID("9223372036854775808");
+	INVALID("-9223372036854775809");
+	INVALID("9999999999999999999");
+	INVALID("[1,99999999999999999999]");
+}
+
+/* The parser's memory comes from a per-thread scratch buffer that is reset
+ * after each parse, with malloc beyond it (deep nesting): parses of every
+ * kind, one after another, each get their own verdict. */
+Test(json_check, parses_in_a_row)
+{
+	size_t n = NET_JSON_DEPTH_MAX;
+	char *deep = malloc(2 * n);
+	cr_assert_not_null(deep);
+	memset(deep, '[', n);
+	memset(deep + n, ']', n);
+	static const char small[] = "{\"a\":[1,{\"b\":\"c\"}]}";
+	static const char cut[] = "{\"a\":[1,{\"b\":";
+	for (int i = 0; i < 200; i++) {
+		cr_assert(net_json_valid(deep, 2 * n));
+		cr_assert_not(net_json_valid(deep, 2 * n - 1));
+		cr_assert(net_json_valid(small, sizeof(small) - 1));
+		cr_assert_not(net_json_valid(cut, sizeof(cut) - 1));
+		cr_assert_not(net_json_valid(deep, n)); /* opened, never closed */
+	}
+	free(deep);
+}
+
 Test(json_check, long_numbers)
 {
 	VALID("0.0000000000000000000000000000000000000000000000000000000000000000000000000000001");
