@@ -312,6 +312,24 @@ void eng_dedup_insert(struct eng_dedup *d, uint64_t tenant_key,
  * flight to cover a memory latency, few enough to stay in L1. */
 #define ENG_DEDUP_PREFETCH 32
 
+/* Prefetches the table slots where the probes of k hashed keys start, and
+ * those of the entries a full ring drops for them (found from the ring's
+ * stored hashes). Expiry by time may drop others; those are not
+ * predicted. */
+static void prefetch_slots(const struct eng_dedup *d, const uint64_t *hash, uint32_t k)
+{
+	for (uint32_t i = 0; i < k; i++)
+		__builtin_prefetch(&d->table[(uint32_t)hash[i] & d->table_mask], 1);
+	uint64_t evict = (uint64_t)d->count + k > d->entries_max
+				 ? (uint64_t)d->count + k - d->entries_max
+				 : 0;
+	uint32_t slot = d->head;
+	for (uint64_t i = 0; i < evict && i < d->count; i++) {
+		__builtin_prefetch(&d->table[(uint32_t)d->ring[slot].hash & d->table_mask], 1);
+		slot = ring_next(d, slot);
+	}
+}
+
 void eng_dedup_insert_many(struct eng_dedup *d, const struct eng_dedup_item *items, uint32_t n)
 {
 	uint64_t hash[ENG_DEDUP_PREFETCH];
@@ -319,37 +337,41 @@ void eng_dedup_insert_many(struct eng_dedup *d, const struct eng_dedup_item *ite
 	for (uint32_t at = 0; at < n; at += ENG_DEDUP_PREFETCH) {
 		const struct eng_dedup_item *it = items + at;
 		uint32_t k = FMT_MIN(n - at, (uint32_t)ENG_DEDUP_PREFETCH);
-		for (uint32_t i = 0; i < k; i++) {
+		for (uint32_t i = 0; i < k; i++)
 			hash[i] = key_hash(it[i].tenant_key, it[i].id);
-			__builtin_prefetch(&d->table[(uint32_t)hash[i] & d->table_mask], 1);
-		}
-		/* A full ring drops its oldest entry per insert: their table
-		 * slots (found from the ring's stored hashes) are touched too.
-		 * Expiry by time may drop others; those are not predicted. */
-		uint64_t evict = (uint64_t)d->count + k > d->entries_max
-					 ? (uint64_t)d->count + k - d->entries_max
-					 : 0;
-		uint32_t slot = d->head;
-		for (uint64_t i = 0; i < evict && i < d->count; i++) {
-			__builtin_prefetch(&d->table[(uint32_t)d->ring[slot].hash & d->table_mask], 1);
-			slot = ring_next(d, slot);
-		}
+		prefetch_slots(d, hash, k);
 		for (uint32_t i = 0; i < k; i++)
 			insert_hashed(d, hash[i], it[i].tenant_key, it[i].id, it[i].received_ns);
+	}
+}
+
+void eng_dedup_check_insert_many(struct eng_dedup *d, uint64_t tenant_key,
+				 const uint8_t *const *ids, uint32_t n, int64_t now_ns, bool *dup)
+{
+	uint64_t hash[ENG_DEDUP_PREFETCH];
+	ASSERT((ids != NULL && dup != NULL) || n == 0);
+	/* Once for all: advancing again to the same time would drop nothing. */
+	now_ns = advance(d, now_ns);
+	for (uint32_t at = 0; at < n; at += ENG_DEDUP_PREFETCH) {
+		uint32_t k = FMT_MIN(n - at, (uint32_t)ENG_DEDUP_PREFETCH);
+		for (uint32_t i = 0; i < k; i++)
+			hash[i] = key_hash(tenant_key, ids[at + i]);
+		prefetch_slots(d, hash, k);
+		for (uint32_t i = 0; i < k; i++) {
+			const uint8_t *id = ids[at + i];
+			uint32_t pos = probe(d, hash[i], tenant_key, id, &dup[at + i]);
+			if (!dup[at + i]) /* found means live: advance() dropped the expired */
+				insert_absent(d, hash[i], pos, tenant_key, id, now_ns);
+		}
 	}
 }
 
 bool eng_dedup_check_insert(struct eng_dedup *d, uint64_t tenant_key,
 			    const uint8_t id[FMT_EVENT_ID_BYTES], int64_t now_ns)
 {
-	now_ns = advance(d, now_ns);
-	uint64_t hash = key_hash(tenant_key, id);
-	bool found;
-	uint32_t pos = probe(d, hash, tenant_key, id, &found);
-	if (found)
-		return true; /* live: expired entries were dropped by advance() */
-	insert_absent(d, hash, pos, tenant_key, id, now_ns);
-	return false;
+	bool dup;
+	eng_dedup_check_insert_many(d, tenant_key, &id, 1, now_ns, &dup);
+	return dup;
 }
 
 uint32_t eng_dedup_count(const struct eng_dedup *d)

@@ -60,6 +60,14 @@ void eng_dedup_insert_many(struct eng_dedup *d, const struct eng_dedup_item *ite
 bool eng_dedup_check_insert(struct eng_dedup *d, uint64_t tenant_key,
 			    const uint8_t id[FMT_EVENT_ID_BYTES], int64_t now_ns);
 
+/* eng_dedup_check_insert() of n ids of one tenant, all at now_ns, in
+ * order, with the same results: dup[i] says whether ids[i] was remembered
+ * (a second copy of an id within the call is a duplicate). The table
+ * slots are prefetched a few dozen ids ahead, as by
+ * eng_dedup_insert_many(): the append path checks a request at once. */
+void eng_dedup_check_insert_many(struct eng_dedup *d, uint64_t tenant_key,
+				 const uint8_t *const *ids, uint32_t n, int64_t now_ns, bool *dup);
+
 /* Drops entries older than now_ns - window. */
 void eng_dedup_expire(struct eng_dedup *d, int64_t now_ns);
 

@@ -282,6 +282,34 @@ static int buf_reserve_req(struct eng_wal_buf *buf)
 }
 
 /* Returns false when the request must wait for room in the WAL buffer. */
+/* A request's events are checked against the dedup memory a group at a
+ * time, so that the table's cache misses overlap. */
+#define APPEND_DEDUP_GROUP 64
+
+/* dup[i]: whether events[i]'s id is one the shard stored within the window
+ * (or one earlier in the group); the others are remembered now. A
+ * server-assigned id cannot come back in a retry, so only client ids take
+ * room in the dedup memory. */
+static void dedup_group(struct eng_shard *s, const struct eng_tenant *t,
+			const struct fmt_event *events, uint32_t k, int64_t now, bool *dup)
+{
+	const uint8_t *ids[APPEND_DEDUP_GROUP];
+	uint32_t index[APPEND_DEDUP_GROUP];
+	bool found[APPEND_DEDUP_GROUP];
+	uint32_t m = 0;
+	ASSERT(k <= APPEND_DEDUP_GROUP);
+	for (uint32_t i = 0; i < k; i++) {
+		dup[i] = false;
+		if (!id_is_zero(events[i].event_id)) {
+			ids[m] = events[i].event_id;
+			index[m++] = i;
+		}
+	}
+	eng_dedup_check_insert_many(s->dedup, t->key, ids, m, now, found);
+	for (uint32_t j = 0; j < m; j++)
+		dup[index[j]] = found[j];
+}
+
 static bool append_run(struct eng_shard *s, struct eng_append *req)
 {
 	req->run_ns = eng_mono_ns();
@@ -317,25 +345,28 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 	req->received_at_ns = now;
 	req->accepted = req->duplicates = 0;
 	req->first_seq = req->last_seq = 0;
-	for (uint32_t i = 0; i < req->count; i++) {
-		struct fmt_event ev = req->events[i];
-		/* A server-assigned id cannot come back in a retry, so only
-		 * client ids take room in the dedup memory. */
-		if (id_is_zero(ev.event_id)) {
-			fmt_uuid_v7(ev.event_id, now, shard_random10(s));
-		} else if (eng_dedup_check_insert(s->dedup, t->key, ev.event_id, now)) {
-			req->duplicates++;
-			continue;
+	for (uint32_t at = 0; at < req->count; at += APPEND_DEDUP_GROUP) {
+		uint32_t k = FMT_MIN(req->count - at, (uint32_t)APPEND_DEDUP_GROUP);
+		bool dup[APPEND_DEDUP_GROUP];
+		dedup_group(s, t, req->events + at, k, now, dup);
+		for (uint32_t i = 0; i < k; i++) {
+			struct fmt_event ev = req->events[at + i];
+			if (dup[i]) {
+				req->duplicates++;
+				continue;
+			}
+			if (id_is_zero(ev.event_id))
+				fmt_uuid_v7(ev.event_id, now, shard_random10(s));
+			ev.tenant = req->tenant;
+			ev.seq = t->next_seq;
+			ev.received_at_ns = now;
+			if (ev.occurred_at_ns == 0)
+				ev.occurred_at_ns = now;
+			if (req->accepted++ == 0)
+				req->first_seq = ev.seq;
+			req->last_seq = ev.seq;
+			append_one(s, t, buf, &ev);
 		}
-		ev.tenant = req->tenant;
-		ev.seq = t->next_seq;
-		ev.received_at_ns = now;
-		if (ev.occurred_at_ns == 0)
-			ev.occurred_at_ns = now;
-		if (req->accepted++ == 0)
-			req->first_seq = ev.seq;
-		req->last_seq = ev.seq;
-		append_one(s, t, buf, &ev);
 	}
 	if (req->accepted) {
 		uint8_t *hdr = buf->data + rec_at;

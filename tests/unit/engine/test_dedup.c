@@ -346,9 +346,32 @@ static void run_model(uint32_t entries_max, int64_t window_ns, uint64_t seed, ui
 		int64_t t = now - (rng_next(&rng) % 16 == 0 ? (int64_t)(rng_next(&rng) % 50) : 0);
 		const struct key *k = &pool[rng_next(&rng) % POOL_KEYS];
 		uint64_t kind = rng_next(&rng) % 16;
-		if (kind < 8) {
+		if (kind < 7) {
 			eng_dedup_insert(d, k->tenant_key, k->id, t);
 			model_insert(&m, k, t);
+		} else if (kind < 8) {
+			/* A request's ids, as the append path checks them: one
+			 * tenant, one time, repeats possible. */
+			static const uint8_t *ids[100];
+			static const struct key *keys[100];
+			bool dup[100];
+			uint32_t n = (uint32_t)(rng_next(&rng) % FMT_ARRAY_LEN(ids)) + 1;
+			for (uint32_t i = 0; i < n; i++) {
+				const struct key *b;
+				do
+					b = &pool[rng_next(&rng) % POOL_KEYS];
+				while (b->tenant_key != k->tenant_key);
+				keys[i] = b;
+				ids[i] = b->id;
+			}
+			eng_dedup_check_insert_many(d, k->tenant_key, ids, n, t, dup);
+			int64_t at = t < m.newest_ns ? m.newest_ns : t;
+			for (uint32_t i = 0; i < n; i++) {
+				cr_assert_eq(dup[i], model_contains(&m, keys[i], at),
+					     "seed %llu op %llu id %u", (unsigned long long)seed,
+					     (unsigned long long)op, i);
+				model_insert(&m, keys[i], t);
+			}
 		} else if (kind < 9) {
 			/* A batch, as WAL replay inserts: up to a few prefetch
 			 * groups, times mostly rising, sometimes older. */

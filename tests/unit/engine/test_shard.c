@@ -180,6 +180,66 @@ Test(shard, server_assigns_uuid_v7_and_receive_time)
 	eng_close(eng);
 }
 
+/* A request larger than the dedup group (64), with zero ids (assigned by
+ * the server, never remembered) among client ids, some repeated within
+ * the request and some from an earlier request: exactly the client ids
+ * seen before are duplicates, and the stored events are the others in
+ * order. */
+Test(shard, duplicates_among_assigned_ids)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	cr_assert_eq(tu_append(p, "acme", 1000, 10, &req), 0); /* ids 1000..1009 stored */
+	enum { N = 150 };
+	struct fmt_event *evs = calloc(N, sizeof(*evs));
+	char(*store)[256] = calloc(N, 256);
+	bool want_dup[N];
+	uint32_t want_accepted = 0;
+	for (uint32_t i = 0; i < N; i++) {
+		/* i % 3 == 0: zero id; i % 3 == 1: id 1000 + i % 20 (the
+		 * first ten were stored before, the rest repeat within the
+		 * request); i % 3 == 2: a fresh id 5000 + i. */
+		uint32_t id = i % 3 == 1 ? 1000 + i % 20 : 5000 + i;
+		tu_event(&evs[i], store[i], id);
+		evs[i].occurred_at_ns = 1750000000000000000ll + i; /* search order: i's */
+		if (i % 3 == 0)
+			memset(evs[i].event_id, 0, 16);
+		bool seen = false;
+		for (uint32_t k = 0; k < i && i % 3 == 1; k++)
+			seen |= k % 3 == 1 && k % 20 == i % 20;
+		want_dup[i] = i % 3 == 1 && (i % 20 < 10 || seen);
+		want_accepted += !want_dup[i];
+	}
+	req = (struct eng_append){ .tenant = fmt_str_c("acme"), .events = evs, .count = N };
+	cr_assert_eq(eng_append_wait(p, &req), 0);
+	cr_assert_eq(req.accepted, want_accepted);
+	cr_assert_eq(req.duplicates, N - want_accepted);
+	struct eng_search q = { .tenant = fmt_str_c("acme"), .limit = 1000, .oldest_first = true };
+	cr_assert_eq(eng_search_wait(p, &q), 0);
+	cr_assert_eq(q.hit_count, 10 + want_accepted);
+	uint32_t h = 10;
+	for (uint32_t i = 0; i < N; i++) {
+		if (want_dup[i])
+			continue;
+		const struct fmt_event *e = &q.hits[h++].ev;
+		cr_assert(fmt_str_eq(e->str[FMT_F_RESOURCE_ID], evs[i].str[FMT_F_RESOURCE_ID]),
+			  "event %u stored in its place", i);
+		if (i % 3 != 0)
+			cr_assert(memcmp(e->event_id, evs[i].event_id, 16) == 0, "event %u", i);
+	}
+	eng_search_release(&q);
+	free(evs);
+	free(store);
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
 Test(shard, to_ns_zero_means_now)
 {
 	char dir[256];
