@@ -95,13 +95,13 @@ uint32_t eng_memtable_visible(const struct eng_memtable *m, uint64_t durable_seq
  * the moved rows are copied (their views are rebased, not decoded again).
  * Returns 0 or FMT_E_NOMEM (then m is unchanged and rest empty). */
 int eng_memtable_split(struct eng_memtable *m, uint32_t n, struct eng_memtable *rest);
-/* Copies a canonical encoding into the arena and appends its decoded view
- * with its chain value. Returns 0 or FMT_E_NOMEM; FMT_E_CORRUPT if canon
- * does not decode (a programmer error for the append path, real for
- * recovery). */
+/* Copies a canonical encoding into the arena and appends its view with its
+ * chain value. ev is canon decoded (views into canon, attributes included:
+ * fmt_event_canon_encode_view() gives it); the row's view is rebased onto
+ * the copy. Returns 0 or FMT_E_NOMEM. */
 int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
-		     uint64_t wal_gen);
+		     const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
+		     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen);
 /* WAL replay: canon lies in a replayed WAL file's mapping, which the
  * shard keeps until that file is reclaimed (no row is in it any more), and
  * ev is canon already decoded (views into canon, attributes included).

@@ -222,13 +222,14 @@ static int grow_rows(struct eng_memtable *m)
 	return 0;
 }
 
-/* A view into [from, from + len) moved to the same place in `to`; views
- * elsewhere (empty ones) are kept. */
+/* A view into [from, from + len] moved to the same place in `to`, empty
+ * ones included (so that no row keeps a pointer into a reused buffer);
+ * views elsewhere (an empty one may be NULL) are kept. */
 static struct fmt_str rebase(struct fmt_str v, const uint8_t *from, uint32_t len, const uint8_t *to)
 {
-	const uint8_t *p = (const uint8_t *)v.ptr;
-	if (v.len && p >= from && p + v.len <= from + len)
-		v.ptr = (const void *)(to + (p - from));
+	uintptr_t p = (uintptr_t)v.ptr, f = (uintptr_t)from;
+	if (p >= f && p - f <= len && v.len <= len - (p - f))
+		v.ptr = (const void *)(to + (p - f));
 	return v;
 }
 
@@ -294,10 +295,11 @@ static int add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
 }
 
 int eng_memtable_add(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,
-		     const uint8_t hash[FMT_HASH_BYTES], const uint8_t chain[FMT_HASH_BYTES],
-		     uint64_t wal_gen)
+		     const struct fmt_event *ev, const uint8_t hash[FMT_HASH_BYTES],
+		     const uint8_t chain[FMT_HASH_BYTES], uint64_t wal_gen)
 {
-	return add(m, canon, canon_len, NULL, hash, chain, wal_gen, false);
+	ASSERT(ev->attr_count <= FMT_ATTRS_HARD_MAX);
+	return add(m, canon, canon_len, ev, hash, chain, wal_gen, false);
 }
 
 int eng_memtable_add_borrowed(struct eng_memtable *m, const uint8_t *canon, uint32_t canon_len,

@@ -255,13 +255,16 @@ static void append_one(struct eng_shard *s, struct eng_tenant *t, struct eng_wal
 		       struct fmt_event *ev)
 {
 	uint8_t *at = buf->data + buf->len;
-	int64_t n = fmt_event_canon_encode(ev, at + 4, buf->cap - buf->len - 4);
-	ASSERT(n > 0); /* append_check reserved the room */
+	struct fmt_event view;
+	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
+	int64_t n = fmt_event_canon_encode_view(ev, at + 4, buf->cap - buf->len - 4, &view, attrs,
+						FMT_ATTRS_HARD_MAX);
+	ASSERT(n > 0); /* append_check reserved the room; validation bounded the attributes */
 	fmt_put_u32(at, (uint32_t)n);
 	uint8_t hash[FMT_HASH_BYTES];
 	fmt_sha256(at + 4, (size_t)n, hash);
 	fmt_chain_next(t->chain, hash, t->chain);
-	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, hash, t->chain, s->wal.gen);
+	int rc = eng_memtable_add(&t->active, at + 4, (uint32_t)n, &view, hash, t->chain, s->wal.gen);
 	ASSERT(rc == 0); /* TODO(budget): an allocation failure here is fatal */
 	t->next_seq++;
 	buf->len += 4 + (uint64_t)n;

@@ -252,18 +252,43 @@ static uint8_t *put_str(uint8_t *p, struct fmt_str s)
 	return p + 4 + s.len;
 }
 
-int64_t fmt_event_canon_encode(const struct fmt_event *ev, uint8_t *out, size_t cap)
+/* put_str(), and *at = the bytes just written, when at is not NULL. */
+static uint8_t *put_str_view(uint8_t *p, struct fmt_str s, struct fmt_str *at)
+{
+	p = put_str(p, s);
+	if (at)
+		*at = (struct fmt_str){ (const char *)p - s.len, s.len };
+	return p;
+}
+
+int64_t fmt_event_canon_encode_view(const struct fmt_event *ev, uint8_t *out, size_t cap,
+				    struct fmt_event *view, struct fmt_attr *attr_buf,
+				    uint32_t attr_cap)
 {
 	size_t need = fmt_event_canon_size(ev);
 	if (need > cap)
 		return FMT_E_TOO_BIG;
+	if (view && ev->attr_count > attr_cap)
+		return FMT_E_TOO_BIG;
 	ASSERT(ev->tenant.len <= FMT_TENANT_MAX);
 	ASSERT(ev->outcome <= 0xFF);
+	if (view) {
+		memset(view, 0, sizeof(*view));
+		view->seq = ev->seq;
+		view->received_at_ns = ev->received_at_ns;
+		memcpy(view->event_id, ev->event_id, 16);
+		view->occurred_at_ns = ev->occurred_at_ns;
+		view->outcome = (uint8_t)ev->outcome;
+		view->attr_count = ev->attr_count;
+		view->attrs = ev->attr_count ? attr_buf : NULL;
+	}
 	uint8_t *p = out;
 	*p++ = FMT_CANON_VERSION;
 	*p++ = (uint8_t)ev->tenant.len;
 	if (ev->tenant.len) /* an empty view may have a NULL ptr */
 		memcpy(p, ev->tenant.ptr, ev->tenant.len);
+	if (view)
+		view->tenant = (struct fmt_str){ (const char *)p, ev->tenant.len };
 	p += ev->tenant.len;
 	fmt_put_u64(p, ev->seq);
 	fmt_put_u64(p + 8, (uint64_t)ev->received_at_ns);
@@ -272,16 +297,21 @@ int64_t fmt_event_canon_encode(const struct fmt_event *ev, uint8_t *out, size_t 
 	p[40] = (uint8_t)ev->outcome;
 	p += 41;
 	for (int f = 0; f < FMT_F_STRING_COUNT; f++)
-		p = put_str(p, ev->str[f]);
+		p = put_str_view(p, ev->str[f], view ? &view->str[f] : NULL);
 	fmt_put_u32(p, ev->attr_count);
 	p += 4;
 	for (uint32_t i = 0; i < ev->attr_count; i++) {
-		p = put_str(p, ev->attrs[i].key);
-		p = put_str(p, ev->attrs[i].value);
+		p = put_str_view(p, ev->attrs[i].key, view ? &attr_buf[i].key : NULL);
+		p = put_str_view(p, ev->attrs[i].value, view ? &attr_buf[i].value : NULL);
 	}
-	p = put_str(p, ev->details_json);
+	p = put_str_view(p, ev->details_json, view ? &view->details_json : NULL);
 	ASSERT((size_t)(p - out) == need);
 	return (int64_t)need;
+}
+
+int64_t fmt_event_canon_encode(const struct fmt_event *ev, uint8_t *out, size_t cap)
+{
+	return fmt_event_canon_encode_view(ev, out, cap, NULL, NULL, 0);
 }
 
 struct reader {

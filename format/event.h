@@ -125,6 +125,14 @@ size_t fmt_event_canon_size(const struct fmt_event *ev);
  * Returns the number of bytes written, or FMT_E_TOO_BIG if cap is short. */
 int64_t fmt_event_canon_encode(const struct fmt_event *ev, uint8_t *out, size_t cap);
 
+/* fmt_event_canon_encode(), and what fmt_event_canon_decode() of the bytes
+ * written would give, without parsing them: *view's strings point into
+ * out, its attributes are written to attr_buf (attr_cap slots; more
+ * attributes: FMT_E_TOO_BIG). view may be NULL. */
+int64_t fmt_event_canon_encode_view(const struct fmt_event *ev, uint8_t *out, size_t cap,
+				    struct fmt_event *view, struct fmt_attr *attr_buf,
+				    uint32_t attr_cap);
+
 /* Decodes one canonical encoding that must fill buf exactly. The views in
  * *ev point into buf; attributes are written to attr_buf (attr_cap slots).
  * Returns 0, FMT_E_TRUNCATED, FMT_E_CORRUPT (malformed or trailing bytes),

@@ -570,6 +570,33 @@ static void assert_events_same(const struct fmt_event *a, const struct fmt_event
 	cr_assert_eq(a->received_at_ns, b->received_at_ns);
 }
 
+static void assert_str_identical(struct fmt_str a, struct fmt_str b, const char *what)
+{
+	cr_assert(a.ptr == b.ptr && a.len == b.len, "%s: %p+%u against %p+%u", what,
+		  (const void *)a.ptr, a.len, (const void *)b.ptr, b.len);
+}
+
+static void assert_views_identical(const struct fmt_event *a, const struct fmt_event *b,
+				   const struct fmt_attr *a_attrs, const struct fmt_attr *b_attrs)
+{
+	cr_assert(memcmp(a->event_id, b->event_id, sizeof(a->event_id)) == 0);
+	cr_assert_eq(a->occurred_at_ns, b->occurred_at_ns);
+	cr_assert_eq(a->outcome, b->outcome);
+	for (int f = 0; f < FMT_F_STRING_COUNT; f++)
+		assert_str_identical(a->str[f], b->str[f], fmt_field_name((enum fmt_field)f));
+	cr_assert_eq(a->attr_count, b->attr_count);
+	cr_assert_eq(a->attrs, a->attr_count ? a_attrs : NULL);
+	cr_assert_eq(b->attrs, b->attr_count ? b_attrs : NULL);
+	for (uint32_t i = 0; i < a->attr_count; i++) {
+		assert_str_identical(a->attrs[i].key, b->attrs[i].key, "attr key");
+		assert_str_identical(a->attrs[i].value, b->attrs[i].value, "attr value");
+	}
+	assert_str_identical(a->details_json, b->details_json, "details_json");
+	assert_str_identical(a->tenant, b->tenant, "tenant");
+	cr_assert_eq(a->seq, b->seq);
+	cr_assert_eq(a->received_at_ns, b->received_at_ns);
+}
+
 /* Encodes ev into a fresh heap buffer of exactly its size (so ASan sees any
  * read past the end), checks the size, decodes and compares. */
 static uint8_t *round_trip(const struct fmt_event *ev, size_t *len_out)
@@ -590,6 +617,20 @@ static uint8_t *round_trip(const struct fmt_event *ev, size_t *len_out)
 	uint8_t *again = malloc(n);
 	cr_assert_eq(fmt_event_canon_encode(&back, again, n), (int64_t)n);
 	cr_assert(memcmp(buf, again, n) == 0);
+	/* The view that encoding gives is exactly what decoding would give:
+	 * the same pointers, lengths and values. */
+	static struct fmt_attr view_attrs[FMT_ATTRS_HARD_MAX], again_attrs[FMT_ATTRS_HARD_MAX];
+	struct fmt_event view, decoded;
+	cr_assert_eq(fmt_event_canon_encode_view(ev, again, n, &view, view_attrs,
+						 FMT_ATTRS_HARD_MAX),
+		     (int64_t)n);
+	cr_assert(memcmp(buf, again, n) == 0);
+	cr_assert_eq(fmt_event_canon_decode(again, n, &decoded, again_attrs, FMT_ATTRS_HARD_MAX), 0);
+	assert_views_identical(&view, &decoded, view_attrs, again_attrs);
+	if (ev->attr_count)
+		cr_assert_eq(fmt_event_canon_encode_view(ev, again, n, &view, view_attrs,
+							 ev->attr_count - 1),
+			     FMT_E_TOO_BIG);
 	free(again);
 	*len_out = n;
 	return buf;
