@@ -51,3 +51,28 @@ def test_quick_run_measures_every_target(tmp_path):
     assert r["restart"]["runs"] and r["restart"]["wal_bytes"] >= r["restart"]["wal_target_bytes"]
     for t in r["targets"]:
         assert t["measured"] is not None, t
+
+
+def test_ab_alternates_variants_and_rejects_a_bad_one(tmp_path):
+    """bench/ab.py at tiny sizes: two variants of this build, two rounds,
+    each run measured, the ratio computed; a missing build is refused."""
+    env = dict(hodei.os.environ, HODEI_BUILD_DIR=str(hodei.BUILD_DIR))
+    out = tmp_path / "ab.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), "--rounds", "2",
+                        "--seconds", "1", "--warmup", "0", "--pool-events", "50000",
+                        "--tenants", "20", "--out", str(out),
+                        f"one={hodei.BUILD_DIR}", f"two={hodei.BUILD_DIR}:--query-helpers,0"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r = json.loads(out.read_text())
+    assert r["mode"] == "max"
+    for label in ("one", "two"):
+        assert len(r["runs"][label]) == 2
+        assert all(x["eps"] > 0 and x["server_cpu_us_per_event"] > 0 for x in r["runs"][label])
+    assert r["ratio_median"] > 0
+    assert "median of per-round ratios" in p.stdout
+
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"),
+                          f"x={tmp_path / 'nowhere'}"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "is missing" in bad.stderr, bad.stderr

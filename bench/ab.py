@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""bench/ab.py — two (or more) builds or settings of hodei-auditd, alternated
+on one machine, for the before/after figures of docs/PERFORMANCE.md.
+
+  bench/ab.py --rounds 6 before=/path/to/old/build after=build
+  bench/ab.py --rate 130000 off=build on=build:--seal-write-step=1MiB
+
+Each variant is LABEL=BUILD_DIR[:ARG,ARG...]: the hodei-auditd of that build
+directory, with those extra arguments. Every round runs each variant once,
+in turn (the order flips each round, so a slow minute of the shared machine
+hurts both), each on a fresh server in its own directory, with
+hodei-bench-load from this checkout's build (HODEI_BUILD_DIR): at --max, or
+open loop at --rate. It prints each run and, per variant, the medians; with
+two variants also the median of the per-round ratios of events/s.
+
+Run directories are kept until the end: ext4 is slow to create files for a
+while after thousands were deleted (docs/PERFORMANCE.md, "A trap when
+measuring"), and that would bill one run for the last one's cleanup.
+
+Nothing here asserts on time: figures are printed (and written as JSON
+with --out).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as H  # noqa: E402
+import hodei  # noqa: E402  (the test suite's server driver, via harness)
+
+
+def variant(text):
+    label, sep, rest = text.partition("=")
+    if not sep or not label:
+        raise argparse.ArgumentTypeError(f"{text}: want LABEL=BUILD_DIR[:ARG,...]")
+    build, _, args = rest.partition(":")
+    daemon = Path(build).resolve() / "tools" / "hodei-auditd"
+    if not daemon.exists():
+        raise argparse.ArgumentTypeError(f"{daemon} is missing: build that directory first")
+    return {"label": label, "daemon": daemon, "args": [a for a in args.split(",") if a]}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="+", type=variant)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rate", type=int, help="offered events/s (open loop); default: --max")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--tenants", type=int, default=1000)
+    ap.add_argument("--pool-events", type=int, default=400_000)
+    ap.add_argument("--out", help="write every run's figures here (JSON)")
+    args = ap.parse_args()
+    if len({v["label"] for v in args.variants}) != len(args.variants):
+        ap.error("labels must differ")
+
+    mode = ["--rate", args.rate] if args.rate else ["--max"]
+    common = ["--seconds", args.seconds, "--warmup", args.warmup,
+              "--tenants", args.tenants, "--pool-events", args.pool_events]
+    runs = {v["label"]: [] for v in args.variants}
+    work = Path(tempfile.mkdtemp(prefix="hodei-ab-"))
+    try:
+        for r in range(args.rounds):
+            order = args.variants if r % 2 == 0 else args.variants[::-1]
+            for v in order:
+                hodei.DAEMON = v["daemon"]
+                with H.Hodei(work / f"{v['label']}-{r}", v["args"]) as h:
+                    j = h.load(*mode, *common)
+                s = H.load_summary(j)
+                runs[v["label"]].append(s)
+                print(f"round {r} {v['label']}: {s['eps']:,.0f} events/s, p50 "
+                      f"{s['p50_us'] / 1000:.2f} p99 {s['p99_us'] / 1000:.2f} p99.9 "
+                      f"{s['p999_us'] / 1000:.2f} ms, server {s['server_cpu_us_per_event']:.2f} "
+                      f"µs CPU/event", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def med(label, key):
+        return statistics.median(x[key] for x in runs[label])
+
+    for v in args.variants:
+        lab = v["label"]
+        print(f"median {lab}: {med(lab, 'eps'):,.0f} events/s, p99 "
+              f"{med(lab, 'p99_us') / 1000:.2f} ms, p99.9 {med(lab, 'p999_us') / 1000:.2f} ms, "
+              f"server {med(lab, 'server_cpu_us_per_event'):.2f} µs CPU/event")
+    result = {"mode": "rate" if args.rate else "max", "rate": args.rate, "runs": runs}
+    if len(args.variants) == 2:
+        a, b = (v["label"] for v in args.variants)
+        ratios = [y["eps"] / x["eps"] for x, y in zip(runs[a], runs[b]) if x["eps"]]
+        result["ratio_median"] = statistics.median(ratios) if ratios else None
+        print(f"{b} / {a}, events/s, median of per-round ratios: "
+              f"{result['ratio_median']:.3f} ({', '.join(f'{x:.2f}' for x in ratios)})")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
