@@ -59,6 +59,7 @@ from clickhouse_bench import proc_cpu_s  # noqa: E402
 LOAD = BUILD / "bench" / "hodei-bench-load"
 QUERY = BUILD / "bench" / "hodei-bench-query"
 GEN = BUILD / "bench" / "hodei-bench-gen"
+CALIB = BUILD / "bench" / "hodei-bench-calib"
 CH_BENCH = ROOT / "bench" / "clickhouse_bench.py"
 
 SPAN_NS = 30 * 86400 * 10**9  # the query store spans 30 days...
@@ -118,6 +119,17 @@ def machine():
     load = os.getloadavg()
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_bytes": mem,
             "kernel": platform.release(), "loadavg_at_start": [round(x, 2) for x in load]}
+
+
+def calibrate():
+    """hodei-bench-calib: the machine's speed right now at a fixed workload
+    (encode and hash, segment build, block decode), to set runs made at
+    different times side by side."""
+    j = run_json([CALIB])
+    log(f"calibration: append {j['append']['cpu_ns_per_event']:.0f} ns/event, seal "
+        f"{j['seal']['cpu_ns_per_row']:.0f} ns/row, decode {j['decode']['cpu_us_per_block']:.0f} "
+        f"µs/block (thread CPU)")
+    return j
 
 
 def git(*args):
@@ -521,7 +533,7 @@ def main():
         args.wal_bytes, args.restarts, args.fractions = 4 << 20, 1, "0.5"
     args.fractions = [float(x) for x in args.fractions.split(",")]
     steps = set(args.only.split(","))
-    for b in (LOAD, QUERY, GEN):
+    for b in (LOAD, QUERY, GEN, CALIB):
         if not b.exists():
             sys.exit(f"bench: {b} is missing: build first (scripts/setup.sh, or "
                      f"cmake --build {BUILD})")
@@ -538,6 +550,7 @@ def main():
         "config": {k: v for k, v in vars(args).items() if k not in ("work", "out")},
     }
     ch = None if args.no_clickhouse else ClickHouse(args, work / "clickhouse")
+    calib = result["machine"]["calibration"] = {"before": calibrate()}
     try:
         if "ingest" in steps:
             result["ingest"] = ingest(args, work, ch)
@@ -553,6 +566,7 @@ def main():
                 s.kill()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    calib["after"] = calibrate()
     result["targets"] = targets(result)
     print_table(result["targets"])
     print_sweep(result)

@@ -21,5 +21,5 @@ build=${HODEI_BUILD_DIR:-$root/build}
 py=$root/.venv/bin/python
 [ -x "$py" ] || { echo "bench: $py missing: run scripts/setup.sh first" >&2; exit 1; }
 [ -f "$build/build.ninja" ] || { echo "bench: $build is not configured: run scripts/setup.sh first" >&2; exit 1; }
-cmake --build "$build" --target hodei-auditd hodei-bench-gen hodei-bench-load hodei-bench-query >&2
+cmake --build "$build" --target hodei-auditd hodei-bench-gen hodei-bench-load hodei-bench-query hodei-bench-calib >&2
 HODEI_BUILD_DIR=$build exec "$py" "$root/bench/harness.py" "$@"

@@ -49,6 +49,10 @@ def test_quick_run_measures_every_target(tmp_path):
     assert q["hodei_storage"]["segment_bytes_per_event"] > 0
 
     assert r["restart"]["runs"] and r["restart"]["wal_bytes"] >= r["restart"]["wal_target_bytes"]
+    for when in ("before", "after"):
+        c = r["machine"]["calibration"][when]
+        assert c["append"]["cpu_ns_per_event"] > 0 and c["seal"]["cpu_ns_per_row"] > 0, c
+        assert c["decode"]["cpu_us_per_block"] > 0 and c["blocks"] > 0, c
     for t in r["targets"]:
         assert t["measured"] is not None, t
 
@@ -76,3 +80,19 @@ def test_ab_alternates_variants_and_rejects_a_bad_one(tmp_path):
                           f"x={tmp_path / 'nowhere'}"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "is missing" in bad.stderr, bad.stderr
+
+
+def test_calibration_prints_its_figures_and_refuses_bad_input():
+    """hodei-bench-calib: one JSON object with every figure measured; a bad
+    --repeat gets the usage and exit code 2."""
+    calib = hodei.BUILD_DIR / "bench" / "hodei-bench-calib"
+    p = subprocess.run([str(calib), "--repeat", "1"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["events"] == 20000 and j["repeat"] == 1 and j["blocks"] > 0
+    assert 0 < j["segment_bytes_per_event"] < 1000
+    for k, unit in (("append", "ns_per_event"), ("seal", "ns_per_row"), ("decode", "us_per_block")):
+        assert j[k][f"cpu_{unit}"] > 0 and j[k][f"wall_{unit}"] > 0, j
+    for bad in (["--repeat", "0"], ["--repeat", "x"], ["extra"]):
+        b = subprocess.run([str(calib), *bad], capture_output=True, text=True, timeout=60)
+        assert b.returncode == 2 and b.stderr, (bad, b.returncode, b.stderr)
