@@ -89,6 +89,9 @@ struct eng_io_fault_plan {
 	/* Every write to a file whose path ends with this (e.g. ".hseg.tmp")
 	 * fails; NULL = none. */
 	const char *fail_path_suffix;
+	/* The nth write and fsync count only ops on files whose path ends
+	 * with this (e.g. ".hseg.tmp": the nth segment write); NULL = all. */
+	const char *nth_path_suffix;
 	int error;                /* the -errno to inject; 0 means -EIO */
 };
 

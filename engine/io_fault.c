@@ -119,8 +119,9 @@ static void fault_write(struct eng_io_fault *f, struct eng_io_op *op)
 	struct fault_file *ff;
 	int err = 0;
 
-	f->writes++;
-	if (f->writes == f->plan.fail_write_nth ||
+	bool counted = !f->plan.nth_path_suffix || path_has_suffix(op->fd, f->plan.nth_path_suffix);
+	f->writes += counted;
+	if ((counted && f->writes == f->plan.fail_write_nth) ||
 	    (f->plan.fail_path_suffix && path_has_suffix(op->fd, f->plan.fail_path_suffix))) {
 		op->result = f->plan.error;
 		return;
@@ -140,8 +141,9 @@ static void fault_fsync(struct eng_io_fault *f, struct eng_io_op *op)
 	struct fault_file *ff;
 	struct stat st;
 
-	f->fsyncs++;
-	if (f->fsyncs == f->plan.fail_fsync_nth) {
+	bool counted = !f->plan.nth_path_suffix || path_has_suffix(op->fd, f->plan.nth_path_suffix);
+	f->fsyncs += counted;
+	if (counted && f->fsyncs == f->plan.fail_fsync_nth) {
 		op->result = f->plan.error;
 		return;
 	}

@@ -296,18 +296,26 @@ static off_t largest_segment(const char *dir)
 	return most;
 }
 
-/* step: cfg.seal_write_step_bytes (0: the default); rows: cfg.seal_rows. */
-static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally, uint64_t step,
-		      uint32_t rows)
+/* How seal_case() picks its failure, besides k. */
+struct seal_plan {
+	uint64_t step;        /* cfg.seal_write_step_bytes (0: the default) */
+	uint32_t rows;        /* cfg.seal_rows */
+	bool segments_only;   /* the kth segment write, not the kth write of any file */
+};
+
+static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally,
+		      const struct seal_plan *plan)
 {
 	char dir[256];
 	tu_tmpdir(dir, sizeof(dir));
 	struct log_seen seen = { 0 };
 	struct eng_config cfg;
 	cfg_fault(&cfg, kind, k, &seen);
-	cfg.seal_rows = rows;
-	if (step)
-		cfg.seal_write_step_bytes = step;
+	cfg.seal_rows = plan->rows;
+	if (plan->step)
+		cfg.seal_write_step_bytes = plan->step;
+	if (plan->segments_only)
+		cfg.fault.nth_path_suffix = ".hseg.tmp";
 	cfg.block_rows = 8;
 	cfg.wal_file_bytes = 16u << 10; /* rotate and reclaim WAL files too */
 	struct eng_engine *eng = tu_open(dir, &cfg);
@@ -350,23 +358,21 @@ static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally
 	tally->largest = most > tally->largest ? most : tally->largest;
 }
 
-/* seal_case for k = 1..SEAL_K_MAX; with until_both, on until a segment
- * and a manifest write have both been hit (or a k past the run's last
- * write): which write is the kth depends on how far the seal worker got
+/* seal_case for k = 1..SEAL_K_MAX, then on (up to SEAL_K_LIMIT) until at
+ * least want_segment segment and want_manifest manifest writes have been
+ * hit: which write is the kth depends on how far the seal worker got
  * behind the appends, and on a loaded machine the first SEAL_K_MAX may
- * hold no manifest write. Logs and returns what was hit. */
-static struct seal_tally seal_cases(enum fault_kind kind, uint64_t step, uint32_t rows,
-				    bool until_both)
+ * hold too few of them (a k past a run's last write hits nothing, and
+ * another run may write more). Logs and returns what was hit. */
+static struct seal_tally seal_cases(enum fault_kind kind, const struct seal_plan *plan,
+				    uint32_t want_segment, uint32_t want_manifest)
 {
 	struct seal_tally tally = { 0 };
 	for (uint32_t k = 1; k <= SEAL_K_LIMIT; k++) {
-		bool both = tally.segment && tally.manifest;
-		if (k > SEAL_K_MAX && (!until_both || both))
+		bool enough = tally.segment >= want_segment && tally.manifest >= want_manifest;
+		if (k > SEAL_K_MAX && enough)
 			break;
-		uint32_t none = tally.none;
-		seal_case(kind, k, &tally, step, rows);
-		if (k > SEAL_K_MAX && tally.none > none)
-			break; /* past the last write: larger k hit nothing either */
+		seal_case(kind, k, &tally, plan);
 	}
 	cr_log_info("%s failures hit: wal %u, segment %u, manifest %u, none %u",
 		    kind == FAIL_WRITE ? "write" : "fsync", tally.wal, tally.segment, tally.manifest,
@@ -378,24 +384,28 @@ static struct seal_tally seal_cases(enum fault_kind kind, uint64_t step, uint32_
  * seals run; over all N, each kind of seal write must have been hit. */
 Test(fault, seal_write_fails)
 {
-	struct seal_tally tally = seal_cases(FAIL_WRITE, 0, 2 * SEAL_BATCH_EVENTS, true);
+	struct seal_plan plan = { .rows = 2 * SEAL_BATCH_EVENTS };
+	struct seal_tally tally = seal_cases(FAIL_WRITE, &plan, 1, 1);
 	cr_assert(tally.segment > 0, "no case failed a segment write");
 	cr_assert(tally.manifest > 0, "no case failed a manifest write");
 }
 
 /* The same with segments written in 4 KiB steps (each written back
  * before the next): a failure between two steps of one image fails the
- * round, which is retried, and costs nothing acknowledged. */
+ * round, which is retried, and costs nothing acknowledged. k counts
+ * segment writes only, so every k up to a run's steps hits one. */
 Test(fault, seal_write_fails_between_steps, .timeout = 240)
 {
-	struct seal_tally tally = seal_cases(FAIL_WRITE, 4096, 8 * SEAL_BATCH_EVENTS, false);
+	struct seal_plan plan = { .step = 4096, .rows = 8 * SEAL_BATCH_EVENTS, .segments_only = true };
+	struct seal_tally tally = seal_cases(FAIL_WRITE, &plan, 2, 0);
 	cr_assert(tally.segment > 1, "fewer than two cases failed a segment step");
 	cr_assert_gt(tally.largest, 2 * 4096, "no segment took three steps");
 }
 
 Test(fault, seal_fsync_fails)
 {
-	struct seal_tally tally = seal_cases(FAIL_FSYNC, 0, 2 * SEAL_BATCH_EVENTS, true);
+	struct seal_plan plan = { .rows = 2 * SEAL_BATCH_EVENTS };
+	struct seal_tally tally = seal_cases(FAIL_FSYNC, &plan, 1, 1);
 	cr_assert(tally.segment > 0, "no case failed a segment fsync");
 	cr_assert(tally.manifest > 0, "no case failed a manifest fsync");
 }
