@@ -17,8 +17,11 @@
  *   decode  fmt_block_decode of every column of every block, per block
  *           of 512 rows (what a query pays for a cold block).
  * Each is run --repeat times; the fastest is kept (the least disturbed).
- * wall / cpu above 1 means the thread waited for a core: the machine is
- * busy. No figure is compared with anything.
+ * wall / cpu above 1 means the thread waited for a core inside this
+ * machine. Contention on the VM's host does not show there: it makes the
+ * CPU figures themselves larger (two runs 5 s apart on an idle VM gave
+ * 1,145 and 1,451 ns per appended event). No figure is compared with
+ * anything.
  */
 #include "bench/gen.h"
 #include "format/event.h"
