@@ -284,7 +284,6 @@ static int buf_reserve_req(struct eng_wal_buf *buf)
 	return 0;
 }
 
-/* Returns false when the request must wait for room in the WAL buffer. */
 /* A request's events are checked against the dedup memory a group at a
  * time, so that the table's cache misses overlap. */
 #define APPEND_DEDUP_GROUP 64
@@ -313,6 +312,7 @@ static void dedup_group(struct eng_shard *s, const struct eng_tenant *t,
 		dup[index[j]] = found[j];
 }
 
+/* Returns false when the request must wait for room in the WAL buffer. */
 static bool append_run(struct eng_shard *s, struct eng_append *req)
 {
 	req->run_ns = eng_mono_ns();

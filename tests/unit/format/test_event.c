@@ -488,11 +488,13 @@ Test(event_validate, trace_id_every_byte)
 {
 	struct fmt_event ev;
 	base_event(&ev);
+	static const int positions[] = { 0, 15, 31 };
 	char id[32];
 	for (int c = 0; c < 256; c++) {
-		for (int at = 0; at < 32; at += 15) {
+		for (size_t k = 0; k < FMT_ARRAY_LEN(positions); k++) {
+			int at = positions[k];
 			memset(id, 'a', sizeof(id));
-			id[at == 30 ? 31 : at] = (char)c;
+			id[at] = (char)c;
 			ev.str[FMT_F_TRACE_ID] = str_n(id, sizeof(id));
 			bool want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
 				    (c >= 'A' && c <= 'F');
