@@ -50,7 +50,7 @@ packages=(
 	build-essential cmake ninja-build pkg-config git
 	liburing-dev libzstd-dev libxxhash-dev libssl-dev libcriterion-dev
 	libjansson-dev libyajl-dev clang libclang-rt-14-dev python3 python3-venv
-	libprotobuf-c-dev protobuf-c-compiler libnghttp2-dev
+	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libnghttp2-dev
 	libcurl4-openssl-dev libmicrohttpd-dev prometheus openssl
 	clickhouse-server clickhouse-client zlib1g-dev
 )
