@@ -12,10 +12,11 @@
  * Durability model, per fd the backend wrote to: `synced_bytes` is the
  * file length at the last successful fsync, or the length the file had
  * when the backend first wrote to it (bytes already there count as
- * durable). eng_io_fault_crash() truncates every such file back to it.
- * That is a faithful model for append-only files, which is what the
- * engine writes; it cannot restore bytes overwritten below synced_bytes,
- * so such a write is flagged and makes the crash report FMT_E_STATE.
+ * durable). A write that overwrites bytes below synced_bytes (a recycled
+ * WAL file, ADR 0016) first saves the bytes it replaces in an undo list.
+ * eng_io_fault_crash() puts the saved bytes back, newest first, and
+ * truncates every such file back to synced_bytes: the file is as it was
+ * at its last fsync. A successful fsync empties the list.
  *
  * A failed fsync (injected) leaves synced_bytes where it was, so a crash
  * right after it drops everything since the previous fsync. A later fsync
@@ -48,7 +49,12 @@ struct fault_file {
 	ino_t ino;
 	uint64_t synced_bytes;
 	bool append_only;         /* opened with O_APPEND: no overwrites */
-	bool overwrote_synced;    /* a write since the last fsync hit synced bytes */
+	struct fault_undo {       /* synced bytes overwritten since the last fsync */
+		struct fault_undo *next; /* the one before */
+		uint64_t offset;
+		size_t len;
+		uint8_t old[];
+	} *undo;
 };
 
 struct eng_io_fault {
@@ -64,6 +70,34 @@ static struct eng_io_fault *fault_of(struct eng_io *io)
 {
 	ASSERT(io->backend == ENG_IO_FAULT);
 	return (struct eng_io_fault *)io;
+}
+
+static void undo_free(struct fault_file *ff)
+{
+	while (ff->undo) {
+		struct fault_undo *u = ff->undo;
+		ff->undo = u->next;
+		free(u);
+	}
+}
+
+/* Saves the synced bytes a write of len bytes at offset replaces. */
+static int undo_save(struct fault_file *ff, int fd, uint64_t offset, size_t len)
+{
+	size_t n = (size_t)FMT_MIN((uint64_t)len, ff->synced_bytes - offset);
+	struct fault_undo *u = malloc(sizeof(*u) + n);
+	if (!u)
+		return -ENOMEM;
+	ssize_t got = pread(fd, u->old, n, (off_t)offset);
+	if (got < 0) {
+		free(u);
+		return -errno;
+	}
+	u->offset = offset;
+	u->len = (size_t)got;
+	u->next = ff->undo;
+	ff->undo = u;
+	return 0;
 }
 
 static struct fault_file *fault_find(struct eng_io_fault *f, int fd)
@@ -101,7 +135,7 @@ static struct fault_file *fault_track(struct eng_io_fault *f, int fd, int *err)
 	ff->ino = st.st_ino;
 	ff->synced_bytes = (uint64_t)st.st_size;
 	ff->append_only = flags >= 0 && (flags & O_APPEND);
-	ff->overwrote_synced = false;
+	undo_free(ff);
 	return ff;
 }
 
@@ -131,8 +165,11 @@ static void fault_write(struct eng_io_fault *f, struct eng_io_op *op)
 		op->result = err;
 		return;
 	}
-	if (!ff->append_only && op->len > 0 && op->offset < ff->synced_bytes)
-		ff->overwrote_synced = true;
+	if (!ff->append_only && op->len > 0 && op->offset < ff->synced_bytes &&
+	    (err = undo_save(ff, op->fd, op->offset, op->len)) != 0) {
+		op->result = err;
+		return;
+	}
 	eng_io_sync_exec(op);
 }
 
@@ -159,7 +196,7 @@ static void fault_fsync(struct eng_io_fault *f, struct eng_io_op *op)
 	}
 	if (st.st_dev == ff->dev && st.st_ino == ff->ino) {
 		ff->synced_bytes = (uint64_t)st.st_size;
-		ff->overwrote_synced = false;
+		undo_free(ff);
 	}
 }
 
@@ -188,7 +225,10 @@ static int fault_run(struct eng_io *io, int64_t timeout_ns)
 
 static void fault_destroy(struct eng_io *io)
 {
-	free(fault_of(io));
+	struct eng_io_fault *f = fault_of(io);
+	for (uint32_t i = 0; i < f->file_count; i++)
+		undo_free(&f->files[i]);
+	free(f);
 }
 
 static const struct eng_io_vtable fault_vtable = {
@@ -227,14 +267,19 @@ int eng_io_fault_crash(struct eng_io *io)
 		struct fault_file *ff = &f->files[i];
 		struct stat st;
 
-		if (fstat(ff->fd, &st) != 0 || st.st_dev != ff->dev || st.st_ino != ff->ino)
-			continue; /* closed or reused: nothing to truncate through it */
-		if ((uint64_t)st.st_size > ff->synced_bytes &&
+		if (fstat(ff->fd, &st) != 0 || st.st_dev != ff->dev || st.st_ino != ff->ino) {
+			undo_free(ff);
+			continue; /* closed or reused: nothing to restore through it */
+		}
+		for (struct fault_undo *u = ff->undo; u && rc == 0; u = u->next)
+			if (pwrite(ff->fd, u->old, u->len, (off_t)u->offset) != (ssize_t)u->len)
+				rc = errno ? -errno : -EIO;
+		undo_free(ff);
+		if (rc == 0 && (uint64_t)st.st_size > ff->synced_bytes &&
 		    ftruncate(ff->fd, (off_t)ff->synced_bytes) != 0)
-			return -errno;
-		if (ff->overwrote_synced)
-			rc = FMT_E_STATE;
-		ff->overwrote_synced = false;
+			rc = -errno;
+		if (rc)
+			return rc;
 	}
 	/* The process would have died with these ops queued. */
 	for (struct eng_io_op *op = eng_io_take_queue(io); op; op = op->next) {

@@ -889,21 +889,41 @@ Test(fault, crash_after_failed_fsync_drops_the_writes)
 	close(fd);
 }
 
-Test(fault, crash_flags_overwrite_of_synced_bytes)
+/* Overwrites of synced bytes (a recycled WAL file) are undone by a
+ * crash, newest first, down to the last fsync; synced ones stay. */
+Test(fault, crash_undoes_overwrites_of_synced_bytes)
 {
 	struct eng_io *io = open_fault(NULL);
 	struct rec r = { 0 };
-	struct eng_io_op w[1], f[1], over;
-	uint8_t out[CHUNK] = { 4 };
+	struct eng_io_op w[1], f[1], over[3], sync;
+	uint8_t base[CHUNK], kept[CHUNK], lost[CHUNK], in[2 * CHUNK];
+	fill(base, sizeof(base), 40);
+	fill(kept, sizeof(kept), 41);
+	fill(lost, sizeof(lost), 42);
 	int fd = tmp_file(NULL, 0);
 
-	write_fsync_rounds(io, fd, 1, w, f, out, &r);
-	op_set(&over, ENG_IO_WRITE, fd, out, 10, 100, &r);
-	cr_assert_eq(eng_io_submit(io, &over), 0);
+	write_fsync_rounds(io, fd, 1, w, f, base, &r);
+	/* Synced: bytes 100..110 become kept's. */
+	op_set(&over[0], ENG_IO_WRITE, fd, kept, 10, 100, &r);
+	op_set(&sync, ENG_IO_FSYNC, fd, NULL, 0, 0, &r);
+	cr_assert_eq(eng_io_submit(io, &over[0]), 0);
+	cr_assert_eq(eng_io_submit(io, &sync), 0);
 	run_all(io);
-	cr_assert_eq(eng_io_fault_crash(io), FMT_E_STATE, "the model cannot undo an overwrite");
+	/* Not synced: two overlapping overwrites, the second one past the
+	 * end of the file. */
+	op_set(&over[1], ENG_IO_WRITE, fd, lost, 50, 90, &r);
+	op_set(&over[2], ENG_IO_WRITE, fd, lost, CHUNK, 120, &r);
+	cr_assert_eq(eng_io_submit(io, &over[1]), 0);
+	cr_assert_eq(eng_io_submit(io, &over[2]), 0);
+	run_all(io);
+	cr_assert_eq(file_size(fd), 120 + CHUNK);
+
+	cr_assert_eq(eng_io_fault_crash(io), 0);
 	cr_assert_eq(file_size(fd), CHUNK);
-	cr_assert_eq(eng_io_fault_crash(io), 0, "reported once");
+	cr_assert_eq(pread(fd, in, CHUNK, 0), CHUNK);
+	cr_assert_arr_eq(in, base, 100);
+	cr_assert_arr_eq(in + 100, kept, 10, "the synced overwrite stays");
+	cr_assert_arr_eq(in + 110, base + 110, CHUNK - 110, "the others are undone");
 	eng_io_destroy(io);
 	close(fd);
 }
