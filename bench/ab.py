@@ -18,6 +18,11 @@ Run directories are kept until the end: ext4 is slow to create files for a
 while after thousands were deleted (docs/PERFORMANCE.md, "A trap when
 measuring"), and that would bill one run for the last one's cleanup.
 
+After each run it also reads the server's /metrics: the WAL fsync
+histogram's p99 and p99.9 (the upper bound of the bucket that holds them,
+over the server's whole life: warm-up included) and how many WAL
+generations started in a recycled file.
+
 Nothing here asserts on time: figures are printed (and written as JSON
 with --out).
 """
@@ -46,6 +51,25 @@ def variant(text):
     return {"label": label, "daemon": daemon, "args": [a for a in args.split(",") if a]}
 
 
+def bucket_quantile(m, name, q):
+    """The upper bound (ms) of the histogram bucket holding quantile q of a
+    label-less histogram in a hodei.Metrics scrape; None when empty."""
+    buckets = sorted((float(labels["le"]), v) for labels, v in m.samples(name + "_bucket"))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    want = q * buckets[-1][1]
+    return next(le for le, v in buckets if v >= want) * 1000
+
+
+def server_figures(h):
+    m = h.srv.metrics()
+    fs = "hodei_wal_fsync_duration_seconds"
+    return {"fsync_p99_ms": bucket_quantile(m, fs, 0.99),
+            "fsync_p999_ms": bucket_quantile(m, fs, 0.999),
+            "wal_recycled": m.get("hodei_wal_recycled_total"),
+            "wal_rotations": m.get("hodei_wal_rotations_total")}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("variants", nargs="+", type=variant)
@@ -72,12 +96,15 @@ def main():
                 hodei.DAEMON = v["daemon"]
                 with H.Hodei(work / f"{v['label']}-{r}", v["args"]) as h:
                     j = h.load(*mode, *common)
-                s = H.load_summary(j)
+                    srv = server_figures(h)
+                s = {**H.load_summary(j), **srv}
                 runs[v["label"]].append(s)
                 print(f"round {r} {v['label']}: {s['eps']:,.0f} events/s, p50 "
                       f"{s['p50_us'] / 1000:.2f} p99 {s['p99_us'] / 1000:.2f} p99.9 "
                       f"{s['p999_us'] / 1000:.2f} ms, server {s['server_cpu_us_per_event']:.2f} "
-                      f"µs CPU/event", flush=True)
+                      f"µs CPU/event; WAL fsync p99 ≤ {s['fsync_p99_ms']} p99.9 ≤ "
+                      f"{s['fsync_p999_ms']} ms; {s['wal_recycled']:.0f} of "
+                      f"{s['wal_rotations']:.0f} WAL files recycled", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -44,6 +44,7 @@ void eng_config_default(struct eng_config *c)
 	c->wal_retain_bytes = 512ull << 20;
 	c->wal_buffer_bytes = 16ull << 20;
 	c->wal_file_bytes = 128ull << 20;
+	c->wal_recycle_files = 2;
 	c->dedup_window_ns = 15ll * 60 * 1000000000;
 	c->dedup_entries_max = 1u << 20;
 	c->block_rows = FMT_SEG_BLOCK_ROWS_DEFAULT;
@@ -145,6 +146,8 @@ static const char *config_check(const struct eng_config *c)
 		return "attrs_max: over the format's hard maximum";
 	if (c->wal_buffer_bytes < (1u << 16))
 		return "wal_buffer_bytes: want at least 64 KiB";
+	if (c->wal_recycle_files > ENG_WAL_RECYCLE_FILES_MAX)
+		return "wal_recycle_files: want 0..64";
 	if (c->seal_rows < 1 || c->seal_rows > FMT_SEG_ROWS_MAX)
 		return "seal_rows: want 1..the format's rows per segment";
 	if (c->dedup_entries_max < 1)

@@ -136,6 +136,10 @@ struct eng_config {
 	uint64_t wal_retain_bytes;
 	uint64_t wal_buffer_bytes;       /* per shard, per buffer (two) */
 	uint64_t wal_file_bytes;         /* rotate the WAL file past this size */
+	/* Per shard: retired WAL files kept to be overwritten by a later
+	 * generation instead of deleted (ADR 0016), so that an append needs
+	 * no metadata change; 0 deletes them. */
+	uint32_t wal_recycle_files;
 	int64_t dedup_window_ns;         /* DESIGN.md §2.3, default 15 min */
 	uint32_t dedup_entries_max;      /* per shard */
 	uint32_t block_rows;             /* rows per segment block */
@@ -507,6 +511,8 @@ enum eng_seal_reason {
 };
 extern const char *const eng_seal_reason_names[ENG_SEAL_REASONS];
 
+#define ENG_WAL_RECYCLE_FILES_MAX 64
+
 /* Latency histogram bounds (ns) of the engine's stats: 100 µs to 10 s. */
 #define ENG_LATENCY_BOUNDS 16
 extern const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS];
@@ -520,6 +526,9 @@ struct eng_shard_stats {
 	/* WAL rotations, and those that created the next file on the shard
 	 * thread because the seal worker had not created it ahead. */
 	uint64_t wal_rotations, wal_rotations_inline;
+	/* WAL generations started in a recycled file, and the free files
+	 * kept for it now (at most wal_recycle_files). */
+	uint64_t wal_recycled, wal_free_files;
 	/* Group commits: wal_fsyncs counts them; fsync_ns_* measure each from
 	 * the write's submission to the shard seeing the fsync complete, so
 	 * they include the write and any wait for the shard thread. */

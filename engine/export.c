@@ -164,7 +164,7 @@ void eng_export_marks_flush(struct eng_shard *s)
 		uint8_t *rec = s->marks_buf + (size_t)n * EXPORT_RECORD_BYTES;
 		uint8_t *payload = rec + FMT_REC_HEADER_BYTES;
 		eng_manifest_encode_export(t, m->segment_id, (uint8_t)m->kind, now, m->ref, payload);
-		fmt_rec_header_encode(rec, FMT_REC_EXPORT, 0, 0, payload, ENG_MANIFEST_EXPORT_BYTES);
+		fmt_rec_header_encode(rec, FMT_REC_EXPORT, 0, 0, payload, ENG_MANIFEST_EXPORT_BYTES, 0);
 		s->marks_inflight[n++] = m;
 	}
 	if (!n)

@@ -227,6 +227,7 @@ struct eng_wal {
 	char dir[4096];
 	int fd;
 	uint64_t gen;                      /* active file's generation */
+	uint64_t salt;                     /* active file's salt: seeds its records' checks */
 	uint64_t size;                     /* bytes written to the active file */
 	uint64_t *old_gens;                /* generations still on disk, oldest first */
 	uint32_t old_count, old_cap;
@@ -242,7 +243,13 @@ struct eng_wal {
 	uint64_t spare_want;               /* generation asked for; 0: none */
 	bool spare_busy;                   /* the worker is creating it */
 	int spare_fd;                      /* -1: none ready */
-	uint64_t spare_gen;
+	uint64_t spare_gen, spare_salt;
+	bool spare_recycled;               /* the spare is a recycled file */
+	/* Retired files kept to be recycled (wal-<gen>.free), oldest first;
+	 * at most cfg.wal_recycle_files. Guarded by the shard's seal_lock:
+	 * the shard thread retires, the seal worker recycles. */
+	uint64_t free_gens[ENG_WAL_RECYCLE_FILES_MAX];
+	uint32_t free_count;
 	/* Replayed files still mapped because memtable rows borrow their
 	 * bytes; unmapped when the file is reclaimed, oldest first. */
 	struct eng_wal_map {

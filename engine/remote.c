@@ -122,7 +122,7 @@ void eng_retention_tick(struct eng_shard *s)
 			uint8_t *rec = s->remove_buf + (size_t)n * REMOVE_RECORD_BYTES;
 			encode_remove(t, g->segment_id, wall, rec + FMT_REC_HEADER_BYTES);
 			fmt_rec_header_encode(rec, FMT_REC_REMOVE, 0, 0, rec + FMT_REC_HEADER_BYTES,
-					      ENG_MANIFEST_REMOVE_BYTES);
+					      ENG_MANIFEST_REMOVE_BYTES, 0);
 			s->removing[n++] = g;
 		}
 	}

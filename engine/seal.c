@@ -462,7 +462,8 @@ static void seal_files_durable(struct eng_shard *s)
 		uint8_t *rec = z->records + (size_t)i * SEAL_RECORD_BYTES;
 		uint8_t *payload = rec + FMT_REC_HEADER_BYTES;
 		eng_manifest_encode_segment(z->item[i].t, z->item[i].seg, payload);
-		fmt_rec_header_encode(rec, FMT_REC_SEGMENT, 0, 0, payload, ENG_MANIFEST_SEGMENT_BYTES);
+		fmt_rec_header_encode(rec, FMT_REC_SEGMENT, 0, 0, payload, ENG_MANIFEST_SEGMENT_BYTES,
+				      0);
 	}
 	z->man = (struct eng_manifest_write){ .buf = z->records, .len = z->count * SEAL_RECORD_BYTES,
 					      .done = seal_manifest_done, .ctx = z };

@@ -375,7 +375,8 @@ static bool append_run(struct eng_shard *s, struct eng_append *req)
 		uint8_t *hdr = buf->data + rec_at;
 		uint8_t *payload = hdr + FMT_REC_HEADER_BYTES;
 		fmt_rec_header_encode(hdr, FMT_REC_BATCH, (uint16_t)req->accepted, req->first_seq,
-				      payload, (uint32_t)(buf->len - rec_at - FMT_REC_HEADER_BYTES));
+				      payload, (uint32_t)(buf->len - rec_at - FMT_REC_HEADER_BYTES),
+				      s->wal.salt);
 	} else {
 		buf->len = rec_at;
 	}
@@ -485,6 +486,8 @@ static void commit_start(struct eng_shard *s)
 			commit_finish(s, buf, -EIO, 0);
 			return;
 		}
+		/* Its records were checked with the old file's salt. */
+		fmt_rec_reseed(buf->data, buf->len, s->wal.salt);
 	}
 	w->write_op = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = w->fd, .buf = buf->data,
 					  .len = (uint32_t)buf->len, .offset = w->size,
@@ -668,7 +671,7 @@ static void hooks_start(struct eng_shard *s)
 
 /* The disk budget (DESIGN.md §2.6): this shard's share of
  * disk_budget_bytes, counting its local segments and its WAL files (old
- * ones at their full size: an upper bound), and the file system's free
+ * and free ones at their full size: an upper bound), and the file system's free
  * space against disk_reserve_bytes, checked every 100 ms. Appends are
  * refused (ENG_E_DISK) while either is crossed; nothing already stored is
  * touched, and a shard never reaches ENOSPC, which would stop it. */
@@ -682,7 +685,8 @@ static void disk_check(struct eng_shard *s)
 		return;
 	s->disk_next_check_ns = now + DISK_CHECK_EVERY_NS;
 	uint64_t wal_old = s->stats.wal_files ? s->stats.wal_files - 1 : 0;
-	uint64_t used = s->stats.segment_bytes_local + wal_old * cfg->wal_file_bytes + s->wal.size;
+	uint64_t used = s->stats.segment_bytes_local +
+			(wal_old + s->stats.wal_free_files) * cfg->wal_file_bytes + s->wal.size;
 	bool full = cfg->disk_budget_bytes && used > cfg->disk_budget_bytes / s->eng->shard_count;
 	struct statvfs v;
 	if (!full && cfg->disk_reserve_bytes && statvfs(s->dir, &v) == 0 &&

@@ -22,6 +22,26 @@
  *     (loudly: what is dropped was acknowledged).
  *   - an event whose seq does not continue its tenant (a gap) is damage too.
  *
+ * Recycling (ADR 0016). A file whose every event is sealed is retired:
+ * renamed to wal-<gen>.free and kept, up to cfg.wal_recycle_files per
+ * shard, instead of deleted. The seal worker makes the next spare from a
+ * free file when there is one: it cuts the file at the end of its last
+ * life's records, writes a new header (a new random salt, and that
+ * life's salt as prev_salt) with fdatasync, renames the file to the new
+ * generation's name and fsyncs the directory. The shard then overwrites
+ * the file in place: a commit whose bytes land inside the file's size
+ * changes no metadata, so its fdatasync does not wait for an ext4
+ * journal commit (which first writes out the seal workers' dirty segment
+ * data). The records' checks are seeded with the salt, so the old bytes
+ * are never taken for records of the new life (format/record.h says how
+ * the scan skips them). Crash points:
+ *   - before the header is durable: the .free file is as it was;
+ *   - header durable, rename not: a .free file whose own life is empty
+ *     (no record at the start passes its salt), so the next recycling
+ *     takes its prev_salt as the salt of the bytes it holds;
+ *   - rename durable: an empty generation (a spare), as for a new file.
+ * Files of version 1 (written before salts) are not recycled but deleted.
+ *
  * Replay is CPU-bound (checksum, decode, SHA-256 of every event and a chain
  * step, memtable copy, dedup insert), one thread per shard. Two things keep
  * it short without changing what it checks or rebuilds:
@@ -48,6 +68,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,24 +95,55 @@ static void wal_path(const struct eng_shard *s, uint64_t gen, char *out, size_t 
 	wal_path_in(s->wal.dir, gen, out, cap);
 }
 
-/* Creates generation `gen`'s file in dir with its header and directory
- * entry durable; returns its fd or -errno (then no file is left). Any
- * thread: it touches nothing of the shard's. */
-static int wal_file_create(const char *dir, uint32_t shard, uint64_t gen)
+/* A retired file kept to be recycled. */
+static void free_path_in(const char *dir, uint64_t gen, char *out, size_t cap)
 {
-	char path[4200];
-	wal_path_in(dir, gen, path, sizeof(path));
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return -errno;
-	struct fmt_file_header h = { .version = FMT_FILE_VERSION, .shard = shard,
-				     .generation = gen, .created_ns = eng_now_ns() };
+	snprintf(out, cap, "%s/wal-%016llx.free", dir, (unsigned long long)gen);
+}
+
+/* A new file's salt: random, never 0 (0 means "unsalted"). */
+static uint64_t new_salt(void)
+{
+	uint64_t salt = 0;
+	while (salt == 0)
+		if (getrandom(&salt, sizeof(salt), 0) != (ssize_t)sizeof(salt))
+			salt = (uint64_t)eng_now_ns() * 0x9e3779b97f4a7c15ull;
+	return salt;
+}
+
+/* Writes generation gen's header (a new salt, and prev as prev_salt) at
+ * the start of fd and makes it durable; returns the salt, or 0 with errno
+ * set. */
+static uint64_t wal_header_write(int fd, uint32_t shard, uint64_t gen, uint64_t prev)
+{
+	struct fmt_file_header h = { .version = FMT_FILE_VERSION_SALTED, .shard = shard,
+				     .generation = gen, .created_ns = eng_now_ns(),
+				     .salt = new_salt(), .prev_salt = prev };
 	memcpy(h.magic, wal_magic, 8);
 	uint8_t hdr[FMT_FILE_HEADER_BYTES];
 	fmt_file_header_encode(&h, hdr);
+	errno = 0;
+	if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fdatasync(fd) != 0) {
+		if (!errno)
+			errno = EIO;
+		return 0;
+	}
+	return h.salt;
+}
+
+/* Creates generation `gen`'s file in dir with its header and directory
+ * entry durable; returns its fd (and its salt in *salt) or -errno (then no
+ * file is left). Any thread: it touches nothing of the shard's. */
+static int wal_file_create(const char *dir, uint32_t shard, uint64_t gen, uint64_t *salt)
+{
+	char path[4200];
+	wal_path_in(dir, gen, path, sizeof(path));
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
 	int rc = 0;
-	if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fdatasync(fd) != 0)
-		rc = errno ? -errno : -EIO;
+	if (!(*salt = wal_header_write(fd, shard, gen, 0)))
+		rc = -errno;
 	if (rc == 0)
 		rc = eng_fsync_dir(dir);
 	if (rc) {
@@ -102,11 +154,69 @@ static int wal_file_create(const char *dir, uint32_t shard, uint64_t gen)
 	return fd;
 }
 
+/* The salt of the records a free file holds, and where they end: its own
+ * life's when its first record is of it, else the life before (a life
+ * that wrote nothing, such as a spare never used). 0 and the header's end
+ * when it holds none. */
+static uint64_t free_file_records(const uint8_t *buf, size_t len, const struct fmt_file_header *h,
+				  uint32_t payload_max, uint64_t *end)
+{
+	uint64_t life = fmt_log_used(buf, len, len) ? h->salt : h->prev_salt;
+	*end = life ? fmt_log_run_end(buf, len, FMT_FILE_HEADER_BYTES, payload_max, life)
+		    : FMT_FILE_HEADER_BYTES;
+	return *end > FMT_FILE_HEADER_BYTES ? life : 0;
+}
+
+/* Turns the free file `from` into generation `gen`'s file (see the top of
+ * this file): returns its fd and salt, or an error (FMT_E_VERSION for a
+ * file that cannot be recycled), and then the free file is left as it
+ * was or with a new header, for the caller to delete. Seal worker. */
+static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint64_t gen,
+			    uint32_t payload_max, uint64_t *salt)
+{
+	char src[4200], dst[4200];
+	free_path_in(dir, from, src, sizeof(src));
+	wal_path_in(dir, gen, dst, sizeof(dst));
+	const uint8_t *buf;
+	size_t len;
+	int rc = eng_file_map(src, &buf, &len);
+	if (rc)
+		return rc;
+	struct fmt_file_header h;
+	uint64_t prev = 0, end = 0;
+	rc = fmt_file_header_decode(buf, len, &h);
+	if (rc == 0 && (memcmp(h.magic, wal_magic, 8) || h.version != FMT_FILE_VERSION_SALTED))
+		rc = FMT_E_VERSION;
+	if (rc == 0)
+		prev = free_file_records(buf, len, &h, payload_max, &end);
+	eng_file_unmap(buf, len);
+	if (rc)
+		return rc;
+	int fd = open(src, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* Nothing older than prev's records stays in the file. */
+	if (end < len && ftruncate(fd, (off_t)end) != 0)
+		rc = -errno;
+	if (rc == 0 && !(*salt = wal_header_write(fd, shard, gen, prev)))
+		rc = -errno;
+	if (rc == 0 && rename(src, dst) != 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = eng_fsync_dir(dir);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
 /* Makes fd (generation gen, header only) the active file. */
-static void wal_use(struct eng_shard *s, int fd, uint64_t gen)
+static void wal_use(struct eng_shard *s, int fd, uint64_t gen, uint64_t salt)
 {
 	s->wal.fd = fd;
 	s->wal.gen = gen;
+	s->wal.salt = salt;
 	s->wal.size = FMT_FILE_HEADER_BYTES;
 	s->stats.wal_files = s->wal.old_count + 1;
 }
@@ -116,6 +226,7 @@ static void wal_use(struct eng_shard *s, int fd, uint64_t gen)
 static int wal_create(struct eng_shard *s, uint64_t gen)
 {
 	int fd = -1;
+	uint64_t salt = 0;
 	if (s->seal_worker_started) {
 		pthread_mutex_lock(&s->seal_lock);
 		if (s->wal.spare_want == gen)
@@ -124,17 +235,20 @@ static int wal_create(struct eng_shard *s, uint64_t gen)
 			pthread_cond_wait(&s->spare_cond, &s->seal_lock);
 		if (s->wal.spare_fd >= 0 && s->wal.spare_gen == gen) {
 			fd = s->wal.spare_fd;
+			salt = s->wal.spare_salt;
 			s->wal.spare_fd = -1;
+			s->stats.wal_recycled += s->wal.spare_recycled;
 		}
+		s->stats.wal_free_files = s->wal.free_count;
 		pthread_mutex_unlock(&s->seal_lock);
 	}
 	if (fd < 0) {
-		if ((fd = wal_file_create(s->wal.dir, s->id, gen)) < 0)
+		if ((fd = wal_file_create(s->wal.dir, s->id, gen, &salt)) < 0)
 			return fd;
 		s->stats.wal_rotations_inline++;
 	}
 	s->stats.wal_rotations++;
-	wal_use(s, fd, gen);
+	wal_use(s, fd, gen, salt);
 	eng_wal_spare_request(s, gen + 1);
 	return 0;
 }
@@ -153,19 +267,38 @@ void eng_wal_spare_request(struct eng_shard *s, uint64_t gen)
 
 void eng_wal_spare_make(struct eng_shard *s)
 {
-	uint64_t gen = s->wal.spare_want;
-	s->wal.spare_want = 0;
-	s->wal.spare_busy = true;
+	struct eng_wal *w = &s->wal;
+	uint64_t gen = w->spare_want, salt = 0;
+	w->spare_want = 0;
+	w->spare_busy = true;
+	bool from_free = w->free_count > 0;
+	uint64_t from = from_free ? w->free_gens[--w->free_count] : 0;
 	pthread_mutex_unlock(&s->seal_lock);
-	int fd = wal_file_create(s->wal.dir, s->id, gen);
-	if (fd < 0)
+	int fd = -1;
+	if (from_free) {
+		fd = wal_file_recycle(w->dir, s->id, from, gen, (uint32_t)s->eng->cfg.wal_buffer_bytes,
+				      &salt);
+		if (fd < 0) {
+			char path[4200];
+			free_path_in(w->dir, from, path, sizeof(path));
+			if (fd != FMT_E_VERSION)
+				eng_log(s->eng, ENG_LOG_WARN, "shard %u: cannot recycle %s: %s "
+					"(deleting it; a new file is created instead)", s->id, path,
+					fmt_strerror(fd));
+			unlink(path);
+			from_free = false;
+		}
+	}
+	if (fd < 0 && (fd = wal_file_create(w->dir, s->id, gen, &salt)) < 0)
 		eng_log(s->eng, ENG_LOG_WARN, "shard %u: cannot create WAL generation %llu ahead: %s "
 			"(the rotation will try again)", s->id, (unsigned long long)gen,
 			fmt_strerror(fd));
 	pthread_mutex_lock(&s->seal_lock);
-	s->wal.spare_busy = false;
-	s->wal.spare_fd = fd;
-	s->wal.spare_gen = gen;
+	w->spare_busy = false;
+	w->spare_fd = fd;
+	w->spare_gen = gen;
+	w->spare_salt = salt;
+	w->spare_recycled = from_free;
 	pthread_cond_broadcast(&s->spare_cond);
 }
 
@@ -175,19 +308,30 @@ void eng_wal_spare_drop(struct eng_shard *s)
 		return;
 	close(s->wal.spare_fd);
 	s->wal.spare_fd = -1;
-	char path[4200];
+	/* Kept to be recycled after the restart (which keeps at most
+	 * wal_recycle_files); if the rename or removal is lost, replay finds
+	 * an empty file. */
+	char path[4200], free_path[4200];
 	wal_path(s, s->wal.spare_gen, path, sizeof(path));
-	unlink(path); /* if the removal is lost, replay finds an empty file */
+	free_path_in(s->wal.dir, s->wal.spare_gen, free_path, sizeof(free_path));
+	if (!s->eng->cfg.wal_recycle_files || rename(path, free_path) != 0)
+		unlink(path);
 }
 
 uint32_t eng_wal_last_used(const char *dir, const uint64_t *gens, uint32_t count)
 {
 	for (uint32_t i = count; i-- > 0;) {
 		char path[4200];
-		struct stat st;
 		wal_path_in(dir, gens[i], path, sizeof(path));
-		if (stat(path, &st) != 0 || st.st_size > FMT_FILE_HEADER_BYTES)
+		uint8_t head[FMT_FILE_HEADER_BYTES + FMT_REC_HEADER_BYTES];
+		struct stat st;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
 			return i; /* unreadable: its scan reports it */
+		ssize_t n = fstat(fd, &st) == 0 ? pread(fd, head, sizeof(head), 0) : -1;
+		close(fd);
+		if (n < 0 || fmt_log_used(head, (size_t)n, (uint64_t)st.st_size))
+			return i;
 	}
 	return 0;
 }
@@ -264,7 +408,35 @@ void eng_wal_close(struct eng_wal *w)
 	w->maps = NULL;
 }
 
-/* Deletes WAL files whose every event is sealed (I4). */
+/* Retires generation gen, whose every event is sealed: kept to be
+ * recycled while there is room, else deleted. False when it is still
+ * there under its name. */
+static bool wal_retire(struct eng_shard *s, uint64_t gen)
+{
+	struct eng_wal *w = &s->wal;
+	char path[4200];
+	wal_path(s, gen, path, sizeof(path));
+	if (s->seal_worker_started && s->eng->cfg.wal_recycle_files) {
+		pthread_mutex_lock(&s->seal_lock);
+		bool room = w->free_count < s->eng->cfg.wal_recycle_files;
+		char free_path[4200];
+		free_path_in(w->dir, gen, free_path, sizeof(free_path));
+		if (room && rename(path, free_path) == 0) {
+			w->free_gens[w->free_count++] = gen;
+			s->stats.wal_free_files = w->free_count;
+			pthread_mutex_unlock(&s->seal_lock);
+			return true;
+		}
+		pthread_mutex_unlock(&s->seal_lock);
+	}
+	if (unlink(path) != 0 && errno != ENOENT) {
+		eng_log(s->eng, ENG_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+/* Retires WAL files whose every event is sealed (I4). */
 void eng_wal_reclaim(struct eng_shard *s)
 {
 	struct eng_wal *w = &s->wal;
@@ -276,22 +448,14 @@ void eng_wal_reclaim(struct eng_shard *s)
 		if (t && t->active.row_count && t->active.gen[0] < keep_from)
 			keep_from = t->active.gen[0];
 	}
+	/* Unmapped first: a recycled file is overwritten. */
+	wal_unmap(w, keep_from);
 	uint32_t kept = 0;
-	for (uint32_t i = 0; i < w->old_count; i++) {
-		if (w->old_gens[i] >= keep_from) {
+	for (uint32_t i = 0; i < w->old_count; i++)
+		if (w->old_gens[i] >= keep_from || !wal_retire(s, w->old_gens[i]))
 			w->old_gens[kept++] = w->old_gens[i];
-			continue;
-		}
-		char path[4200];
-		wal_path(s, w->old_gens[i], path, sizeof(path));
-		if (unlink(path) != 0 && errno != ENOENT) {
-			eng_log(s->eng, ENG_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
-			w->old_gens[kept++] = w->old_gens[i];
-		}
-	}
 	w->old_count = kept;
 	s->stats.wal_files = kept + 1;
-	wal_unmap(w, keep_from);
 }
 
 /* ---- replay ---------------------------------------------------------------- */
@@ -322,6 +486,7 @@ struct replay_hasher {
 	const uint8_t *buf;
 	size_t len;
 	uint32_t payload_max;
+	uint64_t seed;                     /* the file's salt */
 	uint8_t (*hash)[FMT_HASH_BYTES];   /* [REPLAY_HASH_SLOTS] */
 	const uint8_t **canon;             /* the bytes each hash covers; NULL: none */
 	_Atomic uint64_t done;             /* events [0, done) have their slot written */
@@ -372,7 +537,7 @@ static void *hasher_run(void *arg)
 	int64_t n = 0;
 	for (size_t off = FMT_FILE_HEADER_BYTES; off < h->len; off += (size_t)n) {
 		if (atomic_load_explicit(&h->stop, memory_order_relaxed) ||
-		    (n = fmt_rec_peek(h->buf + off, h->len - off, h->payload_max, &rec)) <= 0 ||
+		    (n = fmt_rec_peek(h->buf + off, h->len - off, h->payload_max, h->seed, &rec)) <= 0 ||
 		    rec.kind != FMT_REC_BATCH)
 			break;
 		/* Behind the replay: start again a little ahead of it. */
@@ -418,8 +583,11 @@ static void hasher_start(struct replay *r, const uint8_t *buf, size_t len)
 		h->hash = malloc(REPLAY_HASH_SLOTS * sizeof(*h->hash));
 	if (!h->canon)
 		h->canon = malloc(REPLAY_HASH_SLOTS * sizeof(*h->canon));
-	if (!h->hash || !h->canon || len <= FMT_FILE_HEADER_BYTES)
+	struct fmt_file_header fh;
+	if (!h->hash || !h->canon || len <= FMT_FILE_HEADER_BYTES ||
+	    fmt_file_header_decode(buf, len, &fh) != 0)
 		return;
+	h->seed = fh.salt;
 	h->buf = buf;
 	h->len = len;
 	h->payload_max = (uint32_t)r->s->eng->cfg.wal_buffer_bytes;
@@ -550,22 +718,37 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Collects the generations present in the WAL directory, sorted. */
+/* Collects the generations present in the WAL directory, sorted, and
+ * the free files to recycle (those past wal_recycle_files are deleted). */
 static int list_gens(struct eng_shard *s)
 {
-	DIR *d = opendir(s->wal.dir);
+	struct eng_wal *w = &s->wal;
+	DIR *d = opendir(w->dir);
 	if (!d)
 		return -errno;
 	struct dirent *e;
 	int rc = 0;
+	w->free_count = 0;
 	while ((e = readdir(d)) != NULL) {
 		unsigned long long gen;
 		char tail[8];
-		if (sscanf(e->d_name, "wal-%16llx.%4s", &gen, tail) != 2 || strcmp(tail, "log"))
+		if (sscanf(e->d_name, "wal-%16llx.%4s", &gen, tail) != 2)
 			continue;
-		if ((rc = old_gens_push(&s->wal, gen)) != 0)
+		if (strcmp(tail, "free") == 0) {
+			char path[4200];
+			free_path_in(w->dir, gen, path, sizeof(path));
+			if (w->free_count < s->eng->cfg.wal_recycle_files)
+				w->free_gens[w->free_count++] = gen;
+			else
+				unlink(path);
+			continue;
+		}
+		if (strcmp(tail, "log"))
+			continue;
+		if ((rc = old_gens_push(w, gen)) != 0)
 			break;
 	}
+	s->stats.wal_free_files = w->free_count;
 	closedir(d);
 	if (s->wal.old_count > 1)
 		qsort(s->wal.old_gens, s->wal.old_count, sizeof(uint64_t), cmp_u64);

@@ -503,8 +503,10 @@ static json_t *log_json(const char *path, size_t len, const struct fmt_log_scan 
 	json_object_set_new(doc, "size", j_u64(len));
 	json_object_set_new(h, "version", json_integer(sc->header.version));
 	json_object_set_new(h, "shard", json_integer(sc->header.shard));
-	if (li->wal)
+	if (li->wal) {
 		json_object_set_new(h, "generation", j_u64(sc->header.generation));
+		json_object_set_new(h, "recycled", json_boolean(sc->header.prev_salt != 0));
+	}
 	json_object_set_new(h, "created_ns", json_integer(sc->header.created_ns));
 	json_object_set_new(doc, "header", h);
 	json_object_set_new(doc, "records", j_u64(sc->records));
@@ -564,7 +566,9 @@ static void log_print(const char *path, size_t len, const struct fmt_log_scan *s
 	char created[48];
 	time_iso(sc->header.created_ns, created);
 	printf("file:        %s\n", path);
-	printf("type:        %s, format version %u\n", li->wal ? "WAL" : "manifest", sc->header.version);
+	printf("type:        %s, format version %u%s\n", li->wal ? "WAL" : "manifest", sc->header.version,
+	       sc->header.prev_salt ? ", recycled (the bytes after its records are from its "
+				      "previous life)" : "");
 	printf("shard:       %u\n", sc->header.shard);
 	if (li->wal)
 		printf("generation:  %llu\n", (unsigned long long)sc->header.generation);

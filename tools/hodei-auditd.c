@@ -125,6 +125,9 @@ static const struct opt opts[] = {
 	  "unsealed events per shard before appends are refused (512MiB)" },
 	{ "wal-retain", "HODEI_WAL_RETAIN", SIZE(eng_cfg.wal_retain_bytes),
 	  "per shard: WAL kept for unsealed events; older ones are sealed (512MiB)" },
+	{ "wal-recycle-files", "HODEI_WAL_RECYCLE_FILES", O_U32, D(eng_cfg.wal_recycle_files), 0,
+	  "per shard: retired WAL files kept to be overwritten, so that a commit changes no "
+	  "file size (2; 0: delete them; max 64)" },
 	{ "disk-budget", "HODEI_DISK_BUDGET", SIZE(eng_cfg.disk_budget_bytes),
 	  "WAL + local segments before appends are refused (0: no limit)" },
 	{ "disk-reserve", "HODEI_DISK_RESERVE", SIZE(eng_cfg.disk_reserve_bytes),
@@ -404,6 +407,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.wal_fsyncs += st.wal_fsyncs;
 		sum.wal_rotations += st.wal_rotations;
 		sum.wal_rotations_inline += st.wal_rotations_inline;
+		sum.wal_recycled += st.wal_recycled;
+		sum.wal_free_files += st.wal_free_files;
 		sum.fsync_ns_total += st.fsync_ns_total;
 		for (int k = 0; k <= ENG_LATENCY_BOUNDS; k++)
 			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
@@ -447,6 +452,9 @@ static int render(void *ctx, struct mx_buf *b)
 	ENGINE_COUNTER("hodei_wal_rotations_inline_total",
 		       "WAL files the shard thread had to create itself (none created ahead).",
 		       wal_rotations_inline);
+	ENGINE_COUNTER("hodei_wal_recycled_total",
+		       "WAL files started by overwriting a retired file instead of creating one.",
+		       wal_recycled);
 	mx_family(b, "hodei_wal_fsync_duration_seconds", "histogram",
 		  "Group commit: WAL write submission to fsync completion.");
 	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);
@@ -460,6 +468,8 @@ static int render(void *ctx, struct mx_buf *b)
 	}
 	ENGINE_GAUGE("hodei_wal_files", "WAL files kept (the active one included), all shards.",
 		     sum.wal_files);
+	ENGINE_GAUGE("hodei_wal_free_files", "Retired WAL files kept to be recycled, all shards "
+		     "(at most wal-recycle-files per shard).", sum.wal_free_files);
 	ENGINE_GAUGE("hodei_wal_retain_bytes", "WAL kept for unsealed events before they are sealed, "
 		     "all shards.", d->eng_cfg.wal_retain_bytes * shards);
 	ENGINE_GAUGE("hodei_segments_local", "Sealed segments on local disk.", sum.segments_local);

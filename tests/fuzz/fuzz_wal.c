@@ -129,6 +129,8 @@ static bool fix_up(uint8_t *buf, size_t len)
 		fmt_put_u64(buf + 56, sum);
 		changed = true;
 	}
+	/* A salted (version 2) file's records are checked with its salt. */
+	uint64_t seed = fmt_get_u32(buf + 8) == FMT_FILE_VERSION_SALTED ? fmt_get_u64(buf + 32) : 0;
 	size_t off = FMT_FILE_HEADER_BYTES;
 	while (len - off >= FMT_REC_HEADER_BYTES) {
 		uint32_t plen = fmt_get_u32(buf + off);
@@ -138,7 +140,8 @@ static bool fix_up(uint8_t *buf, size_t len)
 		uint8_t old[8];
 		memcpy(old, buf + off + 16, 8);
 		fmt_rec_header_encode(buf + off, kind, fmt_get_u16(buf + off + 6),
-				      fmt_get_u64(buf + off + 8), buf + off + FMT_REC_HEADER_BYTES, plen);
+				      fmt_get_u64(buf + off + 8), buf + off + FMT_REC_HEADER_BYTES, plen,
+				      seed);
 		changed = changed || memcmp(old, buf + off + 16, 8) != 0;
 		off += FMT_REC_HEADER_BYTES + plen;
 	}

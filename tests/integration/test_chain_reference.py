@@ -54,9 +54,14 @@ def decode_canonical(b):
 
 
 def wal_events(path):
+    """The events of a WAL file's records, up to where the CLI's scan says
+    they end: a recycled file holds its previous life's bytes after them."""
     data = path.read_bytes()
+    info = subprocess.run([str(hodei.CLI), "inspect", str(path), "--json"],
+                          capture_output=True, timeout=60, check=True)
+    end = json.loads(info.stdout)["valid_end"]
     p, out = 64, []
-    while p + 32 <= len(data):
+    while p + 32 <= end:
         plen, kind, count, _seq = struct.unpack_from("<IHHQ", data, p)
         if plen == 0 and kind == 0:
             break

@@ -21,6 +21,8 @@ REQUIRED = {
     "hodei_append_duration_seconds": "histogram",
     "hodei_append_stage_duration_seconds": "histogram",
     "hodei_wal_fsync_duration_seconds": "histogram",
+    "hodei_wal_recycled_total": "counter",
+    "hodei_wal_free_files": "gauge",
     "hodei_segments_sealed_total": "counter",
     "hodei_connections_open": "gauge",
     "hodei_connections_rejected_total": "counter",

@@ -45,6 +45,37 @@ static inline void tu_rmtree(const char *dir)
 	nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* The whole file at path, malloc'ed; aborts when it cannot be read. */
+static inline uint8_t *tu_read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		perror(path);
+		abort();
+	}
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
+	if (n < 0 || !buf || fread(buf, 1, (size_t)n, f) != (size_t)n)
+		abort();
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
+/* Replaces the file at path with buf; aborts when it cannot. */
+static inline void tu_write_file(const char *path, const uint8_t *buf, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	if (!f) {
+		perror(path);
+		abort();
+	}
+	if (fwrite(buf, 1, len, f) != len || fclose(f) != 0)
+		abort();
+}
+
 /* An event with stable, readable content derived from i. Strings live in
  * the caller's `store` (>= 256 bytes) for the event's lifetime. */
 static inline void tu_event(struct fmt_event *ev, char *store, uint32_t i)

@@ -66,34 +66,12 @@ static int man_collect(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	return 0;
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	cr_assert(f, "open %s: %s", path, strerror(errno));
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	uint8_t *buf = malloc(n ? (size_t)n : 1);
-	cr_assert(buf && fread(buf, 1, (size_t)n, f) == (size_t)n);
-	fclose(f);
-	*len = (size_t)n;
-	return buf;
-}
-
-static void spill(const char *path, const uint8_t *buf, size_t len)
-{
-	FILE *f = fopen(path, "wb");
-	cr_assert(f, "open %s: %s", path, strerror(errno));
-	cr_assert_eq(fwrite(buf, 1, len, f), len);
-	cr_assert_eq(fclose(f), 0);
-}
-
 static void read_manifest(struct data *d)
 {
 	char path[400];
 	snprintf(path, sizeof(path), "%s/shard-000/manifest.log", d->dir);
 	size_t len;
-	uint8_t *buf = slurp(path, &len);
+	uint8_t *buf = tu_read_file(path, &len);
 	struct fmt_log_scan sc;
 	d->seg_count = 0;
 	cr_assert_eq(fmt_log_scan(buf, len, "HODEIMAN", 4096, man_collect, d, &sc), 0);
@@ -237,7 +215,7 @@ static int snap_visit(const char *path, const struct stat *st, int type, struct 
 	uint64_t sum = 0;
 	if (type == FTW_F) {
 		size_t len;
-		uint8_t *buf = slurp(path, &len);
+		uint8_t *buf = tu_read_file(path, &len);
 		sum = fmt_xxh3(buf, len);
 		free(buf);
 	}
@@ -346,7 +324,7 @@ struct seg_rows {
 static void rows_load(const char *path, struct seg_rows *r)
 {
 	memset(r, 0, sizeof(*r));
-	r->image = slurp(path, &r->len);
+	r->image = tu_read_file(path, &r->len);
 	cr_assert_eq(fmt_segment_open_buf(r->image, r->len, &r->seg), 0);
 	const struct fmt_segment_meta *m = &r->seg->meta;
 	r->blocks = calloc(m->block_count, sizeof(*r->blocks));
@@ -397,7 +375,7 @@ static void rows_reseal(const char *path, const struct seg_rows *r, struct fmt_e
 	size_t len;
 	cr_assert_eq(fmt_segment_build(&args, rows, (const uint8_t (*)[FMT_HASH_BYTES])chains, n, &out, &len), 0);
 	cr_assert_eq(fmt_segment_verify_buf(out, len, NULL), 0, "the forged segment is self-consistent");
-	spill(path, out, len);
+	tu_write_file(path, out, len);
 	free(out);
 	free(chains);
 }
@@ -463,7 +441,7 @@ Test(tamper, flipped_byte_in_a_chunk, .timeout = 120)
 	char path[512];
 	seg_path(&d, d.segs[si].id, path, sizeof(path));
 	size_t len;
-	uint8_t *buf = slurp(path, &len);
+	uint8_t *buf = tu_read_file(path, &len);
 	struct fmt_segment *seg;
 	cr_assert_eq(fmt_segment_open_buf(buf, len, &seg), 0);
 	const struct fmt_block_ref *blk = &seg->blocks[1];
@@ -471,7 +449,7 @@ Test(tamper, flipped_byte_in_a_chunk, .timeout = 120)
 	buf[c->offset + c->stored_len / 2] ^= 0x01;
 	uint64_t first = blk->first_seq, last = blk->last_seq;
 	fmt_segment_close(seg);
-	spill(path, buf, len);
+	tu_write_file(path, buf, len);
 	free(buf);
 	expect_segment_problem(&d, si);
 	struct findings fs;
@@ -498,7 +476,7 @@ static uint32_t forge_with_manifest(struct data *d, uint32_t k_seg)
 	seg_path(d, d->segs[si].id, seg, sizeof(seg));
 	snprintf(man, sizeof(man), "%s/shard-000/manifest.log", d->dir);
 	size_t slen, mlen;
-	uint8_t *sbuf = slurp(seg, &slen), *mbuf = slurp(man, &mlen);
+	uint8_t *sbuf = tu_read_file(seg, &slen), *mbuf = tu_read_file(man, &mlen);
 	struct fmt_segment *f;
 	cr_assert_eq(fmt_segment_open_buf(sbuf, slen, &f), 0);
 	/* Payload layout: engine/manifest.c (u64 fields from byte 65, then
@@ -509,8 +487,8 @@ static uint32_t forge_with_manifest(struct data *d, uint32_t k_seg)
 	fmt_put_u64(pl + 65 + 4 * 8, fmt_xxh3(sbuf, slen));
 	memcpy(pl + 65 + 88 + 4 + FMT_HASH_BYTES, f->meta.chain_after, FMT_HASH_BYTES);
 	memcpy(pl + 65 + 88 + 4 + 2 * FMT_HASH_BYTES, f->meta.merkle_root, FMT_HASH_BYTES);
-	fmt_rec_header_encode(rec, FMT_REC_SEGMENT, 0, 0, pl, MAN_PAYLOAD);
-	spill(man, mbuf, mlen);
+	fmt_rec_header_encode(rec, FMT_REC_SEGMENT, 0, 0, pl, MAN_PAYLOAD, 0);
+	tu_write_file(man, mbuf, mlen);
 	fmt_segment_close(f);
 	free(sbuf);
 	free(mbuf);
@@ -623,8 +601,8 @@ Test(tamper, inserted_segment, .timeout = 120)
 	uint64_t id = d.segs[si].id + 0x1000;
 	seg_path(&d, id, dst, sizeof(dst));
 	size_t len;
-	uint8_t *buf = slurp(src, &len);
-	spill(dst, buf, len);
+	uint8_t *buf = tu_read_file(src, &len);
+	tu_write_file(dst, buf, len);
 	free(buf);
 	struct findings fs;
 	run_verify(&d, &fs);
@@ -665,7 +643,8 @@ static int wal_collect(void *ctx, uint64_t offset, const struct fmt_rec *rec)
 	return 0;
 }
 
-/* The single WAL file of the directory, and its records. */
+/* The single WAL file of the directory (free files to recycle aside),
+ * and its records. */
 static uint8_t *wal_load(const struct data *d, char *path, size_t cap, size_t *len, struct wal_recs *w)
 {
 	char dir[400];
@@ -675,11 +654,11 @@ static uint8_t *wal_load(const struct data *d, char *path, size_t cap, size_t *l
 	struct dirent *e;
 	int files = 0;
 	while ((e = readdir(dd)) != NULL)
-		if (!strncmp(e->d_name, "wal-", 4) && ++files)
+		if (!strncmp(e->d_name, "wal-", 4) && strstr(e->d_name, ".log") && ++files)
 			snprintf(path, cap, "%s/%s", dir, e->d_name);
 	closedir(dd);
 	cr_assert_eq(files, 1);
-	uint8_t *buf = slurp(path, len);
+	uint8_t *buf = tu_read_file(path, len);
 	struct fmt_log_scan sc;
 	w->n = 0;
 	cr_assert_eq(fmt_log_scan(buf, *len, "HODEIWAL", 1u << 30, wal_collect, w, &sc), 0);
@@ -705,7 +684,7 @@ Test(tamper, wal_record_payload, .timeout = 120)
 	cr_assert_lt(pick, w.n, "no unsealed record before the last one");
 	const struct wal_rec *r = &w.r[pick];
 	buf[r->offset + FMT_REC_HEADER_BYTES + r->payload_len / 2] ^= 0x20;
-	spill(path, buf, len);
+	tu_write_file(path, buf, len);
 	free(buf);
 	struct findings fs;
 	run_verify(&d, &fs);
