@@ -96,3 +96,24 @@ def test_calibration_prints_its_figures_and_refuses_bad_input():
     for bad in (["--repeat", "0"], ["--repeat", "x"], ["extra"]):
         b = subprocess.run([str(calib), *bad], capture_output=True, text=True, timeout=60)
         assert b.returncode == 2 and b.stderr, (bad, b.returncode, b.stderr)
+
+
+def test_fsync_bench_prints_its_figures_and_refuses_bad_input(tmp_path):
+    """hodei-bench-fsync: a tiny run with segment writes beside it prints
+    one JSON object with ordered quantiles, and leaves no file behind; bad
+    arguments get the usage and exit code 2."""
+    tool = hodei.BUILD_DIR / "bench" / "hodei-bench-fsync"
+    p = subprocess.run([str(tool), "--dir", str(tmp_path), "--commits", "50", "--commit-bytes",
+                        "4096", "--period-us", "0", "--overwrite", "--segments-mbps", "20",
+                        "--segment-bytes", "65536"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["overwrite"] is True and j["commits"] == 50 and j["commit_bytes"] == 4096
+    q = j["fdatasync_ms"]
+    assert 0 < q["p50"] <= q["p90"] <= q["p99"] <= q["p999"] <= q["max"], q
+    assert list(tmp_path.iterdir()) == [], "files left behind"
+    for bad in ([], ["--dir", str(tmp_path), "--commits", "0"],
+                ["--dir", str(tmp_path), "--segment-bytes", "12"],
+                ["--dir", str(tmp_path), "extra"]):
+        b = subprocess.run([str(tool), *bad], capture_output=True, text=True, timeout=60)
+        assert b.returncode == 2 and "usage" in b.stderr, (bad, b.returncode, b.stderr)
