@@ -269,6 +269,20 @@ Test(recovery, torn_tail_before_a_spare_file_is_cut)
 	expect_torn_batch_gone(dir);
 }
 
+/* Three batches of "acme" (seq 1-15) in generation 1, a salted file, read
+ * back: its path in wal, its bytes (malloc'ed) and its header. */
+static uint8_t *three_batches_image(const char *dir, char *wal, size_t cap, size_t *len,
+				    struct fmt_file_header *h)
+{
+	write_three_batches(dir);
+	wal_file(dir, wal, cap);
+	uint8_t *img = tu_read_file(wal, len);
+	cr_assert_eq(fmt_file_header_decode(img, *len, h), 0);
+	cr_assert_eq(h->version, FMT_FILE_VERSION_SALTED);
+	cr_assert_neq(h->salt, 0);
+	return img;
+}
+
 /* The same, with the next generation's file a recycled one: its old
  * records (under its prev_salt) do not make it a used file, so the torn
  * file before it is still the newest. */
@@ -276,14 +290,9 @@ Test(recovery, torn_tail_before_a_recycled_spare_is_cut)
 {
 	char dir[256], wal[512], spare[512];
 	tu_tmpdir(dir, sizeof(dir));
-	write_three_batches(dir);
-	wal_file(dir, wal, sizeof(wal));
 	size_t len;
-	uint8_t *img = tu_read_file(wal, &len);
 	struct fmt_file_header h;
-	cr_assert_eq(fmt_file_header_decode(img, len, &h), 0);
-	cr_assert_eq(h.version, FMT_FILE_VERSION_SALTED);
-	cr_assert_neq(h.salt, 0);
+	uint8_t *img = three_batches_image(dir, wal, sizeof(wal), &len, &h);
 	/* The spare: the whole file as it was, under a new header. */
 	h.generation = 2;
 	h.prev_salt = h.salt;
@@ -302,12 +311,9 @@ Test(recovery, version_1_wal_files_replay)
 {
 	char dir[256], wal[512];
 	tu_tmpdir(dir, sizeof(dir));
-	write_three_batches(dir);
-	wal_file(dir, wal, sizeof(wal));
 	size_t len;
-	uint8_t *img = tu_read_file(wal, &len);
 	struct fmt_file_header h;
-	cr_assert_eq(fmt_file_header_decode(img, len, &h), 0);
+	uint8_t *img = three_batches_image(dir, wal, sizeof(wal), &len, &h);
 	uint64_t salt = h.salt;
 	h.version = FMT_FILE_VERSION;
 	fmt_file_header_encode(&h, img);
