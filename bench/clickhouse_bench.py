@@ -1285,10 +1285,12 @@ def run(a, t, ch):
            "server": server_info(t, c), "loadavg_start": os.getloadavg()}
     if a.cmd == "serve":
         out["dir"] = str(ch.dir)
-        print(json.dumps(out), flush=True)
-        log(f"serving {t.url} from {ch.dir}; SIGINT/SIGTERM stops it")
+        # The handler goes in before the line that tells the caller it may
+        # stop us: a SIGTERM right after that line must stop us cleanly.
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        print(json.dumps(out), flush=True)
+        log(f"serving {t.url} from {ch.dir}; SIGINT/SIGTERM stops it")
         try:
             while not stop.wait(1) and ch.running():
                 pass
