@@ -111,9 +111,11 @@ def test_fsync_bench_prints_its_figures_and_refuses_bad_input(tmp_path):
     assert j["overwrite"] is True and j["commits"] == 50 and j["commit_bytes"] == 4096
     q = j["fdatasync_ms"]
     assert 0 < q["p50"] <= q["p90"] <= q["p99"] <= q["p999"] <= q["max"], q
+    assert j["target_ms"] == 5 and 0 <= j["share_waiting_past_target"] <= 1 and j["run_ms"] > 0
     assert list(tmp_path.iterdir()) == [], "files left behind"
     for bad in ([], ["--dir", str(tmp_path), "--commits", "0"],
                 ["--dir", str(tmp_path), "--segment-bytes", "12"],
+                ["--dir", str(tmp_path), "--target-ms", "0"],
                 ["--dir", str(tmp_path), "extra"]):
         b = subprocess.run([str(tool), *bad], capture_output=True, text=True, timeout=60)
         assert b.returncode == 2 and "usage" in b.stderr, (bad, b.returncode, b.stderr)
