@@ -60,6 +60,7 @@ LOAD = BUILD / "bench" / "hodei-bench-load"
 QUERY = BUILD / "bench" / "hodei-bench-query"
 GEN = BUILD / "bench" / "hodei-bench-gen"
 CALIB = BUILD / "bench" / "hodei-bench-calib"
+FSYNC = BUILD / "bench" / "hodei-bench-fsync"
 CH_BENCH = ROOT / "bench" / "clickhouse_bench.py"
 
 SPAN_NS = 30 * 86400 * 10**9  # the query store spans 30 days...
@@ -129,6 +130,24 @@ def calibrate():
     log(f"calibration: append {j['append']['cpu_ns_per_event']:.0f} ns/event, seal "
         f"{j['seal']['cpu_ns_per_row']:.0f} ns/row, decode {j['decode']['cpu_us_per_block']:.0f} "
         f"µs/block (thread CPU)")
+    return j
+
+
+def disk_probe(near, quick):
+    """hodei-bench-fsync on the disk the run uses: a recycled WAL file's
+    fdatasync latency with segment files written beside it (the half-load
+    mix), and the share of the time a request would wait past 5 ms for
+    one. Above 1 %, the disk alone rules out an ack p99 of 5 ms in that
+    window (docs/PERFORMANCE.md, eighth round)."""
+    d = Path(tempfile.mkdtemp(prefix="hodei-disk-", dir=near))
+    try:
+        size = ["--commits", "50", "--period-us", "0"] if quick else ["--commits", "10000"]
+        j = run_json([FSYNC, "--dir", d, "--overwrite", "--segments-mbps", "25", *size])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    log(f"disk: fdatasync p99 {j['fdatasync_ms']['p99']:.2f} ms, max "
+        f"{j['fdatasync_ms']['max']:.1f} ms, {j['share_waiting_past_target'] * 100:.2f} % of the "
+        f"time waiting past {j['target_ms']} ms")
     return j
 
 
@@ -551,6 +570,7 @@ def main():
     }
     ch = None if args.no_clickhouse else ClickHouse(args, work / "clickhouse")
     calib = result["machine"]["calibration"] = {"before": calibrate()}
+    disk = result["machine"]["disk"] = {"before": disk_probe(work.parent, args.quick)}
     try:
         if "ingest" in steps:
             result["ingest"] = ingest(args, work, ch)
@@ -567,6 +587,7 @@ def main():
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     calib["after"] = calibrate()
+    disk["after"] = disk_probe(work.parent, args.quick)
     result["targets"] = targets(result)
     print_table(result["targets"])
     print_sweep(result)

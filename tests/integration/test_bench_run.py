@@ -53,6 +53,10 @@ def test_quick_run_measures_every_target(tmp_path):
         c = r["machine"]["calibration"][when]
         assert c["append"]["cpu_ns_per_event"] > 0 and c["seal"]["cpu_ns_per_row"] > 0, c
         assert c["decode"]["cpu_us_per_block"] > 0 and c["blocks"] > 0, c
+    for when in ("before", "after"):
+        d = r["machine"]["disk"][when]
+        assert d["overwrite"] is True and d["fdatasync_ms"]["max"] > 0, d
+        assert 0 <= d["share_waiting_past_target"] <= 1, d
     for t in r["targets"]:
         assert t["measured"] is not None, t
 
