@@ -202,8 +202,8 @@ static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint
 		rc = -errno;
 	if (rc == 0 && rename(src, dst) != 0)
 		rc = -errno;
-	if (rc == 0)
-		rc = eng_fsync_dir(dir);
+	else if (rc == 0 && (rc = eng_fsync_dir(dir)) != 0)
+		unlink(dst); /* renamed: the caller deletes the free name only */
 	if (rc) {
 		close(fd);
 		return rc;
