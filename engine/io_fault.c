@@ -148,12 +148,18 @@ static bool path_has_suffix(int fd, const char *suffix)
 	return n >= 0 && (size_t)n >= k && memcmp(path + n - k, suffix, k) == 0;
 }
 
+/* Whether an op on fd counts towards the plan's nth write or fsync. */
+static bool counts_for_nth(const struct eng_io_fault *f, int fd)
+{
+	return !f->plan.nth_path_suffix || path_has_suffix(fd, f->plan.nth_path_suffix);
+}
+
 static void fault_write(struct eng_io_fault *f, struct eng_io_op *op)
 {
 	struct fault_file *ff;
 	int err = 0;
 
-	bool counted = !f->plan.nth_path_suffix || path_has_suffix(op->fd, f->plan.nth_path_suffix);
+	bool counted = counts_for_nth(f, op->fd);
 	f->writes += counted;
 	if ((counted && f->writes == f->plan.fail_write_nth) ||
 	    (f->plan.fail_path_suffix && path_has_suffix(op->fd, f->plan.fail_path_suffix))) {
@@ -178,7 +184,7 @@ static void fault_fsync(struct eng_io_fault *f, struct eng_io_op *op)
 	struct fault_file *ff;
 	struct stat st;
 
-	bool counted = !f->plan.nth_path_suffix || path_has_suffix(op->fd, f->plan.nth_path_suffix);
+	bool counted = counts_for_nth(f, op->fd);
 	f->fsyncs += counted;
 	if (counted && f->fsyncs == f->plan.fail_fsync_nth) {
 		op->result = f->plan.error;

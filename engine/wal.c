@@ -101,6 +101,16 @@ static void free_path_in(const char *dir, uint64_t gen, char *out, size_t cap)
 	snprintf(out, cap, "%s/wal-%016llx.free", dir, (unsigned long long)gen);
 }
 
+/* Renames generation gen's file to its free name, to be recycled; false
+ * when it could not. */
+static bool wal_keep_free(const char *dir, uint64_t gen)
+{
+	char path[4200], free_path[4200];
+	wal_path_in(dir, gen, path, sizeof(path));
+	free_path_in(dir, gen, free_path, sizeof(free_path));
+	return rename(path, free_path) == 0;
+}
+
 /* A new file's salt: random, never 0 (0 means "unsalted"). */
 static uint64_t new_salt(void)
 {
@@ -311,11 +321,11 @@ void eng_wal_spare_drop(struct eng_shard *s)
 	/* Kept to be recycled after the restart (which keeps at most
 	 * wal_recycle_files); if the rename or removal is lost, replay finds
 	 * an empty file. */
-	char path[4200], free_path[4200];
-	wal_path(s, s->wal.spare_gen, path, sizeof(path));
-	free_path_in(s->wal.dir, s->wal.spare_gen, free_path, sizeof(free_path));
-	if (!s->eng->cfg.wal_recycle_files || rename(path, free_path) != 0)
+	if (!s->eng->cfg.wal_recycle_files || !wal_keep_free(s->wal.dir, s->wal.spare_gen)) {
+		char path[4200];
+		wal_path(s, s->wal.spare_gen, path, sizeof(path));
 		unlink(path);
+	}
 }
 
 uint32_t eng_wal_last_used(const char *dir, const uint64_t *gens, uint32_t count)
@@ -414,21 +424,19 @@ void eng_wal_close(struct eng_wal *w)
 static bool wal_retire(struct eng_shard *s, uint64_t gen)
 {
 	struct eng_wal *w = &s->wal;
-	char path[4200];
-	wal_path(s, gen, path, sizeof(path));
 	if (s->seal_worker_started && s->eng->cfg.wal_recycle_files) {
 		pthread_mutex_lock(&s->seal_lock);
-		bool room = w->free_count < s->eng->cfg.wal_recycle_files;
-		char free_path[4200];
-		free_path_in(w->dir, gen, free_path, sizeof(free_path));
-		if (room && rename(path, free_path) == 0) {
+		bool kept = w->free_count < s->eng->cfg.wal_recycle_files && wal_keep_free(w->dir, gen);
+		if (kept) {
 			w->free_gens[w->free_count++] = gen;
 			s->stats.wal_free_files = w->free_count;
-			pthread_mutex_unlock(&s->seal_lock);
-			return true;
 		}
 		pthread_mutex_unlock(&s->seal_lock);
+		if (kept)
+			return true;
 	}
+	char path[4200];
+	wal_path(s, gen, path, sizeof(path));
 	if (unlink(path) != 0 && errno != ENOENT) {
 		eng_log(s->eng, ENG_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
 		return false;

@@ -37,14 +37,12 @@ int fmt_file_header_decode(const uint8_t *buf, size_t len, struct fmt_file_heade
 	h->shard = fmt_get_u32(buf + 12);
 	h->generation = fmt_get_u64(buf + 16);
 	h->created_ns = (int64_t)fmt_get_u64(buf + 24);
-	h->salt = h->prev_salt = 0;
-	if (h->version == FMT_FILE_VERSION_SALTED) {
-		h->salt = fmt_get_u64(buf + 32);
-		h->prev_salt = fmt_get_u64(buf + 40);
-	}
-	if (h->version == FMT_FILE_VERSION_SALTED && !h->salt)
+	bool salted = h->version == FMT_FILE_VERSION_SALTED;
+	h->salt = salted ? fmt_get_u64(buf + 32) : 0;
+	h->prev_salt = salted ? fmt_get_u64(buf + 40) : 0;
+	if (salted && !h->salt)
 		return FMT_E_CORRUPT;
-	for (int i = h->salt ? 48 : 32; i < 56; i++)
+	for (int i = salted ? 48 : 32; i < 56; i++)
 		if (buf[i])
 			return FMT_E_CORRUPT;
 	if (h->version != FMT_FILE_VERSION && h->version != FMT_FILE_VERSION_SALTED)
@@ -253,18 +251,17 @@ int fmt_log_scan(const uint8_t *buf, size_t len, const char magic[8], uint32_t p
 			return 0;
 		}
 		if (n < 0) {
-			out->bad_offset = off;
 			if (n == FMT_E_TOO_BIG)
 				out->stop = FMT_E_TOO_BIG;
 			else if (valid_record_after(buf, len, off, payload_max, salt, prev))
 				out->stop = FMT_E_CORRUPT;
-			else if (prev && (len - off < FMT_REC_HEADER_BYTES ||
-					  !header_ok(buf + off, salt)))
-				/* Old bytes, or a record header torn in the write:
-				 * neither was acknowledged. Nothing to cut. */
-				out->bad_offset = 0;
-			else
+			else if (!prev || (len - off >= FMT_REC_HEADER_BYTES && header_ok(buf + off, salt)))
 				out->stop = FMT_E_TRUNCATED;
+			/* else, in a recycled file: old bytes, or a record header
+			 * torn in the write; neither was acknowledged, nothing to
+			 * cut: a clean end. */
+			if (out->stop)
+				out->bad_offset = off;
 			return 0;
 		}
 		if (visit && (rc = visit(ctx, off, &rec)) != 0)

@@ -14,6 +14,7 @@
 #include "engine_test_util.h"
 #include "format/record.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -281,6 +282,84 @@ static uint8_t *three_batches_image(const char *dir, char *wal, size_t cap, size
 	cr_assert_eq(h->version, FMT_FILE_VERSION_SALTED);
 	cr_assert_neq(h->salt, 0);
 	return img;
+}
+
+/* Free WAL files (wal-<gen>.free) in shard 0's WAL directory. */
+static uint32_t free_files_on_disk(const char *dir)
+{
+	char wal[512];
+	snprintf(wal, sizeof(wal), "%s/shard-000/wal", dir);
+	DIR *d = opendir(wal);
+	cr_assert(d, "%s", wal);
+	uint32_t n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += strstr(e->d_name, ".free") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* wal_recycle_files bounds the retired files kept (0: none, all deleted,
+ * nothing recycled), at run time and after a restart; above its maximum
+ * the engine refuses to open. */
+Test(recovery, free_wal_files_stay_within_wal_recycle_files, .timeout = 120)
+{
+	for (uint32_t limit = 0; limit <= 1; limit++) {
+		char dir[256];
+		tu_tmpdir(dir, sizeof(dir));
+		struct eng_config cfg;
+		eng_config_default(&cfg);
+		cfg.shards = 1;
+		cfg.io = ENG_IO_SYNC;
+		cfg.producers_max = 2;
+		cfg.seal_rows = 1000; /* each seal retires many 16 KiB files at once */
+		cfg.block_rows = 32;
+		cfg.wal_file_bytes = 16u << 10;
+		cfg.wal_recycle_files = limit;
+		struct eng_engine *eng = tu_open(dir, &cfg);
+		cr_assert(eng != NULL);
+		struct eng_producer *p;
+		cr_assert_eq(eng_producer_open(eng, &p), 0);
+		struct eng_append req;
+		for (uint32_t b = 0; b < 300; b++)
+			cr_assert_eq(tu_append(p, "acme", b * 10, 10, &req), 0);
+		cr_assert_geq(tu_wait_sealed(eng, 0, 2), 2);
+		struct eng_shard_stats st;
+		eng_shard_stats(eng, 0, &st);
+		cr_assert_leq(st.wal_free_files, limit);
+		if (limit == 0)
+			cr_assert_eq(st.wal_recycled, 0);
+		cr_assert_leq(free_files_on_disk(dir), limit);
+		eng_producer_close(p);
+		eng_close(eng);
+		/* The spare kept at shutdown may make one more, and three
+		 * strays (not even WAL files) more; a start keeps at most the
+		 * limit, and a stray it tries to recycle is deleted. */
+		cr_assert_leq(free_files_on_disk(dir), limit + 1);
+		for (int k = 0; k < 3; k++) {
+			char stray[512];
+			snprintf(stray, sizeof(stray), "%s/shard-000/wal/wal-%016llx.free", dir,
+				 0xf000ull + (unsigned long long)k);
+			tu_write_file(stray, (const uint8_t *)"not a WAL file", 14);
+		}
+		cr_assert((eng = tu_open(dir, &cfg)) != NULL);
+		eng_shard_stats(eng, 0, &st);
+		cr_assert_leq(st.wal_free_files, limit);
+		eng_close(eng);
+		cr_assert_leq(free_files_on_disk(dir), limit + (limit > 0));
+		tu_rmtree(dir);
+	}
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	eng_config_default(&cfg);
+	cfg.shards = 1;
+	cfg.io = ENG_IO_SYNC;
+	cfg.data_dir = dir;
+	cfg.wal_recycle_files = ENG_WAL_RECYCLE_FILES_MAX + 1;
+	struct eng_engine *eng = NULL;
+	cr_assert_eq(eng_open(&cfg, &eng), FMT_E_INVALID);
+	cr_assert_null(eng);
+	tu_rmtree(dir);
 }
 
 /* The same, with the next generation's file a recycled one: its old
