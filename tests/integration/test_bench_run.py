@@ -67,7 +67,7 @@ def test_ab_alternates_variants_and_rejects_a_bad_one(tmp_path):
     env = dict(hodei.os.environ, HODEI_BUILD_DIR=str(hodei.BUILD_DIR))
     out = tmp_path / "ab.json"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "ab.py"), "--rounds", "2",
-                        "--seconds", "1", "--warmup", "0", "--pool-events", "50000",
+                        "--seconds", "2", "--warmup", "0", "--pool-events", "50000",
                         "--tenants", "20", "--out", str(out),
                         f"one={hodei.BUILD_DIR}", f"two={hodei.BUILD_DIR}:--query-helpers,0"],
                        capture_output=True, text=True, timeout=300, env=env)
@@ -77,6 +77,13 @@ def test_ab_alternates_variants_and_rejects_a_bad_one(tmp_path):
     for label in ("one", "two"):
         assert len(r["runs"][label]) == 2
         assert all(x["eps"] > 0 and x["server_cpu_us_per_event"] > 0 for x in r["runs"][label])
+        # the stages over the measured window: present when two scrapes fell in it
+        for x in r["runs"][label]:
+            assert "stages" in x
+            if x["stages"]:
+                assert x["stages"]["window_s"] > 0
+                assert x["stages"]["append"]["p99_ms"] > 0, x["stages"]
+    assert any(x["stages"] for label in ("one", "two") for x in r["runs"][label]), r["runs"]
     assert r["ratio_median"] > 0
     assert "median of per-round ratios" in p.stdout
 
