@@ -38,8 +38,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,76 +56,9 @@ def variant(text):
     return {"label": label, "daemon": daemon, "args": [a for a in args.split(",") if a]}
 
 
-def buckets_of(m, name, **labels):
-    """{le: cumulative count} of one histogram series of a scrape."""
-    return {float(ls["le"]): v for ls, v in m.samples(name + "_bucket")
-            if all(ls.get(k) == want for k, want in labels.items())}
-
-
-def quantile_of(buckets, q):
-    """The upper bound (ms) of the bucket holding quantile q of
-    {le: cumulative count}; None when empty."""
-    buckets = sorted(buckets.items())
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    want = q * buckets[-1][1]
-    return next(le for le, v in buckets if v >= want) * 1000
-
-
 def bucket_quantile(m, name, q):
     """quantile_of a label-less histogram over the server's life."""
-    return quantile_of(buckets_of(m, name), q)
-
-
-STAGES = ("receive", "queue", "wait", "commit", "deliver", "respond")
-
-
-class Scraper(threading.Thread):
-    """Scrapes a running server's /metrics every second: (time, Metrics)."""
-
-    def __init__(self, h):
-        super().__init__(daemon=True)
-        self.h, self.scrapes, self.done = h, [], threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            try:
-                self.scrapes.append((time.monotonic(), self.h.srv.metrics()))
-            except Exception:  # noqa: BLE001 (a scrape that failed is just missing)
-                pass
-            self.done.wait(1.0)
-
-    def stop(self):
-        self.done.set()
-        self.join()
-
-    def window(self, start, end):
-        """p99 and p99.9 (bucket bounds, ms) of the Append and of each of its
-        stages between the scrapes nearest start and end; {} when the
-        window holds fewer than two scrapes."""
-        inside = [(t, m) for t, m in self.scrapes if start - 0.5 <= t <= end + 0.5]
-        if len(inside) < 2:
-            return {}
-        (t0, m0), (t1, m1) = inside[0], inside[-1]
-
-        def diff(name, **labels):
-            a, b = buckets_of(m0, name, **labels), buckets_of(m1, name, **labels)
-            return {le: b[le] - a.get(le, 0) for le in b}
-
-        out = {"window_s": round(t1 - t0, 1)}
-        series = [("append", diff("hodei_append_duration_seconds"))]
-        series += [(st, diff("hodei_append_stage_duration_seconds", stage=st)) for st in STAGES]
-        for label, b in series:
-            out[label] = {"p99_ms": quantile_of(b, 0.99), "p999_ms": quantile_of(b, 0.999)}
-        return out
-
-
-def stage_line(w):
-    if not w:
-        return "no window scrapes"
-    return "window p99/p99.9 ≤ ms: " + ", ".join(
-        f"{k} {w[k]['p99_ms']}/{w[k]['p999_ms']}" for k in ("append",) + STAGES
-        if w[k]["p99_ms"] is not None)
+    return H.quantile_of(H.buckets_of(m, name), q)
 
 
 def server_figures(h):
@@ -164,14 +95,8 @@ def main():
             for v in order:
                 hodei.DAEMON = v["daemon"]
                 with H.Hodei(work / f"{v['label']}-{r}", v["args"]) as h:
-                    scraper = Scraper(h)
-                    scraper.start()
-                    j = h.load(*mode, *common)
-                    # the load ended this long ago: the server was let go idle since
-                    end = time.monotonic() - j["server_settle_s"]
-                    scraper.stop()
+                    j = H.load_staged(h, args.seconds, *mode, *common)
                     srv = server_figures(h)
-                    srv["stages"] = scraper.window(end - args.seconds, end)
                 s = {**H.load_summary(j), **srv}
                 runs[v["label"]].append(s)
                 print(f"round {r} {v['label']}: {s['eps']:,.0f} events/s, p50 "
@@ -179,7 +104,7 @@ def main():
                       f"{s['p999_us'] / 1000:.2f} ms, server {s['server_cpu_us_per_event']:.2f} "
                       f"µs CPU/event; WAL fsync p99 ≤ {s['fsync_p99_ms']} p99.9 ≤ "
                       f"{s['fsync_p999_ms']} ms; {s['wal_recycled']:.0f} of "
-                      f"{s['wal_rotations']:.0f} WAL files recycled; {stage_line(s['stages'])}", flush=True)
+                      f"{s['wal_rotations']:.0f} WAL files recycled; {H.stage_line(s['stages'])}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

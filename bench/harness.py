@@ -10,7 +10,9 @@ work directory that is removed at the end unless --keep):
   1. Ingest, hodei: a fresh hodei-auditd (embedded defaults, two shards on
      two cores); hodei-bench-load at maximum throughput (closed loop), then
      at fixed offered rates (open loop) as fractions of that maximum, for
-     the latency curve. Load generator and server share the two cores.
+     the latency curve, with the server's Append stage histograms
+     (/metrics, scraped every second) over each rate's measured window.
+     Load generator and server share the two cores.
   2. Ingest, ClickHouse: bench/clickhouse_bench.py tries every insert
      format (JSONEachRow, TSV, RowBinary) with one and two clients and keeps
      the best; then rounds alternate "hodei max" and "ClickHouse best", so a
@@ -45,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -160,6 +163,79 @@ def git(*args):
 
 
 # ---------------------------------------------------------------------------
+# The server's Append stages over a measured window
+
+
+def buckets_of(m, name, **labels):
+    """{le: cumulative count} of one histogram series of a scrape."""
+    return {float(ls["le"]): v for ls, v in m.samples(name + "_bucket")
+            if all(ls.get(k) == want for k, want in labels.items())}
+
+
+def quantile_of(buckets, q):
+    """The upper bound (ms) of the bucket holding quantile q of
+    {le: cumulative count}; None when empty or past the last finite
+    bound (JSON has no infinity)."""
+    buckets = sorted(buckets.items())
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    want = q * buckets[-1][1]
+    le = next(le for le, v in buckets if v >= want)
+    return le * 1000 if le != float("inf") else None
+
+
+STAGES = ("receive", "queue", "wait", "commit", "deliver", "respond")
+
+
+class Scraper(threading.Thread):
+    """Scrapes a running server's /metrics every second: (time, Metrics)."""
+
+    def __init__(self, h):
+        super().__init__(daemon=True)
+        self.h, self.scrapes, self.done = h, [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                self.scrapes.append((time.monotonic(), self.h.srv.metrics()))
+            except Exception:  # noqa: BLE001 (a scrape that failed is just missing)
+                pass
+            self.done.wait(1.0)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+
+    def window(self, start, end):
+        """p99 and p99.9 (bucket bounds, ms) of the Append and of each of its
+        stages between the scrapes nearest start and end; {} when the
+        window holds fewer than two scrapes."""
+        inside = [(t, m) for t, m in self.scrapes if start - 0.5 <= t <= end + 0.5]
+        if len(inside) < 2:
+            return {}
+        (t0, m0), (t1, m1) = inside[0], inside[-1]
+
+        def diff(name, **labels):
+            a, b = buckets_of(m0, name, **labels), buckets_of(m1, name, **labels)
+            return {le: b[le] - a.get(le, 0) for le in b}
+
+        out = {"window_s": round(t1 - t0, 1)}
+        series = [("append", diff("hodei_append_duration_seconds"))]
+        series += [(st, diff("hodei_append_stage_duration_seconds", stage=st)) for st in STAGES]
+        for label, b in series:
+            out[label] = {"p99_ms": quantile_of(b, 0.99), "p999_ms": quantile_of(b, 0.999)}
+        return out
+
+
+def stage_line(w):
+    if not w:
+        return "no window scrapes"
+    return "window p99/p99.9 ≤ ms: " + ", ".join(
+        f"{k} {w[k]['p99_ms']}/{w[k]['p999_ms']}" for k in ("append",) + STAGES
+        if w[k]["p99_ms"] is not None)
+
+
+# ---------------------------------------------------------------------------
 # hodei-auditd
 
 
@@ -218,6 +294,21 @@ class Hodei:
         return j
 
 
+def load_staged(h, seconds, *extra):
+    """h.load(*extra), with the server's Append stages over the run's
+    measured window (its last `seconds`) in j["stages"]."""
+    scraper = Scraper(h)
+    scraper.start()
+    try:
+        j = h.load(*extra)
+        # the load ended this long ago: h.load let the server go idle since
+        end = time.monotonic() - j["server_settle_s"]
+    finally:
+        scraper.stop()
+    j["stages"] = scraper.window(end - float(seconds), end)
+    return j
+
+
 def load_summary(j):
     """The figures of one hodei-bench-load run we keep."""
     lat = j.get("latency_us", {})
@@ -237,6 +328,7 @@ def load_summary(j):
         "server_settle_s": j.get("server_settle_s"),
         "client_cpu_cores": j.get("client_cpu_cores"),
         "loadavg_1m": [j.get("loadavg_1m_start"), j.get("loadavg_1m_end")],
+        **({"stages": j["stages"]} if "stages" in j else {}),
     }
 
 
@@ -265,10 +357,11 @@ def ingest(args, work, ch):
         res["hodei"]["max_median_eps"] = top
         for frac in args.fractions:
             rate = int(top * frac)
-            s = load_summary(h.load("--rate", rate, *common))
+            s = load_summary(load_staged(h, args.seconds, "--rate", rate, *common))
             s["fraction"] = frac
             res["hodei"]["sweep"].append(s)
-            log(f"offered {rate}/s ({frac:.0%}): {s['eps']:.0f}/s p50 {s['p50_us']} µs p99 {s['p99_us']} µs")
+            log(f"offered {rate}/s ({frac:.0%}): {s['eps']:.0f}/s p50 {s['p50_us']} µs p99 "
+                f"{s['p99_us']} µs; {stage_line(s['stages'])}")
         res["hodei"]["wal_and_segments_bytes"] = du(h.srv.data_dir)
     if res["rounds"]:
         res["ratio_median"] = median(r["ratio"] for r in res["rounds"])
@@ -517,6 +610,15 @@ def print_sweep(r):
         print(f"{name:32} {(f'{frac:.0%}' if frac is not None else '-'):>5} "
               f"{rate(s.get('offered_eps')):>10} {rate(s.get('eps')):>10} {ms[0]:>8} {ms[1]:>8} "
               f"{ms[2]:>8} {fmt(s.get('server_cpu_us_per_event')):>9}")
+    staged = [s for name, s in rows if name.startswith("hodei") and s.get("stages")]
+    if staged:
+        print()
+        print("hodei-audit's Append stages over each window, p99 (bucket bound, ms):")
+        print(f"{'load':>5} " + " ".join(f"{k:>8}" for k in ("append",) + STAGES))
+        for s in staged:
+            w = s["stages"]
+            print(f"{s['fraction']:>5.0%} " + " ".join(
+                f"{fmt(w[k]['p99_ms']):>8}" for k in ("append",) + STAGES))
 
 
 def main():

@@ -11,6 +11,41 @@ import sys
 import hodei
 
 ROOT = hodei.ROOT
+sys.path.insert(0, str(ROOT / "bench"))
+import harness  # noqa: E402
+
+
+def scrape(append, wait):
+    """A /metrics text with the Append histogram and one stage's, from
+    cumulative bucket counts at the bounds 0.005, 0.01, 0.05 s and +Inf."""
+    lines = []
+    for name, labels, counts in (("hodei_append_duration_seconds", "", append),
+                                 ("hodei_append_stage_duration_seconds", 'stage="wait",', wait)):
+        lines.append(f"# TYPE {name} histogram")
+        for le, c in zip(("0.005", "0.01", "0.05", "+Inf"), counts):
+            lines.append(f'{name}_bucket{{{labels}le="{le}"}} {c}')
+        lines.append(f"{name}_count{{{labels.rstrip(',')}}} {counts[-1]}" if labels else
+                     f"{name}_count {counts[-1]}")
+    return hodei.Metrics("\n".join(lines) + "\n")
+
+
+def test_stage_window_is_the_difference_of_two_scrapes():
+    """The window's quantiles come from the counts that grew between the
+    scrapes nearest its ends, not from the server's whole life: a warm-up
+    of slow requests before the window must not show in them."""
+    warm = scrape(append=[0, 0, 0, 1000], wait=[0, 0, 1000, 1000])    # all slow
+    mid = scrape(append=[0, 0, 0, 1000], wait=[0, 0, 1000, 1000])
+    end = scrape(append=[990, 1000, 1000, 2000], wait=[1000, 1000, 2000, 2000])
+    sc = harness.Scraper(None)
+    sc.scrapes = [(0.0, warm), (10.0, mid), (20.0, end)]
+    w = sc.window(10.0, 20.0)
+    assert w["window_s"] == 10.0
+    assert w["append"] == {"p99_ms": 5.0, "p999_ms": 10.0}
+    assert w["wait"]["p99_ms"] == 5.0
+    # the whole life would have put the p99 past the last finite bound
+    assert harness.quantile_of(harness.buckets_of(end, "hodei_append_duration_seconds"),
+                               0.99) is None
+    assert sc.window(30.0, 40.0) == {}  # no scrape inside: nothing claimed
 
 
 def test_quick_run_measures_every_target(tmp_path):
@@ -28,6 +63,8 @@ def test_quick_run_measures_every_target(tmp_path):
     ing = r["ingest"]
     assert ing["hodei"]["max"] and all(m["eps"] > 0 for m in ing["hodei"]["max"])
     assert all(s["eps"] > 0 and s["p99_us"] > 0 for s in ing["hodei"]["sweep"])
+    # the server's stages over each window ({} when it held fewer than two scrapes)
+    assert all(isinstance(s["stages"], dict) for s in ing["hodei"]["sweep"])
     assert ing["clickhouse"]["best"]["events_per_s"] > 0
     assert len(ing["clickhouse"]["runs"]) == 6  # 3 formats x 1 and 2 clients
     # ClickHouse's open-loop sweep: the same fractions as hodei's, of its own rate.
