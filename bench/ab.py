@@ -104,7 +104,8 @@ def main():
                       f"{s['p999_us'] / 1000:.2f} ms, server {s['server_cpu_us_per_event']:.2f} "
                       f"µs CPU/event; WAL fsync p99 ≤ {s['fsync_p99_ms']} p99.9 ≤ "
                       f"{s['fsync_p999_ms']} ms; {s['wal_recycled']:.0f} of "
-                      f"{s['wal_rotations']:.0f} WAL files recycled; {H.stage_line(s['stages'])}", flush=True)
+                      f"{s['wal_rotations']:.0f} WAL files recycled; "
+                      f"{H.stage_line(s['stages'])}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
