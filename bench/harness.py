@@ -185,6 +185,7 @@ def quantile_of(buckets, q):
 
 
 STAGES = ("receive", "queue", "wait", "commit", "deliver", "respond")
+SERIES = ("append",) + STAGES  # the whole Append, then its stages
 
 
 class Scraper(threading.Thread):
@@ -220,10 +221,10 @@ class Scraper(threading.Thread):
             return {le: b[le] - a.get(le, 0) for le in b}
 
         out = {"window_s": round(t1 - t0, 1)}
-        series = [("append", diff("hodei_append_duration_seconds"))]
-        series += [(st, diff("hodei_append_stage_duration_seconds", stage=st)) for st in STAGES]
-        for label, b in series:
-            out[label] = {"p99_ms": quantile_of(b, 0.99), "p999_ms": quantile_of(b, 0.999)}
+        for k in SERIES:
+            b = (diff("hodei_append_duration_seconds") if k == "append" else
+                 diff("hodei_append_stage_duration_seconds", stage=k))
+            out[k] = {"p99_ms": quantile_of(b, 0.99), "p999_ms": quantile_of(b, 0.999)}
         return out
 
 
@@ -231,8 +232,7 @@ def stage_line(w):
     if not w:
         return "no window scrapes"
     return "window p99/p99.9 ≤ ms: " + ", ".join(
-        f"{k} {w[k]['p99_ms']}/{w[k]['p999_ms']}" for k in ("append",) + STAGES
-        if w[k]["p99_ms"] is not None)
+        f"{k} {w[k]['p99_ms']}/{w[k]['p999_ms']}" for k in SERIES if w[k]["p99_ms"] is not None)
 
 
 # ---------------------------------------------------------------------------
@@ -614,11 +614,11 @@ def print_sweep(r):
     if staged:
         print()
         print("hodei-audit's Append stages over each window, p99 (bucket bound, ms):")
-        print(f"{'load':>5} " + " ".join(f"{k:>8}" for k in ("append",) + STAGES))
+        print(f"{'load':>5} " + " ".join(f"{k:>8}" for k in SERIES))
         for s in staged:
             w = s["stages"]
             print(f"{s['fraction']:>5.0%} " + " ".join(
-                f"{fmt(w[k]['p99_ms']):>8}" for k in ("append",) + STAGES))
+                f"{fmt(w[k]['p99_ms']):>8}" for k in SERIES))
 
 
 def main():

@@ -24,8 +24,8 @@ def scrape(append, wait):
         lines.append(f"# TYPE {name} histogram")
         for le, c in zip(("0.005", "0.01", "0.05", "+Inf"), counts):
             lines.append(f'{name}_bucket{{{labels}le="{le}"}} {c}')
-        lines.append(f"{name}_count{{{labels.rstrip(',')}}} {counts[-1]}" if labels else
-                     f"{name}_count {counts[-1]}")
+        sel = "{" + labels.rstrip(",") + "}" if labels else ""
+        lines.append(f"{name}_count{sel} {counts[-1]}")
     return hodei.Metrics("\n".join(lines) + "\n")
 
 

@@ -298,23 +298,29 @@ static uint32_t free_files_on_disk(const char *dir)
 	return n;
 }
 
+/* One shard on the sync backend, keeping at most `limit` free WAL files. */
+static void recycle_cfg(struct eng_config *cfg, uint32_t limit)
+{
+	eng_config_default(cfg);
+	cfg->shards = 1;
+	cfg->io = ENG_IO_SYNC;
+	cfg->wal_recycle_files = limit;
+}
+
 /* wal_recycle_files bounds the retired files kept (0: none, all deleted,
  * nothing recycled), at run time and after a restart; above its maximum
  * the engine refuses to open. */
 Test(recovery, free_wal_files_stay_within_wal_recycle_files, .timeout = 120)
 {
+	char dir[256];
+	struct eng_config cfg;
 	for (uint32_t limit = 0; limit <= 1; limit++) {
-		char dir[256];
 		tu_tmpdir(dir, sizeof(dir));
-		struct eng_config cfg;
-		eng_config_default(&cfg);
-		cfg.shards = 1;
-		cfg.io = ENG_IO_SYNC;
+		recycle_cfg(&cfg, limit);
 		cfg.producers_max = 2;
 		cfg.seal_rows = 1000; /* each seal retires many 16 KiB files at once */
 		cfg.block_rows = 32;
 		cfg.wal_file_bytes = 16u << 10;
-		cfg.wal_recycle_files = limit;
 		struct eng_engine *eng = tu_open(dir, &cfg);
 		cr_assert(eng != NULL);
 		struct eng_producer *p;
@@ -348,14 +354,9 @@ Test(recovery, free_wal_files_stay_within_wal_recycle_files, .timeout = 120)
 		cr_assert_leq(free_files_on_disk(dir), limit + (limit > 0));
 		tu_rmtree(dir);
 	}
-	char dir[256];
 	tu_tmpdir(dir, sizeof(dir));
-	struct eng_config cfg;
-	eng_config_default(&cfg);
-	cfg.shards = 1;
-	cfg.io = ENG_IO_SYNC;
+	recycle_cfg(&cfg, ENG_WAL_RECYCLE_FILES_MAX + 1);
 	cfg.data_dir = dir;
-	cfg.wal_recycle_files = ENG_WAL_RECYCLE_FILES_MAX + 1;
 	struct eng_engine *eng = NULL;
 	cr_assert_eq(eng_open(&cfg, &eng), FMT_E_INVALID);
 	cr_assert_null(eng);
