@@ -28,7 +28,9 @@ work directory that is removed at the end unless --keep):
      disk per event for both.
   4. Queries Q1-Q5 (and Q1 on the top tenant): hodei-bench-query plan
      samples the parameters with a fixed seed, and both systems answer the
-     same plan, one query at a time.
+     same plan, one query at a time, in --query-rounds alternated rounds
+     (a fresh hodei-auditd on the store, then ClickHouse); per kind the
+     median of the rounds' p99 and the median of the per-round ratios.
   5. Restart: a hodei-auditd that never seals gets events until its WAL
      holds --wal-bytes (1 GiB), is killed with SIGKILL, and is restarted;
      the time from exec to /readyz 200 is measured (median of --restarts).
@@ -449,14 +451,49 @@ class ClickHouse:
                       "--pool-batches", self.args.ch_pool_batches, "--tenants", self.args.tenants)
         return j["sweep"]
 
-    def load_and_query(self, plan, n):
-        return self._run("all", "--skip", "insert", "--seed", self.args.seed, "--count", n,
+    def load(self, n):
+        """The query store: n events of the generator, then bytes on disk."""
+        return self._run("all", "--skip", "insert,query", "--seed", self.args.seed, "--count", n,
+                         "--tenants", self.args.tenants, "--step-ns", step_for(n))
+
+    def query(self, plan, n):
+        """One pass of the plan over the loaded store."""
+        return self._run("query", "--seed", self.args.seed, "--count", n,
                          "--tenants", self.args.tenants, "--step-ns", step_for(n),
                          "--plan", plan, "--samples", self.args.samples)
 
 
 # ---------------------------------------------------------------------------
 # Queries
+
+
+def merge_rounds(runs):
+    """Per query kind, the rounds' figures as one entry: samples, errors
+    and wrong added up; p50, p95 and p99 the median of the rounds'; each
+    round's p99 kept beside."""
+    out = {}
+    for kind in dict.fromkeys(k for r in runs for k in r):
+        rs = [r[kind] for r in runs if kind in r]
+        e = {"rounds": len(rs)}
+        for k in ("samples", "errors", "wrong"):
+            e[k] = sum(x.get(k) or 0 for x in rs)
+        for k in ("p50_us", "p95_us", "p99_us"):
+            e[k] = median(x.get(k) for x in rs)
+        e["p99_us_rounds"] = [x.get("p99_us") for x in rs]
+        out[kind] = e
+    return out
+
+
+def round_ratios(rounds):
+    """Per kind, the median over the rounds of ClickHouse's p99 over
+    hodei-audit's, both from the same round."""
+    ratios = {}
+    for r in rounds:
+        for kind, v in r["hodei"].items():
+            c = r.get("clickhouse", {}).get(kind)
+            if c and c.get("p99_us") and v.get("p99_us"):
+                ratios.setdefault(kind, []).append(c["p99_us"] / v["p99_us"])
+    return {k: median(v) for k, v in ratios.items()}
 
 
 def queries(args, work, ch):
@@ -471,7 +508,8 @@ def queries(args, work, ch):
     if p.returncode != 0:
         raise RuntimeError("hodei-bench-query plan failed")
     res = {"events": n, "step_ns": step}
-    with Hodei(work / "store", ["--seal-age", f"{max(1, int(args.settle) - 10)}s"]) as h:
+    store_args = ["--seal-age", f"{max(1, int(args.settle) - 10)}s"]
+    with Hodei(work / "store", store_args) as h:
         t0 = time.monotonic()
         fill = h.load("--fill", n, "--seed", args.seed, "--tenants", args.tenants,
                       "--step-ns", step)
@@ -488,21 +526,36 @@ def queries(args, work, ch):
         res["hodei_storage"] = {"segments_bytes": seg, "wal_bytes": wal,
                                 "data_dir_bytes": du(data),
                                 "segment_bytes_per_event": seg / n}
-        res["hodei"] = run_json([QUERY, "run", "--plan", plan, "--target", h.target,
-                                 "--key", h.key])
     if ch:
-        raw = ch.load_and_query(plan, n)
+        raw = ch.load(n)
         res["clickhouse"] = {
-            "queries": (raw.get("queries") or {}).get("kinds", {}),
             "storage": {"bytes_per_event": (raw.get("bytes") or {}).get("bytes_on_disk_per_event")},
             "load": raw.get("load"),
             "raw": raw,
         }
-        res["p99_ratio"] = {}
-        for q, v in res["hodei"].get("queries", {}).items():
-            c = res["clickhouse"].get("queries", {}).get(q)
-            if c and v.get("p99_us"):
-                res["p99_ratio"][q] = c["p99_us"] / v["p99_us"]
+    # Alternated rounds (ADR 0010): each a fresh hodei-auditd on the store,
+    # so that no round finds the blocks of the one before in its cache,
+    # then ClickHouse on the same plan.
+    rounds, hodei_raw, ch_raw = [], [], []
+    for i in range(args.query_rounds):
+        with Hodei(work / "store", store_args) as h:
+            h.quiesce()
+            hodei_raw.append(run_json([QUERY, "run", "--plan", plan, "--target", h.target,
+                                       "--key", h.key]))
+        rnd = {"hodei": hodei_raw[-1].get("queries", {})}
+        if ch:
+            ch_raw.append(ch.query(plan, n).get("queries") or {})
+            rnd["clickhouse"] = ch_raw[-1].get("kinds", {})
+        rounds.append(rnd)
+        log(f"query round {i + 1}, p99 ms (hodei-audit/ClickHouse): " + ", ".join(
+            f"{k} {fmt(v['p99_us'] / 1000)}/"
+            + fmt(((rnd.get("clickhouse") or {}).get(k) or {}).get("p99_us", 0) / 1000)
+            for k, v in rnd["hodei"].items() if v.get("p99_us")))
+    res["hodei"] = {"queries": merge_rounds([r["hodei"] for r in rounds]), "rounds": hodei_raw}
+    if ch:
+        res["clickhouse"]["queries"] = merge_rounds([r["clickhouse"] for r in rounds])
+        res["clickhouse"]["query_rounds"] = ch_raw
+        res["p99_ratio"] = round_ratios(rounds)
     return res
 
 
@@ -632,9 +685,12 @@ def main():
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--pool-events", type=int, default=400_000,
                     help="events pre-encoded by the load generator")
-    ap.add_argument("--rounds", type=int, default=3, help="alternated hodei/ClickHouse rounds")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternated hodei/ClickHouse ingest rounds")
     ap.add_argument("--fractions", default="0.1,0.25,0.5,0.75,0.9,1.0")
     ap.add_argument("--samples", type=int, default=300, help="per query kind")
+    ap.add_argument("--query-rounds", type=int, default=3,
+                    help="alternated query rounds (each a fresh hodei-auditd, then ClickHouse)")
     ap.add_argument("--settle", type=float, default=70, help="seconds for age seals after the fill")
     ap.add_argument("--wal-bytes", type=int, default=1 << 30)
     ap.add_argument("--restarts", type=int, default=3)
@@ -647,9 +703,12 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()
+    if args.query_rounds < 1 or args.rounds < 0:
+        ap.error("--query-rounds must be at least 1, --rounds at least 0")
     if args.quick:
         args.events, args.tenants, args.seconds, args.warmup = 20000, 20, 1, 0
         args.rounds, args.samples, args.settle, args.pool_events = 1, 5, 4, 50000
+        args.query_rounds = 2
         args.ch_pool_batches = 2
         args.wal_bytes, args.restarts, args.fractions = 4 << 20, 1, "0.5"
     args.fractions = [float(x) for x in args.fractions.split(",")]

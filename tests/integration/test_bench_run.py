@@ -48,6 +48,29 @@ def test_stage_window_is_the_difference_of_two_scrapes():
     assert sc.window(30.0, 40.0) == {}  # no scrape inside: nothing claimed
 
 
+def test_query_rounds_give_medians_and_per_round_ratios():
+    """Alternated query rounds: per kind the median of the rounds' p99 and
+    the median of the ratios taken within each round, which differs from
+    the ratio of the two medians when the machine's pace moves both
+    systems together."""
+    def kinds(p99, samples=10, errors=0):
+        return {"Q2": {"samples": samples, "errors": errors, "wrong": 0,
+                       "p50_us": p99 / 4, "p95_us": p99 / 2, "p99_us": p99}}
+    rounds = [{"hodei": kinds(4000), "clickhouse": kinds(20000)},            # 5.0x
+              {"hodei": kinds(8000, errors=1), "clickhouse": kinds(48000)},  # 6.0x, a slow phase
+              {"hodei": kinds(5000), "clickhouse": kinds(15000)}]            # 3.0x
+    h = harness.merge_rounds([r["hodei"] for r in rounds])["Q2"]
+    assert h["rounds"] == 3 and h["samples"] == 30 and h["errors"] == 1
+    assert h["p99_us"] == 5000 and h["p99_us_rounds"] == [4000, 8000, 5000]
+    assert h["p50_us"] == 1250
+    c = harness.merge_rounds([r["clickhouse"] for r in rounds])["Q2"]
+    assert c["p99_us"] == 20000
+    assert harness.round_ratios(rounds) == {"Q2": 5.0}  # not 20000 / 5000 = 4.0
+    # a kind one system did not answer in a round has no ratio from it
+    rounds[0]["clickhouse"] = {}
+    assert harness.round_ratios(rounds) == {"Q2": 4.5}
+
+
 def test_quick_run_measures_every_target(tmp_path):
     out = tmp_path / "results"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "harness.py"), "--quick",
@@ -78,10 +101,17 @@ def test_quick_run_measures_every_target(tmp_path):
     assert ing["clickhouse"]["sweep_config"]["format"] == ing["clickhouse"]["best"]["format"]
 
     q = r["queries"]
+    # two alternated query rounds (--quick): per kind, the rounds' p99s and
+    # their median, and the median of the per-round ratios
+    assert len(q["hodei"]["rounds"]) == len(q["clickhouse"]["query_rounds"]) == 2
     for kind in ("Q1", "Q1top", "Q2", "Q3", "Q4", "Q5"):
         h, c = q["hodei"]["queries"][kind], q["clickhouse"]["queries"][kind]
         assert h["samples"] > 0 and h["errors"] == 0 and h["wrong"] == 0, (kind, h)
         assert c["samples"] > 0 and c["errors"] == 0 and c["wrong"] == 0, (kind, c)
+        for v in (h, c):
+            assert v["rounds"] == 2 and len(v["p99_us_rounds"]) == 2, (kind, v)
+            assert min(v["p99_us_rounds"]) <= v["p99_us"] <= max(v["p99_us_rounds"]), (kind, v)
+        assert q["p99_ratio"][kind] > 0, kind
     assert q["clickhouse"]["load"]["count_in_table"] == q["events"]
     assert q["hodei_storage"]["segment_bytes_per_event"] > 0
 
