@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """bench/harness.py — the whole benchmark of hodei-audit, side by side with
 ClickHouse 18.16, in one command (bench/run.sh calls it). It prints a table,
-writes bench/results/<date>-<commit>.json and draws <same>.png.
+writes bench/results/<date>-<commit>.json (-only-<steps> after it for a
+run of some steps only) and draws <same>.png.
 
 Data flow (every server is started here, on 127.0.0.1 and free ports, in a
 work directory that is removed at the end unless --keep):
@@ -758,7 +759,11 @@ def main():
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = out / f"{stamp.strftime('%Y%m%d')}-{result['commit']}{'-quick' if args.quick else ''}"
+    # A run of some steps only is named for them, so that it is not taken
+    # for (or committed as) a full run.
+    partial = sorted(steps & {"ingest", "queries", "restart"})
+    only = "" if len(partial) == 3 else "-only-" + "-".join(partial)
+    base = out / f"{stamp.strftime('%Y%m%d')}-{result['commit']}{'-quick' if args.quick else ''}{only}"
     base.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     log(f"wrote {base.with_suffix('.json')}")
     if not args.no_plot:

@@ -8,12 +8,14 @@ independent recomputation of the hash chain from docs/FORMAT.md §2-§3.
 Everything runs on 127.0.0.1 and free ports; nothing here asserts on time.
 Waits are bounded polls that fail with a message when their bound passes.
 """
+import atexit
 import hashlib
 import importlib
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import struct
@@ -58,13 +60,15 @@ def pb():
     Each proto is compiled from its own folder so the modules are top-level
     (audit_pb2, health_pb2): a generated package named grpc.health.v1 would
     collide with the installed grpc package. The proto packages, and so the
-    method paths on the wire, are unchanged."""
+    method paths on the wire, are unchanged. The folder is removed when the
+    process exits (the modules are loaded by then)."""
     global _pb
     if _pb is not None:
         return _pb
     from grpc_tools import protoc
 
     out = Path(tempfile.mkdtemp(prefix="hodei-it-stubs-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     for folder, name in (
         (ROOT / "proto" / "hodei" / "audit" / "v1", "audit.proto"),
         (ROOT / "proto" / "grpc" / "health" / "v1", "health.proto"),

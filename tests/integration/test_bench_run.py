@@ -128,6 +128,22 @@ def test_quick_run_measures_every_target(tmp_path):
         assert t["measured"] is not None, t
 
 
+def test_a_partial_run_is_named_for_its_steps(tmp_path):
+    """A run of some steps only must not be taken for a full run: its
+    results file names the steps."""
+    out = tmp_path / "results"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "harness.py"), "--quick",
+                        "--only", "restart", "--no-clickhouse", "--no-plot",
+                        "--out", str(out), "--work", str(tmp_path / "work")],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(hodei.os.environ, HODEI_BUILD_DIR=str(hodei.BUILD_DIR)))
+    assert p.returncode == 0, p.stderr[-4000:]
+    names = [f.name for f in out.iterdir()]
+    assert len(names) == 1 and names[0].endswith("-quick-only-restart.json"), names
+    r = json.loads((out / names[0]).read_text())
+    assert r["restart"]["runs"] and "queries" not in r and "ingest" not in r
+
+
 def test_ab_alternates_variants_and_rejects_a_bad_one(tmp_path):
     """bench/ab.py at tiny sizes: two variants of this build, two rounds,
     each run measured, the ratio computed; a missing build is refused."""

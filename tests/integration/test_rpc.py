@@ -8,9 +8,12 @@ tenants, after which every acked event is found with the acked seq and a
 chain recomputed here from docs/FORMAT.md."""
 import collections
 import queue
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -501,3 +504,16 @@ def test_32_clients_100_tenants(server_factory, stubs):
             assert by_seq[resp.last_seq].chain_hash == resp.chain_hash
         v = srv.verify(t)
         assert v.ok and v.events_checked == len(got) and v.chain_hash == final
+
+
+def test_generated_stubs_are_removed_at_exit():
+    """The suite's helper compiles the protos into a temporary folder per
+    process; the folder must not outlive the process (CI machines run the
+    suite many times)."""
+    code = "import hodei; print(hodei.pb().dir)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, cwd=Path(hodei.__file__).parent)
+    assert p.returncode == 0, p.stderr
+    stubs = Path(p.stdout.strip())
+    assert stubs.name.startswith("hodei-it-stubs-"), p.stdout
+    assert not stubs.exists()
