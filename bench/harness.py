@@ -538,23 +538,25 @@ def queries(args, work, ch):
             h.quiesce()
             hodei_raw.append(run_json([QUERY, "run", "--plan", plan, "--target", h.target,
                                        "--key", h.key]))
-        rnd = {"hodei": hodei_raw[-1].get("queries", {})}
-        if ch and i == 0:
-            raw = ch.load(n)
-            res["clickhouse"] = {
-                "storage": {"bytes_per_event":
-                            (raw.get("bytes") or {}).get("bytes_on_disk_per_event")},
-                "load": raw.get("load"),
-                "raw": raw,
-            }
+        rnd = {"hodei": hodei_raw[-1].get("queries", {}), "clickhouse": {}}
         if ch:
+            if i == 0:
+                raw = ch.load(n)
+                res["clickhouse"] = {
+                    "storage": {"bytes_per_event":
+                                (raw.get("bytes") or {}).get("bytes_on_disk_per_event")},
+                    "load": raw.get("load"),
+                    "raw": raw,
+                }
             ch_raw.append(ch.query(plan, n).get("queries") or {})
             rnd["clickhouse"] = ch_raw[-1].get("kinds", {})
         rounds.append(rnd)
+
+        def p99_ms(system, kind):
+            p = rnd[system].get(kind, {}).get("p99_us")
+            return fmt(p / 1000) if p else "-"
         log(f"query round {i + 1}, p99 ms (hodei-audit/ClickHouse): " + ", ".join(
-            f"{k} {fmt(v['p99_us'] / 1000)}/"
-            + fmt(((rnd.get("clickhouse") or {}).get(k) or {}).get("p99_us", 0) / 1000)
-            for k, v in rnd["hodei"].items() if v.get("p99_us")))
+            f"{k} {p99_ms('hodei', k)}/{p99_ms('clickhouse', k)}" for k in rnd["hodei"]))
     res["hodei"] = {"queries": merge_rounds([r["hodei"] for r in rounds]), "rounds": hodei_raw}
     if ch:
         res["clickhouse"]["queries"] = merge_rounds([r["clickhouse"] for r in rounds])
