@@ -565,6 +565,10 @@ struct eng_shard_stats {
 	bool failed;                    /* write path stopped after an I/O error */
 	bool disk_full;                 /* appends refused: disk budget or reserve */
 	uint64_t disk_used_bytes;       /* WAL (upper bound) + local segments */
+	/* How many times the shard published these stats (once per turn of
+	 * its loop): a reader that sees it advance by two knows that every
+	 * request completed before the first read is counted. */
+	uint64_t publishes;
 };
 
 /* Copies shard i's counters; they are updated by the shard thread with

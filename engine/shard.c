@@ -609,6 +609,7 @@ static void publish_stats(struct eng_shard *s)
 	s->stats.memtable_bytes = s->memtable_bytes;
 	s->stats.failed = s->failed;
 	s->stats.queue_full = atomic_load_explicit(&s->queue_full, memory_order_relaxed);
+	s->stats.publishes++;
 	pthread_mutex_lock(&s->stats_lock);
 	s->published = s->stats;
 	pthread_mutex_unlock(&s->stats_lock);

@@ -9,6 +9,8 @@
 
 #include "engine/engine.h"
 
+#include <criterion/criterion.h>
+
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +129,22 @@ static inline int tu_append(struct eng_producer *p, const char *tenant, uint32_t
 	free(evs);
 	free(store);
 	return rc;
+}
+
+/* Shard `shard`'s stats once they count everything that completed before
+ * the call: the shard publishes them once per turn of its loop, so two
+ * more publishes are enough. Waits as long as the machine needs (a busy
+ * host under sanitizers can starve the shard thread for a while). */
+static inline void tu_stats_settled(struct eng_engine *eng, uint32_t shard,
+				    struct eng_shard_stats *st)
+{
+	eng_shard_stats(eng, shard, st);
+	uint64_t want = st->publishes + 2;
+	for (int waited_ms = 0; st->publishes < want; waited_ms++) {
+		cr_assert_lt(waited_ms, 120000, "shard %u published no stats in 120 s", shard);
+		usleep(1000);
+		eng_shard_stats(eng, shard, st);
+	}
 }
 
 /* Waits (up to ~5 s) until shard `shard` sealed at least n segments, since

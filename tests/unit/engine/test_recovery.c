@@ -36,7 +36,8 @@ struct load {
 	struct eng_producer *p;
 	_Atomic bool stop;
 	struct ack acks[ACKS_MAX];
-	uint32_t ack_count;
+	uint32_t ack_count;       /* written by the load thread only */
+	_Atomic uint32_t acked;   /* ack_count, for the cutting thread */
 	uint32_t next_event;
 };
 
@@ -61,6 +62,7 @@ static void slot_done(struct eng_append *r)
 	struct load *l = s->load;
 	if (l->ack_count < ACKS_MAX)
 		l->acks[l->ack_count++] = (struct ack){ s->tenant, s->first_event, r->first_seq };
+	atomic_fetch_add(&l->acked, 1);
 }
 
 static void *load_main(void *arg)
@@ -150,7 +152,14 @@ static uint64_t power_cut_round(const char *dir, unsigned seed, uint64_t wal_fil
 	cr_assert_eq(eng_producer_open(l->eng, &l->p), 0);
 	pthread_t th;
 	pthread_create(&th, NULL, load_main, l);
-	usleep(20000 + (seed * 7919u) % 150000);
+	/* The cut comes a seeded while after the first ack, not after the
+	 * start: on a slow machine (sanitizers, a busy CI host) the first
+	 * fsync can take longer than any fixed sleep. */
+	for (int waited_ms = 0; atomic_load(&l->acked) == 0; waited_ms++) {
+		cr_assert_lt(waited_ms, 120000, "no batch was acknowledged in 120 s");
+		usleep(1000);
+	}
+	usleep((seed * 7919u) % 150000);
 	uint64_t recycled = 0;
 	for (uint32_t i = 0; i < cfg.shards; i++) {
 		struct eng_shard_stats st;

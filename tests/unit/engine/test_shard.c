@@ -295,8 +295,7 @@ static uint32_t walk_pages(struct eng_producer *p, const char *tenant)
 
 static void stats_after_tick(struct eng_engine *eng, struct eng_shard_stats *st)
 {
-	usleep(150000); /* stats are published once per tick */
-	eng_shard_stats(eng, 0, st);
+	tu_stats_settled(eng, 0, st);
 }
 
 /* One shard, tenant acme in twelve sealed segments of 20 rows (blocks
@@ -517,9 +516,8 @@ Test(shard, limits_refuse_and_store_nothing)
 	v = (struct eng_verify){ .tenant = fmt_str_c("c") };
 	cr_assert_eq(eng_verify_wait(p, &v), 0);
 	cr_assert_eq(v.events_checked, 0);
-	usleep(150000); /* stats are published once per tick */
 	struct eng_shard_stats st;
-	eng_shard_stats(eng, 0, &st);
+	tu_stats_settled(eng, 0, &st);
 	cr_assert_eq(st.queue_full, 1);
 	cr_assert_eq(st.requests_rejected_budget, 3, "tenants_max, batch size, WAL buffer");
 	cr_assert_eq(st.tenants, 2);
