@@ -144,7 +144,7 @@ struct eng_config {
 	uint32_t dedup_entries_max;      /* per shard */
 	uint32_t block_rows;             /* rows per segment block */
 	int zstd_level;
-	uint32_t id_filter_bits;         /* event-id Bloom bits per row (0: format default, 10) */
+	uint32_t id_filter_bits;         /* event-id Bloom bits per row (0: format default, 16) */
 	uint32_t segment_version;        /* format version to write (0: newest; 1 for compat tests) */
 	uint32_t search_scan_rows_max;   /* rows a search may examine before it stops */
 	uint32_t count_groups_max;       /* distinct keys of one count (>= 1) */

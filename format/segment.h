@@ -22,16 +22,17 @@
  * min/max event id (a zone map: time-ordered UUIDv7 ids prune on it alone)
  * and a split-block Bloom filter of the block's ids (random UUIDv4 ids
  * prune on it): 256-bit buckets, 8 probes in one bucket, keyed by XXH3-64
- * of the 16 id bytes, sized at id_filter_bits (default 10) bits per row,
- * about 1 % false positives. The filters live in the footer rather than in
+ * of the 16 id bytes, sized at id_filter_bits (default 16, ADR 0017) bits
+ * per row, about 0.13 % false positives (1.3 % at 10 bits, the default
+ * before). The filters live in the footer rather than in
  * a chunk per block, because a lookup probes every block of every segment
  * of the tenant: for a 1 M-row tenant (244 blocks of 4096 rows) that is
  * 244 probes of one 32-byte bucket each in memory (microseconds), where
  * per-block filter chunks would cost 244 preads of 5 KiB and 1.25 MB of
  * checksumming per lookup (around a millisecond, the whole budget). The
- * price is memory while a segment is open: about 1.26 bytes per row (a
- * 500 k-row segment's footer grows from 63 KB to 693 KB), the same bytes
- * as on disk (~1.26 B/event, under the 1.5 B/event budget). The footer
+ * price is memory while a segment is open: about 2.06 bytes per row at 16
+ * bits and 512-row blocks, the same bytes as on disk (~2.06 B/event,
+ * within the 2.1 B/event budget of ADR 0017). The footer
  * checksum covers the index, so a flipped bit fails open; verify
  * rebuilds every block's filter and min/max from its decoded ids and
  * compares them byte for byte, because a wrong filter would hide an event.
@@ -81,7 +82,10 @@
  * (docs/PERFORMANCE.md, "Query path"). Each block also costs ~0.6 KiB of
  * footer in memory while its segment is open. */
 #define FMT_SEG_BLOCK_ROWS_DEFAULT 512
-#define FMT_SEG_ID_FILTER_BITS_DEFAULT 10 /* Bloom bits per row: ~1 % false positives */
+/* Bloom bits per row: ~0.13 % false positives, so that a lookup in a big
+ * tenant (~2,000 blocks of 512 rows per million rows) reads ~3 event_id
+ * chunks for nothing instead of ~25 at 10 bits (ADR 0017). */
+#define FMT_SEG_ID_FILTER_BITS_DEFAULT 16
 #define FMT_SEG_ID_FILTER_BITS_MAX 32
 #define FMT_SEG_ID_BUCKET_BYTES 32        /* one split-block Bloom bucket: 8 x u32 */
 /* Version 3: stored counts per block of outcome, action and resource_type

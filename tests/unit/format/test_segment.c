@@ -1159,9 +1159,12 @@ Test(segment, id_index_no_false_negatives, .timeout = 240)
 			set_free(&s);
 		}
 	}
-	/* ~1 % expected at 10 bits per row; deterministic ids, generous bound. */
-	cr_assert(probes > 0 && fp * 100 < probes * 3, "false positives: %llu of %llu",
+	/* ~0.13 % expected at the default 16 bits per row (1.3 % at 10, which
+	 * fails this); deterministic ids, generous bound. */
+	cr_assert(probes > 0 && fp * 1000 < probes * 5, "false positives: %llu of %llu",
 		  (unsigned long long)fp, (unsigned long long)probes);
+	cr_log_info("false positives at the default density: %llu of %llu probes",
+		    (unsigned long long)fp, (unsigned long long)probes);
 }
 
 /* Time-ordered ids (UUIDv7, one per millisecond): the per-block min/max
