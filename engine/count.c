@@ -791,11 +791,12 @@ void eng_count_run(struct eng_shard *s, struct eng_count *req)
 {
 	struct count c = { .s = s, .req = req, .f = &req->filter };
 	count_reset_outputs(req);
+	eng_query_begin(&c.q, s, "count", &req->hdr, &req->profile);
 	int rc = count_prepare(&c);
 	if (rc == 0 && (c.t = eng_tenant_find(s, req->tenant)) != NULL) {
 		ASSERT(c.t->name_len == req->tenant.len &&
 		       memcmp(c.t->name, req->tenant.ptr, req->tenant.len) == 0);
-		c.q = (struct eng_query){ .s = s, .t = c.t, .what = "count" };
+		c.q.t = c.t;
 		rc = count_run(&c);
 	} /* else: an unknown tenant has no events */
 	if (rc) {
@@ -806,7 +807,8 @@ void eng_count_run(struct eng_shard *s, struct eng_count *req)
 			s->stats.counts_refused++;
 	}
 	s->stats.count_rows_scanned += req->rows_scanned;
-	eng_query_free(&c.q);
+	eng_query_end(&c.q);
+	req->profile.scan_ns = req->profile.run_ns; /* one phase */
 	groups_free(&c.g);
 	free(c.sel);
 	free(c.code_counts);

@@ -293,6 +293,23 @@ struct eng_hit {
 	uint8_t chain[FMT_HASH_BYTES];
 };
 
+/* Where one search's or count's time went (out, for the caller's
+ * slow-query log). Wall-clock times on the shard thread; the decodes
+ * include the query helpers' share of a batch. */
+struct eng_query_profile {
+	int64_t queued_ns;        /* from submit until the shard started the run
+	                           * (the last run, when the request was parked
+	                           * waiting for segments fetched from S3) */
+	int64_t run_ns;           /* the run, start to completion */
+	int64_t scan_ns;          /* search: phase 1 (which rows match); count: the run */
+	int64_t read_ns;          /* reading blocks' chunks (page cache or disk) */
+	int64_t decode_ns;        /* decoding them */
+	uint32_t blocks_cached;   /* blocks served by the block cache */
+	uint32_t blocks_decoded;  /* blocks read and decoded */
+	uint64_t bytes_read;      /* chunk bytes read for them */
+	uint32_t footer_reads;    /* segment footers read from files (not resident) */
+};
+
 struct eng_search;
 typedef void (*eng_search_done_fn)(struct eng_search *req);
 
@@ -315,6 +332,7 @@ struct eng_search {
 	uint32_t next_page_token_len;  /* 0: no more results */
 	uint64_t rows_scanned;
 	uint32_t segments_read, segments_pruned;
+	struct eng_query_profile profile;
 	void *result_mem;           /* engine-private */
 };
 
@@ -376,6 +394,7 @@ struct eng_count {
 	uint32_t group_count;
 	uint64_t rows_scanned;      /* rows of decoded blocks and memtable rows examined */
 	uint32_t segments_read, segments_pruned;
+	struct eng_query_profile profile;
 	void *result_mem;           /* engine-private */
 };
 

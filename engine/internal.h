@@ -571,7 +571,16 @@ struct eng_query {
 	const char *what;       /* "search", "count": for log lines */
 	uint8_t *io_buf;        /* one block's stored chunks */
 	size_t io_cap;
+	struct eng_query_profile *prof;  /* the request's */
+	int64_t start_ns;
+	uint64_t footer_reads_before;
 };
+/* Starts a query run on shard s: q is set up (t still NULL) and the
+ * request's profile prof is reset, its queued time taken from h. */
+void eng_query_begin(struct eng_query *q, struct eng_shard *s, const char *what,
+		     const struct eng_req_hdr *h, struct eng_query_profile *prof);
+/* Ends it: completes the profile and frees q's buffers. */
+void eng_query_end(struct eng_query *q);
 /* Opens seg (through the open-segment cache, marking it used by the
  * request) and checks its footer against the manifest and the tenant.
  * Returns 0, FMT_E_CORRUPT, -errno, FMT_E_NOMEM (logged). */
@@ -591,7 +600,6 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out);
 void eng_query_block_release(struct eng_query *q, struct fmt_block *blk);
-void eng_query_free(struct eng_query *q);
 
 /* search.c, count.c, verify.c */
 void eng_search_run(struct eng_shard *s, struct eng_search *req);

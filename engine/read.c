@@ -117,11 +117,27 @@ bool eng_memtable_unsealed(const struct eng_tenant *t, const struct eng_memtable
 
 /* ---- segments ------------------------------------------------------------ */
 
-void eng_query_free(struct eng_query *q)
+static void eng_query_free(struct eng_query *q)
 {
 	free(q->io_buf);
 	q->io_buf = NULL;
 	q->io_cap = 0;
+}
+
+void eng_query_begin(struct eng_query *q, struct eng_shard *s, const char *what,
+		     const struct eng_req_hdr *h, struct eng_query_profile *prof)
+{
+	int64_t now = eng_mono_ns();
+	*q = (struct eng_query){ .s = s, .what = what, .prof = prof, .start_ns = now,
+				 .footer_reads_before = s->stats.footer_reads };
+	*prof = (struct eng_query_profile){ .queued_ns = now - h->submitted_ns };
+}
+
+void eng_query_end(struct eng_query *q)
+{
+	q->prof->run_ns = eng_mono_ns() - q->start_ns;
+	q->prof->footer_reads = (uint32_t)(q->s->stats.footer_reads - q->footer_reads_before);
+	eng_query_free(q);
 }
 
 int eng_query_segment_open(struct eng_query *q, struct eng_segment *seg)
@@ -272,8 +288,10 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 		total += chunk_span(&w[i].seg->footer->blocks[w[i].block], mask);
 		miss[misses++] = i;
 	}
+	q->prof->blocks_cached += n - misses;
 	if (misses == 0)
 		return 0;
+	int64_t t0 = eng_mono_ns();
 	int rc = io_buf_reserve(q, total ? total : 1);
 	/* Split a full decode only where a helper can take half of it. */
 	const bool split = s->helpers.count && (mask & WIDE_COLS) && (mask & ~WIDE_COLS);
@@ -295,10 +313,16 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 		}
 		jobs[nj++] = job;
 	}
-	if (rc == 0)
+	int64_t t1 = eng_mono_ns();
+	q->prof->read_ns += t1 - t0;
+	q->prof->bytes_read += total;
+	if (rc == 0) {
 		eng_decode_jobs_run(s, jobs, nj);
-	else
+		q->prof->decode_ns += eng_mono_ns() - t1;
+		q->prof->blocks_decoded += misses;
+	} else {
 		nj = 0; /* a read failed: nothing was decoded */
+	}
 	for (uint32_t m = 0, j = 0; j < nj; m++, j += split ? 2 : 1) {
 		struct eng_block_want *x = &w[miss[m]];
 		int err;

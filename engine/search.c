@@ -871,16 +871,20 @@ void eng_search_run(struct eng_shard *s, struct eng_search *req)
 {
 	struct search c = { .s = s, .req = req, .f = &req->filter, .newest = !req->oldest_first };
 	search_reset_outputs(req);
+	eng_query_begin(&c.q, s, "search", &req->hdr, &req->profile);
 	int rc = search_prepare(&c);
 	if (rc)
 		goto fail;
 	c.t = eng_tenant_find(s, req->tenant);
 	if (!c.t)
 		goto done; /* an unknown tenant has no events */
-	c.q = (struct eng_query){ .s = s, .t = c.t, .what = "search" };
+	c.q.t = c.t;
 	ASSERT(c.t->name_len == req->tenant.len &&
 	       memcmp(c.t->name, req->tenant.ptr, req->tenant.len) == 0);
-	if ((rc = units_build(&c)) != 0 || (rc = scan_all(&c)) != 0 || (rc = finish(&c)) != 0)
+	if ((rc = units_build(&c)) != 0 || (rc = scan_all(&c)) != 0)
+		goto fail;
+	req->profile.scan_ns = eng_mono_ns() - c.q.start_ns;
+	if ((rc = finish(&c)) != 0)
 		goto fail;
 	goto done;
 fail:
@@ -891,6 +895,6 @@ done:
 	free(c.units);
 	free(c.heap);
 	free(c.order);
-	eng_query_free(&c.q);
+	eng_query_end(&c.q);
 	free(c.attrs);
 }

@@ -337,7 +337,21 @@ int stream_send_message(struct stream *st, const uint8_t *msg, uint32_t len)
 	return 0;
 }
 
-#define LOG_LINES_PER_S 20 /* refusal lines per shard and second at info and above */
+#define LOG_LINES_PER_S 20 /* refusal and slow-query lines per shard and second */
+
+bool srv_log_line_allowed(struct srv_shard *sh)
+{
+	int64_t now = srv_now_ns();
+	if (now - sh->log_window_ns >= 1000000000ll) {
+		sh->log_window_ns = now;
+		sh->log_lines = 0;
+	}
+	if (++sh->log_lines > LOG_LINES_PER_S) {
+		atomic_fetch_add_explicit(&sh->stats.log_suppressed, 1, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
 
 /* Refusals are logged: auth failures at warn (someone holds a bad or
  * revoked key), server-side failures at warn, client mistakes at debug.
@@ -352,17 +366,8 @@ static void log_refusal(struct stream *st, int status)
 		level = NLOG_WARN;
 	else if (status == GRPC_UNAVAILABLE || status == GRPC_RESOURCE_EXHAUSTED)
 		level = NLOG_INFO;
-	if (level > nlog_get_level())
+	if (level > nlog_get_level() || !srv_log_line_allowed(sh))
 		return;
-	int64_t now = srv_now_ns();
-	if (now - sh->log_window_ns >= 1000000000ll) {
-		sh->log_window_ns = now;
-		sh->log_lines = 0;
-	}
-	if (++sh->log_lines > LOG_LINES_PER_S) {
-		atomic_fetch_add_explicit(&sh->stats.log_suppressed, 1, memory_order_relaxed);
-		return;
-	}
 	nlog(level,
 	     &(struct nlog_fields){ .tenant = st->tenant, .request_id = st->request_id,
 				     .peer = st->c->peer, .method = rpc_method_name(st->method),

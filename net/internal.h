@@ -185,6 +185,7 @@ struct srv_stats {
 	_Atomic uint64_t bytes_received, bytes_sent;
 	_Atomic uint64_t submit_retries;
 	_Atomic uint64_t log_suppressed;
+	_Atomic uint64_t slow_queries[M_METHODS];  /* Search and Count over slow_query_ns */
 	struct mx_hist append_duration;
 	/* An Append's stages (enum srv_append_stage). */
 	struct mx_hist append_stage[SRV_APPEND_STAGES];
@@ -214,7 +215,7 @@ struct srv_shard {
 	uint32_t conn_count;
 	uint32_t calls_in_engine;
 	int64_t next_sweep_ns;
-	int64_t log_window_ns;      /* refusal log lines: at most LOG_LINES_PER_S */
+	int64_t log_window_ns;      /* refusal and slow-query lines: at most LOG_LINES_PER_S */
 	uint32_t log_lines;
 	bool drain_seen;
 	_Atomic uint64_t epoch;     /* ticks completed (key table reclamation) */
@@ -299,5 +300,9 @@ void srv_count_request(struct srv_shard *sh, enum srv_method m, int status);
 void srv_count_reject(struct srv_shard *sh, enum srv_reason r);
 const struct auth_table *srv_keys(struct srv_shard *sh);
 int64_t srv_now_ns(void);   /* CLOCK_MONOTONIC */
+/* Whether shard sh may write another refusal or slow-query log line this
+ * second (at most LOG_LINES_PER_S, conn.c); one not written is counted in
+ * hodei_log_lines_suppressed_total. */
+bool srv_log_line_allowed(struct srv_shard *sh);
 
 #endif

@@ -385,6 +385,75 @@ static bool read_failed(struct call *call, int status, const char *what)
 	return true;
 }
 
+/* ---- the slow-query log ---------------------------------------------------- */
+
+/* The names of the filter's fields that are set, "+"-joined ("none"):
+ * never their values, which may be personal data. */
+static void filter_names(const struct eng_filter *f, char *out, size_t cap)
+{
+	const char *names[8];
+	int n = 0;
+	if (f->from_ns || f->to_ns)
+		names[n++] = "time";
+	if (f->actor_id.len)
+		names[n++] = "actor_id";
+	if (f->action.len)
+		names[n++] = "action";
+	if (f->resource_type.len)
+		names[n++] = "resource_type";
+	if (f->resource_id.len)
+		names[n++] = "resource_id";
+	if (f->outcome)
+		names[n++] = "outcome";
+	if (f->has_event_id)
+		names[n++] = "event_id";
+	size_t at = 0;
+	out[0] = '\0';
+	for (int i = 0; i < n && at < cap; i++)
+		at += (size_t)snprintf(out + at, cap - at, "%s%s", i ? "+" : "", names[i]);
+	if (n == 0)
+		snprintf(out, cap, "none");
+}
+
+static double ms(int64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+/* A Search or Count that took at least slow_query_ns from its message's
+ * arrival to its response: counted, and logged (within the shard's log
+ * line limit) at info with where its time went, as logfmt pairs. total
+ * minus queued and run is the hand-offs between the connection's thread
+ * and the engine shard, and building the response. */
+static void slow_query_log(struct call *call, const struct eng_filter *f,
+			   const struct eng_query_profile *p, uint32_t results, uint64_t rows_scanned,
+			   uint32_t segments_read, uint32_t segments_pruned)
+{
+	struct srv_shard *sh = call->sh;
+	int64_t limit = sh->srv->cfg.slow_query_ns;
+	int64_t total = srv_now_ns() - call->start_ns;
+	if (limit == 0 || total < limit)
+		return;
+	atomic_fetch_add_explicit(&sh->stats.slow_queries[call->method], 1, memory_order_relaxed);
+	if (NLOG_INFO > nlog_get_level() || !srv_log_line_allowed(sh))
+		return;
+	char filter[96];
+	filter_names(f, filter, sizeof(filter));
+	struct stream *st = call->st;
+	nlog(NLOG_INFO,
+	     &(struct nlog_fields){ .tenant = call->tenant,
+				     .request_id = st ? st->request_id : NULL,
+				     .peer = st ? st->c->peer : NULL,
+				     .method = rpc_method_name(call->method), .code = call->status },
+	     "slow query: total_ms=%.2f queued_ms=%.2f run_ms=%.2f scan_ms=%.2f read_ms=%.2f "
+	     "decode_ms=%.2f blocks_decoded=%u blocks_cached=%u bytes_read=%llu footer_reads=%u "
+	     "rows_scanned=%llu segments_read=%u segments_pruned=%u results=%u filter=%s",
+	     ms(total), ms(p->queued_ns), ms(p->run_ns), ms(p->scan_ns), ms(p->read_ns),
+	     ms(p->decode_ns), p->blocks_decoded, p->blocks_cached,
+	     (unsigned long long)p->bytes_read, p->footer_reads, (unsigned long long)rows_scanned,
+	     segments_read, segments_pruned, results, filter);
+}
+
 static void search_done(struct eng_search *req)
 {
 	struct call *call = req->ctx;
@@ -453,6 +522,8 @@ static void search_done(struct eng_search *req)
 			call_respond(call, &r.base);
 		}
 	}
+	slow_query_log(call, &req->filter, &req->profile, req->hit_count, req->rows_scanned,
+		       req->segments_read, req->segments_pruned);
 	eng_search_release(req);
 	rpc_flush_calls(call->st);
 }
@@ -514,6 +585,8 @@ static void count_done(struct eng_count *req)
 			call_respond(call, &r.base);
 		}
 	}
+	slow_query_log(call, &req->filter, &req->profile, req->group_count, req->rows_scanned,
+		       req->segments_read, req->segments_pruned);
 	eng_count_release(req);
 	rpc_flush_calls(call->st);
 }

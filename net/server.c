@@ -74,6 +74,7 @@ void srv_config_default(struct srv_config *cfg)
 		.tenant_labels_max = 1000,
 		.idle_timeout_ns = 300 * 1000000000ll,
 		.request_timeout_ns = 30 * 1000000000ll,
+		.slow_query_ns = 100 * 1000000ll,
 	};
 }
 
@@ -521,10 +522,10 @@ int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_l
 	    cfg->max_message_bytes < 1024 || cfg->max_message_bytes > (1u << 30) ||
 	    cfg->conn_window_bytes < cfg->max_message_bytes + 65536u ||
 	    cfg->conn_window_bytes > INT32_MAX || cfg->tenant_labels_max < 1 ||
-	    cfg->idle_timeout_ns <= 0 || cfg->request_timeout_ns <= 0) {
+	    cfg->idle_timeout_ns <= 0 || cfg->request_timeout_ns <= 0 || cfg->slow_query_ns < 0) {
 		snprintf(err, errlen,
 			 "invalid server limits (connections, streams >= 1; message size 1 KiB..1 GiB; "
-			 "connection window >= message size + 64 KiB; timeouts > 0)");
+			 "connection window >= message size + 64 KiB; timeouts > 0; slow query >= 0)");
 		return -1;
 	}
 	struct srv *s = calloc(1, sizeof(*s));
@@ -835,8 +836,20 @@ int srv_render_metrics(struct srv *s, struct mx_buf *b)
 		SUM(bytes_received));
 	counter(b, "hodei_grpc_sent_bytes_total", "Bytes written to gRPC connections.", SUM(bytes_sent));
 	counter(b, "hodei_log_lines_suppressed_total",
-		"Refusal log lines not written because a shard wrote its maximum per second.",
-		SUM(log_suppressed));
+		"Refusal and slow-query log lines not written because a shard wrote its maximum "
+		"per second.", SUM(log_suppressed));
+	mx_family(b, "hodei_slow_queries_total", "counter",
+		  "Search and Count calls that took at least slow_query in the server, by method "
+		  "(each is logged, within the log line limit).");
+	for (int m = 0; m < M_METHODS; m++) {
+		if (m != M_SEARCH && m != M_COUNT)
+			continue;
+		struct mx_label l[] = { { "method", rpc_method_name((enum srv_method)m) } };
+		mx_sample_u64(b, "hodei_slow_queries_total", l, 1, SUM(slow_queries[m]));
+	}
+	mx_family(b, "hodei_slow_query_threshold_seconds", "gauge",
+		  "Search and Count calls at least this long are logged (0: never).");
+	mx_sample_f64(b, "hodei_slow_query_threshold_seconds", NULL, 0, s->cfg.slow_query_ns / 1e9);
 	counter(b, "hodei_engine_queue_full_total",
 		"Requests that found the engine's queue full and were retried.", SUM(submit_retries));
 	gauge(b, "hodei_grpc_max_message_bytes", "Largest gRPC message accepted.",

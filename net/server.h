@@ -47,6 +47,7 @@ struct srv_config {
 	uint32_t tenant_rate_eps;         /* the engine's, for messages and metrics */
 	int64_t idle_timeout_ns;          /* connection with no stream */
 	int64_t request_timeout_ns;       /* a request (or the preface) must arrive within */
+	int64_t slow_query_ns;            /* Search/Count at least this long are logged (0: never) */
 };
 
 void srv_config_default(struct srv_config *cfg);

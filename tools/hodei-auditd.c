@@ -159,6 +159,9 @@ static const struct opt opts[] = {
 	  "close a connection without streams after (5m)" },
 	{ "request-timeout", "HODEI_REQUEST_TIMEOUT", O_DUR, D(srv_cfg.request_timeout_ns), 0,
 	  "a request or TLS handshake must arrive within (30s)" },
+	{ "slow-query", "HODEI_SLOW_QUERY", O_DUR, D(srv_cfg.slow_query_ns), 0,
+	  "log each Search or Count that takes at least this long, with where its time went "
+	  "(100ms; 0s: never)" },
 	{ "grace", "HODEI_GRACE", O_DUR, D(grace_ns), 0, "SIGTERM: time to finish calls in flight (10s)" },
 	{ "s3-endpoint", "HODEI_S3_ENDPOINT", O_ENV, 0, 0,
 	  "S3-compatible endpoint URL (none: AWS for the region)" },

@@ -517,3 +517,71 @@ def test_generated_stubs_are_removed_at_exit():
     stubs = Path(p.stdout.strip())
     assert stubs.name.startswith("hodei-it-stubs-"), p.stdout
     assert not stubs.exists()
+
+
+def logfmt(msg):
+    """The key=value pairs of a slow-query line's message."""
+    return dict(kv.split("=", 1) for kv in msg.split(": ", 1)[1].split())
+
+
+def test_slow_query_log(server_factory, stubs):
+    """--slow-query 1ns: every Search and Count is slow. Each is counted by
+    method, and logged at info with where its time went (as logfmt pairs
+    that add up) and the names of its filter's fields, never their values.
+    --slow-query 0s turns it off; a bad value stops the start (exit 2)."""
+    a = stubs.audit_pb2
+    srv = server_factory(args=["--seal-rows", "40", "--slow-query", "1ns"])
+    w = srv.stub(srv.add_key("acme", "writer"))
+    r = srv.stub(srv.add_key("acme", "reader"))
+    sent = [event(i, actor_id=f"secret-actor-{i % 3}") for i in range(130)]
+    for k in range(0, len(sent), 10):
+        w.Append(a.AppendRequest(events=sent[k:k + 10]))
+    hodei.wait_until(lambda: srv.metrics().get("hodei_segments_sealed_total") >= 3, 60,
+                     "three segments sealed")
+    resp = r.Search(a.SearchRequest(actor_id="secret-actor-1", limit=100))
+    want = sum(1 for e in sent if e.actor_id == "secret-actor-1")
+    assert len(resp.events) == want
+    # By actor: no stored counts (FORMAT.md §5.5.2), so blocks are read.
+    groups = r.Count(a.CountRequest(filter=a.SearchRequest(outcome=a.OUTCOME_SUCCESS),
+                                    group_by="actor_id")).groups
+    m = srv.metrics()
+    assert m.get("hodei_slow_query_threshold_seconds") == 1e-9
+    assert m.get("hodei_slow_queries_total", method="Search") == 1
+    assert m.get("hodei_slow_queries_total", method="Count") == 1
+
+    def slow_lines():
+        return [l for l in srv.log_lines() if str(l.get("msg", "")).startswith("slow query:")]
+    hodei.wait_until(lambda: len(slow_lines()) == 2, 10, "two slow-query lines")
+    by_method = {l["method"]: l for l in slow_lines()}
+    assert set(by_method) == {"Search", "Count"}
+    search, count = (logfmt(by_method[k]["msg"]) for k in ("Search", "Count"))
+    for line in by_method.values():
+        assert line["level"] == "info" and line["tenant"] == "acme"
+        assert "secret-actor" not in line["msg"], "a filter value was logged"
+    assert search["filter"] == "actor_id" and count["filter"] == "outcome"
+    assert search["results"] == str(want) and count["results"] == str(len(groups))
+    for p in (search, count):
+        t = {k: float(v) for k, v in p.items() if k.endswith("_ms")}
+        assert t["total_ms"] >= t["queued_ms"] + t["run_ms"] - 0.02
+        assert t["run_ms"] >= t["scan_ms"] - 0.01
+        assert t["run_ms"] >= t["read_ms"] + t["decode_ms"] - 0.02
+        assert int(p["blocks_decoded"]) + int(p["blocks_cached"]) > 0, "sealed blocks read"
+        assert int(p["segments_read"]) >= 3
+        assert int(p["rows_scanned"]) >= 120
+        assert (int(p["bytes_read"]) > 0) == (int(p["blocks_decoded"]) > 0)
+    assert count["scan_ms"] == count["run_ms"]
+    srv.stop()
+
+    off = server_factory(args=["--slow-query", "0s"])
+    r = off.stub(off.add_key("acme", "reader"))
+    r.Search(a.SearchRequest())
+    m = off.metrics()
+    assert m.get("hodei_slow_query_threshold_seconds") == 0
+    assert m.get("hodei_slow_queries_total", method="Search") == 0
+    assert not [l for l in off.log_lines() if str(l.get("msg", "")).startswith("slow query:")]
+    off.stop()
+
+    p = subprocess.run([str(hodei.DAEMON), "--slow-query", "soon"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert 'invalid value "soon" for --slow-query' in p.stderr

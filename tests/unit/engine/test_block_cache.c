@@ -302,6 +302,64 @@ Test(block_cache, repeated_search_hits, .timeout = 240)
 	fx_close(&fx);
 }
 
+/* One page of a search; returns its profile. */
+static struct eng_query_profile search_profiled(struct fx *fx, const struct eng_filter *f)
+{
+	struct eng_search s = { .tenant = fmt_str_c(TENANT), .filter = *f, .limit = 100 };
+	cr_assert_eq(eng_search_wait(fx->p, &s), 0);
+	fx->queries++;
+	cr_assert_gt(s.hit_count, 0);
+	eng_search_release(&s);
+	return s.profile;
+}
+
+static void assert_profile_matches_stats(const struct eng_query_profile *pr,
+					 const struct eng_shard_stats *before,
+					 const struct eng_shard_stats *after)
+{
+	cr_assert_eq(pr->blocks_cached, after->block_cache_hits - before->block_cache_hits);
+	cr_assert_eq(pr->blocks_decoded, after->block_cache_misses - before->block_cache_misses);
+	cr_assert_eq(pr->footer_reads, after->footer_reads - before->footer_reads);
+	cr_assert(pr->queued_ns >= 0 && pr->scan_ns > 0 && pr->scan_ns <= pr->run_ns);
+	cr_assert(pr->read_ns >= 0 && pr->decode_ns >= 0 &&
+		  pr->read_ns + pr->decode_ns <= pr->run_ns);
+	cr_assert_eq(pr->bytes_read > 0, pr->blocks_decoded > 0);
+}
+
+/* A query's profile (what the slow-query log prints) counts the blocks it
+ * took from the cache and those it read and decoded, as the shard's
+ * counters do, and its phases fit in its run. */
+Test(block_cache, profile_counts_what_a_query_read, .timeout = 240)
+{
+	struct fx fx;
+	fx_create(&fx, 64ull << 20);
+	struct eng_filter failures = { .outcome = FMT_OUTCOME_FAILURE };
+	struct eng_shard_stats st0, st1, st2, st3;
+	settled_stats(&fx, &st0);
+	struct eng_query_profile first = search_profiled(&fx, &failures);
+	settled_stats(&fx, &st1);
+	assert_profile_matches_stats(&first, &st0, &st1);
+	cr_assert_gt(first.blocks_decoded, 0);
+	cr_assert_eq(first.blocks_cached, 0);
+	cr_assert_gt(first.decode_ns, 0);
+	struct eng_query_profile again = search_profiled(&fx, &failures);
+	settled_stats(&fx, &st2);
+	assert_profile_matches_stats(&again, &st1, &st2);
+	cr_assert_geq(again.blocks_cached, 2, "the repeated search's blocks were cached");
+	cr_assert_lt(again.blocks_decoded, first.blocks_decoded);
+
+	struct eng_count c = { .tenant = fmt_str_c(TENANT), .filter = failures,
+			       .group_by = ENG_COUNT_BY_ACTOR_ID };
+	cr_assert_eq(eng_count_wait(fx.p, &c), 0);
+	fx.queries++;
+	eng_count_release(&c);
+	settled_stats(&fx, &st3);
+	assert_profile_matches_stats(&c.profile, &st2, &st3);
+	cr_assert_gt(c.profile.blocks_cached + c.profile.blocks_decoded, 0);
+	cr_assert_eq(c.profile.scan_ns, c.profile.run_ns, "a count has one phase");
+	fx_close(&fx);
+}
+
 /* A bound of 0: no lookups, no bytes, the same answers. */
 Test(block_cache, zero_turns_it_off, .timeout = 240)
 {
