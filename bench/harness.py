@@ -497,6 +497,35 @@ def round_ratios(rounds):
     return {k: median(v) for k, v in ratios.items()}
 
 
+SLOW_QUERY = "1ms"  # the query rounds' server logs the profile of every sample this slow
+SLOW_FIELDS = ("total_ms", "queued_ms", "run_ms", "scan_ms", "read_ms", "decode_ms",
+               "blocks_decoded", "blocks_cached", "bytes_read", "footer_reads", "rows_scanned")
+
+
+def slow_summary(lines):
+    """The slow-query log lines of one round (ADR 0018), per method and
+    filter (Q1 and Q1top: Search none, Q2: Search time+actor_id, Q3: Search
+    event_id, Q4: Count time, Q5: Search time+outcome): how many, and the
+    median and max of each profile field, so that a run's tail can be told
+    apart: decodes, reads (page cache misses), the shard queue, footers."""
+    groups = {}
+    for line in lines:
+        msg = str(line.get("msg", ""))
+        if not msg.startswith("slow query: "):
+            continue
+        p = dict(kv.split("=", 1) for kv in msg[len("slow query: "):].split() if "=" in kv)
+        groups.setdefault(f"{line.get('method')} {p.get('filter')}", []).append(p)
+    out = {}
+    for key, ps in sorted(groups.items()):
+        e = {"samples": len(ps)}
+        for f in SLOW_FIELDS:
+            v = [float(p[f]) for p in ps if f in p]
+            if v:
+                e[f] = {"median": median(v), "max": max(v)}
+        out[key] = e
+    return out
+
+
 def queries(args, work, ch):
     n = args.events
     step = step_for(n)
@@ -533,11 +562,22 @@ def queries(args, work, ch):
     # hodei-audit's first round: each system's first round follows its own
     # load, as its data's pages then are in the page cache alike.
     rounds, hodei_raw, ch_raw = [], [], []
+    slow = []
     for i in range(args.query_rounds):
-        with Hodei(work / "store", store_args) as h:
+        with Hodei(work / "store", store_args + ["--slow-query", SLOW_QUERY]) as h:
             h.quiesce()
+            seen = len(h.srv.log_lines())  # the store's directory keeps one log
             hodei_raw.append(run_json([QUERY, "run", "--plan", plan, "--target", h.target,
                                        "--key", h.key]))
+            slow.append(slow_summary(h.srv.log_lines()[seen:]))
+            slow[-1]["log_lines_suppressed"] = h.srv.metrics().get(
+                "hodei_log_lines_suppressed_total")
+        log(f"query round {i + 1}, samples over {SLOW_QUERY} (median total; decode, read, scan, "
+            f"queued ms): " + "; ".join(
+                f"{k} {v['samples']} ({v['total_ms']['median']:.2f}; "
+                f"{v['decode_ms']['median']:.2f}, {v['read_ms']['median']:.2f}, "
+                f"{v['scan_ms']['median']:.2f}, {v['queued_ms']['median']:.2f})"
+                for k, v in slow[-1].items() if isinstance(v, dict)))
         rnd = {"hodei": hodei_raw[-1].get("queries", {}), "clickhouse": {}}
         if ch:
             if i == 0:
@@ -557,7 +597,8 @@ def queries(args, work, ch):
             return fmt(p / 1000) if p else "-"
         log(f"query round {i + 1}, p99 ms (hodei-audit/ClickHouse): " + ", ".join(
             f"{k} {p99_ms('hodei', k)}/{p99_ms('clickhouse', k)}" for k in rnd["hodei"]))
-    res["hodei"] = {"queries": merge_rounds([r["hodei"] for r in rounds]), "rounds": hodei_raw}
+    res["hodei"] = {"queries": merge_rounds([r["hodei"] for r in rounds]), "rounds": hodei_raw,
+                    "slow_query": SLOW_QUERY, "slow_samples": slow}
     if ch:
         res["clickhouse"]["queries"] = merge_rounds([r["clickhouse"] for r in rounds])
         res["clickhouse"]["query_rounds"] = ch_raw

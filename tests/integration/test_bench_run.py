@@ -71,6 +71,27 @@ def test_query_rounds_give_medians_and_per_round_ratios():
     assert harness.round_ratios(rounds) == {"Q2": 4.5}
 
 
+def test_slow_summary_groups_profiles_by_method_and_filter():
+    """A round's slow-query lines, summed up per method and filter; lines
+    that are not slow-query lines are left out."""
+    def line(method, filt, total, decode):
+        return {"level": "info", "method": method,
+                "msg": f"slow query: total_ms={total} queued_ms=0.01 run_ms={total} "
+                       f"scan_ms=0.2 read_ms=0.1 decode_ms={decode} blocks_decoded=3 "
+                       f"blocks_cached=0 bytes_read=1000 footer_reads=0 rows_scanned=512 "
+                       f"segments_read=1 segments_pruned=0 results=1 filter={filt}"}
+    lines = [line("Search", "time+actor_id", 3.0, 2.0), line("Search", "time+actor_id", 5.0, 4.0),
+             line("Search", "time+actor_id", 4.0, 3.0), line("Search", "event_id", 1.5, 0.5),
+             {"level": "info", "msg": "SIGHUP: keys file re-read"}]
+    s = harness.slow_summary(lines)
+    assert set(s) == {"Search time+actor_id", "Search event_id"}
+    q2 = s["Search time+actor_id"]
+    assert q2["samples"] == 3
+    assert q2["total_ms"] == {"median": 4.0, "max": 5.0}
+    assert q2["decode_ms"] == {"median": 3.0, "max": 4.0}
+    assert s["Search event_id"]["samples"] == 1 and s["Search event_id"]["read_ms"]["max"] == 0.1
+
+
 def test_quick_run_measures_every_target(tmp_path):
     out = tmp_path / "results"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "harness.py"), "--quick",
@@ -112,6 +133,11 @@ def test_quick_run_measures_every_target(tmp_path):
             assert v["rounds"] == 2 and len(v["p99_us_rounds"]) == 2, (kind, v)
             assert min(v["p99_us_rounds"]) <= v["p99_us"] <= max(v["p99_us_rounds"]), (kind, v)
         assert q["p99_ratio"][kind] > 0, kind
+    # each round's server logged its slow samples' profiles (ADR 0018)
+    assert q["hodei"]["slow_query"] == harness.SLOW_QUERY
+    assert len(q["hodei"]["slow_samples"]) == 2
+    for s in q["hodei"]["slow_samples"]:
+        assert s["log_lines_suppressed"] >= 0, s
     assert q["clickhouse"]["load"]["count_in_table"] == q["events"]
     assert q["hodei_storage"]["segment_bytes_per_event"] > 0
 
