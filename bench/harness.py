@@ -502,6 +502,21 @@ SLOW_FIELDS = ("total_ms", "queued_ms", "run_ms", "scan_ms", "read_ms", "decode_
                "blocks_decoded", "blocks_cached", "bytes_read", "footer_reads", "rows_scanned")
 
 
+def warm(root, pattern="*"):
+    """Reads every file under root matching pattern once, so that a query
+    round finds its system's data in the page cache, whatever ran before
+    it: the other system's load (ClickHouse's goes through a 9 GB file)
+    can evict it, and a round would then measure the disk. Returns the
+    bytes read and the seconds it took."""
+    t0, n = time.monotonic(), 0
+    for p in sorted(Path(root).glob(pattern)):
+        for f in [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file()):
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    n += len(chunk)
+    return {"bytes": n, "seconds": round(time.monotonic() - t0, 3)}
+
+
 def slow_summary(lines):
     """The slow-query log lines of one round (ADR 0018), per method and
     filter (Q1 and Q1top: Search none, Q2: Search time+actor_id, Q3: Search
@@ -560,11 +575,17 @@ def queries(args, work, ch):
     # so that no round finds the blocks of the one before in its cache,
     # then ClickHouse on the same plan. ClickHouse loads the store after
     # hodei-audit's first round: each system's first round follows its own
-    # load, as its data's pages then are in the page cache alike.
+    # load, as its data's pages then are in the page cache alike. Before
+    # each round its system's data files are read once (warm()): another
+    # step can have evicted them (in fb17715's run, ClickHouse's load made
+    # two of our three rounds wait for the disk: read_ms up to 39 ms in the
+    # slow samples' profiles).
     rounds, hodei_raw, ch_raw = [], [], []
-    slow = []
+    slow, warmed = [], []
     for i in range(args.query_rounds):
-        with Hodei(work / "store", store_args + ["--slow-query", SLOW_QUERY]) as h:
+        warmed.append({"hodei": warm(work / "store" / "data", "shard-*/segments")})
+        with Hodei(work / "store", store_args + ["--slow-query", SLOW_QUERY,
+                                                 "--log-rate", "100000"]) as h:
             h.quiesce()
             seen = len(h.srv.log_lines())  # the store's directory keeps one log
             hodei_raw.append(run_json([QUERY, "run", "--plan", plan, "--target", h.target,
@@ -572,8 +593,9 @@ def queries(args, work, ch):
             slow.append(slow_summary(h.srv.log_lines()[seen:]))
             slow[-1]["log_lines_suppressed"] = h.srv.metrics().get(
                 "hodei_log_lines_suppressed_total")
-        log(f"query round {i + 1}, samples over {SLOW_QUERY} (median total; decode, read, scan, "
-            f"queued ms): " + "; ".join(
+        log(f"query round {i + 1}: warmed {warmed[-1]['hodei']['bytes'] / 2**20:.0f} MiB in "
+            f"{warmed[-1]['hodei']['seconds']:.1f} s; samples over {SLOW_QUERY} (median total; "
+            f"decode, read, scan, queued ms): " + "; ".join(
                 f"{k} {v['samples']} ({v['total_ms']['median']:.2f}; "
                 f"{v['decode_ms']['median']:.2f}, {v['read_ms']['median']:.2f}, "
                 f"{v['scan_ms']['median']:.2f}, {v['queued_ms']['median']:.2f})"
@@ -588,6 +610,7 @@ def queries(args, work, ch):
                     "load": raw.get("load"),
                     "raw": raw,
                 }
+            warmed[-1]["clickhouse"] = warm(ch.work / "server")
             ch_raw.append(ch.query(plan, n).get("queries") or {})
             rnd["clickhouse"] = ch_raw[-1].get("kinds", {})
         rounds.append(rnd)
@@ -599,6 +622,7 @@ def queries(args, work, ch):
             f"{k} {p99_ms('hodei', k)}/{p99_ms('clickhouse', k)}" for k in rnd["hodei"]))
     res["hodei"] = {"queries": merge_rounds([r["hodei"] for r in rounds]), "rounds": hodei_raw,
                     "slow_query": SLOW_QUERY, "slow_samples": slow}
+    res["page_cache_warmed"] = warmed
     if ch:
         res["clickhouse"]["queries"] = merge_rounds([r["clickhouse"] for r in rounds])
         res["clickhouse"]["query_rounds"] = ch_raw

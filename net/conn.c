@@ -337,8 +337,6 @@ int stream_send_message(struct stream *st, const uint8_t *msg, uint32_t len)
 	return 0;
 }
 
-#define LOG_LINES_PER_S 20 /* refusal and slow-query lines per shard and second */
-
 bool srv_log_line_allowed(struct srv_shard *sh)
 {
 	int64_t now = srv_now_ns();
@@ -346,7 +344,7 @@ bool srv_log_line_allowed(struct srv_shard *sh)
 		sh->log_window_ns = now;
 		sh->log_lines = 0;
 	}
-	if (++sh->log_lines > LOG_LINES_PER_S) {
+	if (++sh->log_lines > sh->srv->cfg.log_lines_per_s) {
 		atomic_fetch_add_explicit(&sh->stats.log_suppressed, 1, memory_order_relaxed);
 		return false;
 	}
@@ -355,7 +353,7 @@ bool srv_log_line_allowed(struct srv_shard *sh)
 
 /* Refusals are logged: auth failures at warn (someone holds a bad or
  * revoked key), server-side failures at warn, client mistakes at debug.
- * A flood of bad requests cannot flood the log: past LOG_LINES_PER_S a
+ * A flood of bad requests cannot flood the log: past log_lines_per_s a
  * second per shard, lines are counted in a metric instead. */
 static void log_refusal(struct stream *st, int status)
 {

@@ -215,7 +215,7 @@ struct srv_shard {
 	uint32_t conn_count;
 	uint32_t calls_in_engine;
 	int64_t next_sweep_ns;
-	int64_t log_window_ns;      /* refusal and slow-query lines: at most LOG_LINES_PER_S */
+	int64_t log_window_ns;      /* refusal and slow-query lines: at most log_lines_per_s */
 	uint32_t log_lines;
 	bool drain_seen;
 	_Atomic uint64_t epoch;     /* ticks completed (key table reclamation) */
@@ -301,7 +301,7 @@ void srv_count_reject(struct srv_shard *sh, enum srv_reason r);
 const struct auth_table *srv_keys(struct srv_shard *sh);
 int64_t srv_now_ns(void);   /* CLOCK_MONOTONIC */
 /* Whether shard sh may write another refusal or slow-query log line this
- * second (at most LOG_LINES_PER_S, conn.c); one not written is counted in
+ * second (at most cfg.log_lines_per_s, conn.c); one not written is counted in
  * hodei_log_lines_suppressed_total. */
 bool srv_log_line_allowed(struct srv_shard *sh);
 

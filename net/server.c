@@ -75,6 +75,7 @@ void srv_config_default(struct srv_config *cfg)
 		.idle_timeout_ns = 300 * 1000000000ll,
 		.request_timeout_ns = 30 * 1000000000ll,
 		.slow_query_ns = 100 * 1000000ll,
+		.log_lines_per_s = 20,
 	};
 }
 
@@ -515,19 +516,28 @@ static void *recovery_main(void *arg)
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
-int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_limits *limits,
-	       struct srv **out, char *err, size_t errlen)
+int srv_config_check(const struct srv_config *cfg, char *err, size_t errlen)
 {
 	if (cfg->max_connections < 1 || cfg->max_streams < 1 || cfg->stream_inflight_max < 1 ||
 	    cfg->max_message_bytes < 1024 || cfg->max_message_bytes > (1u << 30) ||
 	    cfg->conn_window_bytes < cfg->max_message_bytes + 65536u ||
 	    cfg->conn_window_bytes > INT32_MAX || cfg->tenant_labels_max < 1 ||
-	    cfg->idle_timeout_ns <= 0 || cfg->request_timeout_ns <= 0 || cfg->slow_query_ns < 0) {
+	    cfg->idle_timeout_ns <= 0 || cfg->request_timeout_ns <= 0 || cfg->slow_query_ns < 0 ||
+	    cfg->log_lines_per_s < 1) {
 		snprintf(err, errlen,
 			 "invalid server limits (connections, streams >= 1; message size 1 KiB..1 GiB; "
-			 "connection window >= message size + 64 KiB; timeouts > 0; slow query >= 0)");
+			 "connection window >= message size + 64 KiB; timeouts > 0; slow query >= 0; "
+			 "log rate >= 1)");
 		return -1;
 	}
+	return 0;
+}
+
+int srv_create(const struct srv_config *cfg, uint32_t shards, const struct fmt_limits *limits,
+	       struct srv **out, char *err, size_t errlen)
+{
+	if (srv_config_check(cfg, err, errlen) != 0)
+		return -1;
 	struct srv *s = calloc(1, sizeof(*s));
 	if (!s) {
 		snprintf(err, errlen, "out of memory");
@@ -838,6 +848,9 @@ int srv_render_metrics(struct srv *s, struct mx_buf *b)
 	counter(b, "hodei_log_lines_suppressed_total",
 		"Refusal and slow-query log lines not written because a shard wrote its maximum "
 		"per second.", SUM(log_suppressed));
+	gauge(b, "hodei_log_lines_per_second_max",
+	      "Refusal and slow-query log lines one shard writes per second at most (log_rate).",
+	      s->cfg.log_lines_per_s);
 	mx_family(b, "hodei_slow_queries_total", "counter",
 		  "Search and Count calls that took at least slow_query in the server, by method "
 		  "(each is logged, within the log line limit).");

@@ -48,9 +48,13 @@ struct srv_config {
 	int64_t idle_timeout_ns;          /* connection with no stream */
 	int64_t request_timeout_ns;       /* a request (or the preface) must arrive within */
 	int64_t slow_query_ns;            /* Search/Count at least this long are logged (0: never) */
+	uint32_t log_lines_per_s;         /* refusal and slow-query lines per shard and second */
 };
 
 void srv_config_default(struct srv_config *cfg);
+/* Returns 0, or -1 with the rule cfg breaks in err (srv_create checks it
+ * too; a caller checks it first to refuse a start before any side effect). */
+int srv_config_check(const struct srv_config *cfg, char *err, size_t errlen);
 
 struct srv;
 

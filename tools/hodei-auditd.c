@@ -162,6 +162,8 @@ static const struct opt opts[] = {
 	{ "slow-query", "HODEI_SLOW_QUERY", O_DUR, D(srv_cfg.slow_query_ns), 0,
 	  "log each Search or Count that takes at least this long, with where its time went "
 	  "(100ms; 0s: never)" },
+	{ "log-rate", "HODEI_LOG_RATE", O_U32, D(srv_cfg.log_lines_per_s), 0,
+	  "refusal and slow-query log lines per shard and second; more are counted, not written (20)" },
 	{ "grace", "HODEI_GRACE", O_DUR, D(grace_ns), 0, "SIGTERM: time to finish calls in flight (10s)" },
 	{ "s3-endpoint", "HODEI_S3_ENDPOINT", O_ENV, 0, 0,
 	  "S3-compatible endpoint URL (none: AWS for the region)" },
@@ -340,6 +342,11 @@ static int configure(struct daemon *d, int argc, char **argv)
 	d->srv_cfg.tenant_rate_eps = d->eng_cfg.tenant_rate_eps;
 	if (d->srv_cfg.max_message_bytes + 65536u > d->srv_cfg.conn_window_bytes)
 		d->srv_cfg.conn_window_bytes = d->srv_cfg.max_message_bytes + 65536u;
+	char err[256];
+	if (srv_config_check(&d->srv_cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "hodei-auditd: %s\n", err);
+		return EXIT_USAGE;
+	}
 	return EXIT_OK;
 }
 

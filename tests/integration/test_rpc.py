@@ -585,3 +585,30 @@ def test_slow_query_log(server_factory, stubs):
                        text=True, timeout=30)
     assert p.returncode == 2, p.stderr
     assert 'invalid value "soon" for --slow-query' in p.stderr
+
+
+def test_log_rate_bounds_the_lines(server_factory, stubs):
+    """--log-rate 1: of 20 slow searches on one connection, at most one line
+    per second is written; every other one is counted as suppressed. A rate
+    of 0 is refused before anything is created (exit 2)."""
+    a = stubs.audit_pb2
+    srv = server_factory(args=["--slow-query", "1ns", "--log-rate", "1"])
+    r = srv.stub(srv.add_key("acme", "reader"))
+    t0 = time.monotonic()
+    for _ in range(20):
+        r.Search(a.SearchRequest())
+    elapsed = time.monotonic() - t0
+    m = srv.metrics()
+    assert m.get("hodei_log_lines_per_second_max") == 1
+    assert m.get("hodei_slow_queries_total", method="Search") == 20
+    written = [l for l in srv.log_lines() if str(l.get("msg", "")).startswith("slow query:")]
+    assert len(written) + m.get("hodei_log_lines_suppressed_total") == 20
+    assert len(written) <= int(elapsed) + 2, (len(written), elapsed)
+    srv.stop()
+
+    data = Path(srv.dir) / "refused"
+    p = subprocess.run([str(hodei.DAEMON), "--log-rate", "0", "--data-dir", str(data)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p.stderr
+    assert "log rate >= 1" in p.stderr
+    assert not data.exists(), "a refused start created its data directory"
