@@ -525,10 +525,9 @@ def slow_summary(lines):
     apart: decodes, reads (page cache misses), the shard queue, footers."""
     groups = {}
     for line in lines:
-        msg = str(line.get("msg", ""))
-        if not msg.startswith("slow query: "):
+        p = hodei.slow_query_profile(line)
+        if p is None:
             continue
-        p = dict(kv.split("=", 1) for kv in msg[len("slow query: "):].split() if "=" in kv)
         groups.setdefault(f"{line.get('method')} {p.get('filter')}", []).append(p)
     out = {}
     for key, ps in sorted(groups.items()):

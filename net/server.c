@@ -854,11 +854,10 @@ int srv_render_metrics(struct srv *s, struct mx_buf *b)
 	mx_family(b, "hodei_slow_queries_total", "counter",
 		  "Search and Count calls that took at least slow_query in the server, by method "
 		  "(each is logged, within the log line limit).");
-	for (int m = 0; m < M_METHODS; m++) {
-		if (m != M_SEARCH && m != M_COUNT)
-			continue;
-		struct mx_label l[] = { { "method", rpc_method_name((enum srv_method)m) } };
-		mx_sample_u64(b, "hodei_slow_queries_total", l, 1, SUM(slow_queries[m]));
+	static const enum srv_method queries[] = { M_SEARCH, M_COUNT };
+	for (size_t k = 0; k < FMT_ARRAY_LEN(queries); k++) {
+		struct mx_label l[] = { { "method", rpc_method_name(queries[k]) } };
+		mx_sample_u64(b, "hodei_slow_queries_total", l, 1, SUM(slow_queries[queries[k]]));
 	}
 	mx_family(b, "hodei_slow_query_threshold_seconds", "gauge",
 		  "Search and Count calls at least this long are logged (0: never).");

@@ -474,6 +474,15 @@ def wait_until(pred, timeout_s, what, interval_s=0.02):
 ALL_SERVERS = []  # every Server made in this process, for failure reports
 
 
+def slow_query_profile(line):
+    """The profile of a slow-query log line (ADR 0018: "slow query: " and
+    logfmt pairs) as a dict of strings, or None for any other line."""
+    msg = str(line.get("msg", ""))
+    if not msg.startswith("slow query: "):
+        return None
+    return dict(kv.split("=", 1) for kv in msg[len("slow query: "):].split() if "=" in kv)
+
+
 class Server:
     """The real hodei-auditd on 127.0.0.1 and free ports, in its own
     directory (data/, keys, stdout.log, stderr.log).
@@ -668,6 +677,10 @@ class Server:
                 obj = {"__unparsed__": line}
             out.append(obj)
         return out
+
+    def slow_query_lines(self):
+        """The slow-query lines of log_lines()."""
+        return [l for l in self.log_lines() if slow_query_profile(l) is not None]
 
     # -- admin port ---------------------------------------------------------
 

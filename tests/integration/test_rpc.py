@@ -519,11 +519,6 @@ def test_generated_stubs_are_removed_at_exit():
     assert not stubs.exists()
 
 
-def logfmt(msg):
-    """The key=value pairs of a slow-query line's message."""
-    return dict(kv.split("=", 1) for kv in msg.split(": ", 1)[1].split())
-
-
 def test_slow_query_log(server_factory, stubs):
     """--slow-query 1ns: every Search and Count is slow. Each is counted by
     method, and logged at info with where its time went (as logfmt pairs
@@ -549,12 +544,10 @@ def test_slow_query_log(server_factory, stubs):
     assert m.get("hodei_slow_queries_total", method="Search") == 1
     assert m.get("hodei_slow_queries_total", method="Count") == 1
 
-    def slow_lines():
-        return [l for l in srv.log_lines() if str(l.get("msg", "")).startswith("slow query:")]
-    hodei.wait_until(lambda: len(slow_lines()) == 2, 10, "two slow-query lines")
-    by_method = {l["method"]: l for l in slow_lines()}
+    hodei.wait_until(lambda: len(srv.slow_query_lines()) == 2, 10, "two slow-query lines")
+    by_method = {l["method"]: l for l in srv.slow_query_lines()}
     assert set(by_method) == {"Search", "Count"}
-    search, count = (logfmt(by_method[k]["msg"]) for k in ("Search", "Count"))
+    search, count = (hodei.slow_query_profile(by_method[k]) for k in ("Search", "Count"))
     for line in by_method.values():
         assert line["level"] == "info" and line["tenant"] == "acme"
         assert "secret-actor" not in line["msg"], "a filter value was logged"
@@ -578,7 +571,7 @@ def test_slow_query_log(server_factory, stubs):
     m = off.metrics()
     assert m.get("hodei_slow_query_threshold_seconds") == 0
     assert m.get("hodei_slow_queries_total", method="Search") == 0
-    assert not [l for l in off.log_lines() if str(l.get("msg", "")).startswith("slow query:")]
+    assert not off.slow_query_lines()
     off.stop()
 
     p = subprocess.run([str(hodei.DAEMON), "--slow-query", "soon"], capture_output=True,
@@ -601,7 +594,7 @@ def test_log_rate_bounds_the_lines(server_factory, stubs):
     m = srv.metrics()
     assert m.get("hodei_log_lines_per_second_max") == 1
     assert m.get("hodei_slow_queries_total", method="Search") == 20
-    written = [l for l in srv.log_lines() if str(l.get("msg", "")).startswith("slow query:")]
+    written = srv.slow_query_lines()
     assert len(written) + m.get("hodei_log_lines_suppressed_total") == 20
     assert len(written) <= int(elapsed) + 2, (len(written), elapsed)
     srv.stop()

@@ -293,11 +293,6 @@ static uint32_t walk_pages(struct eng_producer *p, const char *tenant)
 	return seen;
 }
 
-static void stats_after_tick(struct eng_engine *eng, struct eng_shard_stats *st)
-{
-	tu_stats_settled(eng, 0, st);
-}
-
 /* One shard, tenant acme in twelve sealed segments of 20 rows (blocks
  * of 8), at most open_max segment files open. */
 static struct eng_engine *twelve_segments(char *dir, size_t cap, struct eng_config *cfg,
@@ -331,7 +326,7 @@ Test(shard, open_segment_files_are_bounded)
 	cr_assert_eq(eng_verify_wait(p, &v), 0);
 	cr_assert(v.ok, "%s", v.problem);
 	struct eng_shard_stats st;
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	cr_assert(st.segments_open <= 3, "open %llu", (unsigned long long)st.segments_open);
 	cr_assert(st.segments_evicted > 0);
 	eng_producer_close(p);
@@ -350,7 +345,7 @@ Test(shard, segment_footers_stay_in_memory_within_their_budget)
 	struct eng_engine *eng = twelve_segments(dir, sizeof(dir), &cfg, 2, &p);
 	cr_assert_eq(walk_pages(p, "acme"), 240);
 	struct eng_shard_stats st;
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	cr_assert_eq(st.footer_reads, 0, "sealed here: footers kept from the seal");
 	cr_assert(st.footers_bytes > 0);
 	cr_assert(st.segments_open <= 2);
@@ -363,14 +358,14 @@ Test(shard, segment_footers_stay_in_memory_within_their_budget)
 	eng = tu_open(dir, &cfg);
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
 	cr_assert_eq(walk_pages(p, "acme"), 240);
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	cr_assert(st.footer_reads >= 12, "%llu", (unsigned long long)st.footer_reads);
 	cr_assert(st.footers_evicted > 0);
 	cr_assert(st.footers_bytes <= cfg.footer_cache_bytes, "%llu bytes kept",
 		  (unsigned long long)st.footers_bytes);
 	uint64_t reads = st.footer_reads;
 	cr_assert_eq(walk_pages(p, "acme"), 240);
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	cr_assert(st.footer_reads > reads, "evicted footers are read again");
 	eng_producer_close(p);
 	eng_close(eng);
@@ -380,10 +375,10 @@ Test(shard, segment_footers_stay_in_memory_within_their_budget)
 	eng = tu_open(dir, &cfg);
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
 	cr_assert_eq(walk_pages(p, "acme"), 240);
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	reads = st.footer_reads;
 	cr_assert_eq(walk_pages(p, "acme"), 240);
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	cr_assert_eq(st.footer_reads, reads, "resident footers are not read again");
 	cr_assert_eq(st.footers_evicted, 0);
 	struct eng_verify v = { .tenant = fmt_str_c("acme") };
@@ -667,7 +662,7 @@ Test(shard, replayed_rows_read_right_until_and_after_their_files_go)
 		cr_assert_eq(tu_append(p, "acme", b * 100, 100, &req), 0);
 	cr_assert_eq(tu_append(p, "late", 1000000, 50, &req), 0); /* in the newest file only */
 	struct eng_shard_stats st;
-	stats_after_tick(eng, &st);
+	tu_stats_settled(eng, 0, &st);
 	uint64_t files = st.wal_files;
 	cr_assert(files >= 4, "%llu WAL files", (unsigned long long)files);
 	eng_producer_close(p);
