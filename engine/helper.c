@@ -124,6 +124,17 @@ int eng_helpers_start(struct eng_shard *s)
 	return 0;
 }
 
+int eng_helpers_pin(struct eng_shard *s, const cpu_set_t *cpus)
+{
+	struct eng_helpers *h = &s->helpers;
+	int first = 0;
+	for (uint32_t i = 0; i < h->count; i++) {
+		int rc = pthread_setaffinity_np(h->all[i].thread, sizeof(*cpus), cpus);
+		first = first ? first : rc;
+	}
+	return first;
+}
+
 void eng_helpers_stop(struct eng_shard *s)
 {
 	struct eng_helpers *h = &s->helpers;

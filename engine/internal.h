@@ -39,6 +39,7 @@
 #include "format/segment.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 enum eng_req_kind {
@@ -550,6 +551,8 @@ struct eng_decode_job {
  * (a no-op when none were started). */
 int eng_helpers_start(struct eng_shard *s);
 void eng_helpers_stop(struct eng_shard *s);
+/* Sets the CPUs the shard's helpers may run on; 0 or the first errno. */
+int eng_helpers_pin(struct eng_shard *s, const cpu_set_t *cpus);
 /* Shard thread: runs jobs[0..n), with the shard's helpers when it has
  * some and n > 1; returns when every job is done (helper.c: H1-H3). */
 void eng_decode_jobs_run(struct eng_shard *s, struct eng_decode_job *jobs, uint32_t n);

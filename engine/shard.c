@@ -767,8 +767,12 @@ static void *shard_main(void *arg)
 }
 
 /* Pins the shard thread to the (id mod n)-th CPU this process may use, so
- * that its ring, caches and memtables stay on one core. Failure (a cpuset
- * that changed, a sandbox) is logged and harmless. */
+ * that its ring, caches and memtables stay on one core, and its query
+ * helpers to every other allowed CPU (ADR 0015, "Placement"): a helper
+ * exists to decode beside the shard thread, and the scheduler otherwise
+ * often wakes it on the waker's CPU, where it only takes turns with the
+ * shard thread. With one allowed CPU the helpers are left as they are.
+ * Failure (a cpuset that changed, a sandbox) is logged and harmless. */
 static void pin_to_cpu(struct eng_shard *s)
 {
 	cpu_set_t allowed, one;
@@ -787,6 +791,10 @@ static void pin_to_cpu(struct eng_shard *s)
 		if (rc)
 			eng_log(s->eng, ENG_LOG_WARN, "shard %u: cannot pin to CPU %d: %s", s->id, cpu,
 				strerror(rc));
+		CPU_CLR(cpu, &allowed);
+		if (n > 1 && (rc = eng_helpers_pin(s, &allowed)))
+			eng_log(s->eng, ENG_LOG_WARN, "shard %u: cannot keep its query helpers off CPU %d: %s",
+				s->id, cpu, strerror(rc));
 		return;
 	}
 }

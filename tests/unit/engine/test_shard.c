@@ -7,6 +7,9 @@
 
 #include "engine_test_util.h"
 
+#include <dirent.h>
+#include <sched.h>
+
 static void cfg_small(struct eng_config *cfg, enum eng_io_backend io)
 {
 	eng_config_default(cfg);
@@ -693,3 +696,74 @@ Test(shard, replayed_rows_read_right_until_and_after_their_files_go)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+/* The CPUs each thread named `name` may run on, found in /proc/self/task;
+ * returns how many such threads there are. */
+static int threads_named(const char *name, cpu_set_t *sets, int max)
+{
+	DIR *d = opendir("/proc/self/task");
+	cr_assert(d != NULL);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue; /* the thread ended meanwhile */
+		bool got = fgets(comm, sizeof(comm), f) != NULL;
+		fclose(f);
+		comm[strcspn(comm, "\n")] = '\0';
+		if (!got || strcmp(comm, name) != 0)
+			continue;
+		cr_assert_lt(n, max);
+		cr_assert_eq(sched_getaffinity((pid_t)atoi(e->d_name), sizeof(sets[n]), &sets[n]), 0);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* Placement (ADR 0015): each shard thread is pinned to one CPU, and its
+ * query helpers may run on every other CPU the process may use, so that
+ * they decode beside the shard thread instead of taking turns with it.
+ * With pinning off, or one CPU, the helpers keep the process's CPUs. */
+static void helpers_placed(bool pin)
+{
+	cpu_set_t allowed;
+	cr_assert_eq(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	cfg.query_helpers = 2;
+	cfg.pin_threads = pin;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	for (uint32_t id = 0; id < cfg.shards; id++) {
+		char name[16];
+		cpu_set_t shard[2], helpers[4];
+		snprintf(name, sizeof(name), "hodei-shard%u", id);
+		cr_assert_eq(threads_named(name, shard, 2), 1, "%s", name);
+		snprintf(name, sizeof(name), "hodei-help%u", id);
+		cr_assert_eq(threads_named(name, helpers, 4), 2, "%s", name);
+		cpu_set_t want = allowed;
+		if (pin) {
+			cr_assert_eq(CPU_COUNT(&shard[0]), 1, "shard %u pinned to one CPU", id);
+			if (CPU_COUNT(&allowed) > 1)
+				CPU_XOR(&want, &allowed, &shard[0]);
+		} else {
+			cr_assert(CPU_EQUAL(&shard[0], &allowed), "shard %u not pinned", id);
+		}
+		for (int k = 0; k < 2; k++)
+			cr_assert(CPU_EQUAL(&helpers[k], &want),
+				  "shard %u helper %d: %d CPUs allowed, want %d", id, k,
+				  CPU_COUNT(&helpers[k]), CPU_COUNT(&want));
+	}
+	eng_close(eng);
+	tu_rmtree(dir);
+}
+
+Test(shard, query_helpers_run_off_their_shards_cpu) { helpers_placed(true); }
+Test(shard, query_helpers_unpinned_without_pinning) { helpers_placed(false); }
