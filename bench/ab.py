@@ -17,6 +17,10 @@ two variants also the median of the per-round ratios of events/s.
 Run directories are kept until the end: ext4 is slow to create files for a
 while after thousands were deleted (docs/PERFORMANCE.md, "A trap when
 measuring"), and that would bill one run for the last one's cleanup.
+On tmpfs (TMPDIR=/dev/shm, to measure without the disk) each run's
+directory is removed right after it instead: a kept one holds gigabytes
+of memory, and on these VMs every run after the first then had a tail
+several times longer ("This round (twelfth)").
 
 After each run it also reads the server's /metrics: the WAL fsync
 histogram's p99 and p99.9 (the upper bound of the bucket that holds them,
@@ -56,6 +60,18 @@ def variant(text):
     return {"label": label, "daemon": daemon, "args": [a for a in args.split(",") if a]}
 
 
+def on_tmpfs(path):
+    """Whether path is on a tmpfs mount (the longest mount point above it)."""
+    best, kind = "", None
+    with open("/proc/mounts") as f:
+        for line in f:
+            _, mnt, fstype = line.split()[:3]
+            mnt = mnt.replace("\\040", " ")
+            if (str(path) + "/").startswith(mnt.rstrip("/") + "/") and len(mnt) >= len(best):
+                best, kind = mnt, fstype
+    return kind == "tmpfs"
+
+
 def bucket_quantile(m, name, q):
     """quantile_of a label-less histogram over the server's life."""
     return H.quantile_of(H.buckets_of(m, name), q)
@@ -89,6 +105,7 @@ def main():
               "--tenants", args.tenants, "--pool-events", args.pool_events]
     runs = {v["label"]: [] for v in args.variants}
     work = Path(tempfile.mkdtemp(prefix="hodei-ab-"))
+    keep_runs = not on_tmpfs(work)
     try:
         for r in range(args.rounds):
             order = args.variants if r % 2 == 0 else args.variants[::-1]
@@ -97,6 +114,8 @@ def main():
                 with H.Hodei(work / f"{v['label']}-{r}", v["args"]) as h:
                     j = H.load_staged(h, args.seconds, *mode, *common)
                     srv = server_figures(h)
+                if not keep_runs:
+                    shutil.rmtree(work / f"{v['label']}-{r}", ignore_errors=True)
                 s = {**H.load_summary(j), **srv}
                 runs[v["label"]].append(s)
                 print(f"round {r} {v['label']}: {s['eps']:,.0f} events/s, p50 "

@@ -7,6 +7,8 @@ never compared with anything: this only keeps the harness from rotting."""
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import hodei
 
@@ -204,6 +206,19 @@ def test_ab_alternates_variants_and_rejects_a_bad_one(tmp_path):
                           f"x={tmp_path / 'nowhere'}"],
                          capture_output=True, text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "is missing" in bad.stderr, bad.stderr
+
+
+def test_ab_tells_tmpfs_run_directories_apart():
+    """bench/ab.py removes each run's directory right after the run on
+    tmpfs only (kept ones hold gigabytes of memory; on ext4 deletions slow
+    the next run): its check agrees with stat(1)'s file system type."""
+    import ab
+    for path in (Path("/dev/shm"), ROOT, Path("/proc/self"), Path(tempfile.gettempdir())):
+        if not path.exists():
+            continue
+        kind = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert ab.on_tmpfs(path) == (kind == "tmpfs"), (path, kind)
 
 
 def test_calibration_prints_its_figures_and_refuses_bad_input():
