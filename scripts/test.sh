@@ -94,6 +94,9 @@ run_tests() {
 	local log="$dir/ctest.log" full="$dir/Testing/Temporary/LastTest.log"
 	say "$name: ctest in $dir/${*:+ $*}"
 	rm -f "$full"
+	# The tests' data directories (HODEI_TEST_TMP): the last run's only,
+	# kept for a look after a failure, never piling up over runs.
+	rm -rf "$dir/test-tmp" && mkdir -p "$dir/test-tmp"
 	"${ctest_wrap[@]}" ctest --test-dir "$dir" --output-on-failure --no-tests=error -j2 "$@" 2>&1 | tee "$log"
 	rc=${PIPESTATUS[0]}
 
