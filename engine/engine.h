@@ -124,9 +124,10 @@ struct eng_config {
 	struct eng_fetcher fetcher;
 	uint32_t seal_rows;              /* seal a tenant's memtable at this many rows */
 	uint64_t seal_bytes;             /* ... or this many bytes */
-	/* A segment image is written in steps of this many bytes, each
-	 * written back to the device before the next (seal.c); 0 (the
-	 * default): each image in one write. 0 or 4 KiB..1 GiB. */
+	/* A seal round's images are written as one stream in steps of this
+	 * many bytes, each written back to the device before the next, unless
+	 * the memtables are past 3/4 of the budget (seal.c, ADR 0019); 0:
+	 * each image in one write. 0 or 4 KiB..1 GiB; 256 KiB by default. */
 	uint64_t seal_write_step_bytes;
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
 	uint64_t memtable_budget_bytes;  /* per shard: over 1/2 seals early, over 1 refuses */
@@ -557,6 +558,10 @@ struct eng_shard_stats {
 	 * entry those above every bound. */
 	uint64_t fsync_hist[ENG_LATENCY_BOUNDS + 1];
 	uint64_t segments_sealed, segments_local, segment_bytes_local;
+	/* Paced segment writing (seal_write_step_bytes): steps written back,
+	 * and those that took the rest of their round at once because the
+	 * memtables were past 3/4 of the budget (seal.c). */
+	uint64_t seal_write_steps, seal_write_steps_hurried;
 	/* Segments sealed, by why their tenant was picked (enum eng_seal_reason). */
 	uint64_t segments_sealed_by[ENG_SEAL_REASONS];
 	uint64_t segments_replicated, segments_mirrored;  /* marked in the manifest */

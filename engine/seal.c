@@ -70,7 +70,7 @@ struct seal_item {
 	struct eng_segment *seg;
 	struct fmt_segment *footer;   /* seg's, parsed by the worker */
 	char tmp_path[4200], final_path[4200];
-	size_t written;               /* bytes of image written and written back */
+	size_t written;               /* paced: bytes of image given to a step so far */
 	struct eng_io_op op_write, op_writeback, op_fsync;
 };
 
@@ -79,7 +79,8 @@ struct eng_seal {
 	enum seal_state state;
 	_Atomic bool built;           /* set by the worker, read by the shard */
 	uint32_t count, pending;
-	uint32_t writing;             /* items whose writing has started */
+	uint32_t writing;             /* paced: the item the next step starts in */
+	uint32_t step_ranges;         /* paced: ranges of the step in flight not written back */
 	struct seal_item item[SEAL_BATCH_MAX];
 	uint8_t records[SEAL_BATCH_MAX * SEAL_RECORD_BYTES];
 	struct eng_manifest_write man;
@@ -667,67 +668,95 @@ static void item_fsync_submit(struct eng_shard *s, struct seal_item *it)
 	submit_op(s, &it->op_fsync);
 }
 
-static void item_step(struct eng_shard *s, struct seal_item *it);
-
 /* Paced writing (cfg.seal_write_step_bytes > 0). The round's images are
- * written one after the other, each in steps: a step is written, then
- * written back to the device (ENG_IO_WRITEBACK) before the next starts.
- * So the device never queues more than one step of segment data ahead of
- * a WAL fsync, which would wait behind it: with every image written and
- * fsynced at once, a round's burst made the WAL's fsyncs the slowest part
- * of an ack (docs/PERFORMANCE.md, "The ack tail"). Once every image is
- * written back, they are all fsynced at once, as before: the fsyncs then
- * carry metadata only, in one or two journal commits for the round. A
- * failed step ends its image (the round then fails as before). */
-static void seal_write_next(struct eng_shard *s)
+ * written as one stream cut in steps of at most that many bytes. A step
+ * takes the next bytes of one image or of several (small images share a
+ * step: a round's median image is ~90 KB), writes each range, then writes
+ * it back to the device (ENG_IO_WRITEBACK); the next step starts when every
+ * range of this one is written back. So the device never holds more than
+ * one step of segment data ahead of a WAL fsync, whose cache flush would
+ * carry it all: with a round's images written and fsynced at once, a WAL
+ * fsync behind the burst took 10-100 ms (docs/PERFORMANCE.md, thirteenth
+ * round). Once every image is written back, they are all fsynced at once,
+ * as before: the fsyncs then carry metadata only, in one or two journal
+ * commits for the round. A failed range ends its image (the round then
+ * fails as before); the other images go on, so the round's end is the
+ * same whichever range failed.
+ *
+ * Pacing gives way when the seals fall behind: while the shard's memtables
+ * are past 3/4 of the budget (appends are refused at the budget), a step
+ * takes everything left of the round at once. Paced rounds are slower
+ * (one step written back at a time), and at the maximum ingest rate they
+ * would otherwise fill the budget: paced alone, `--max` lost half its
+ * events to refusals.
+ *
+ * Invariant: an image is in at most one range per step (ranges of one
+ * image are consecutive, and a step ends an image's range only at the
+ * step's end), so its one op_write/op_writeback pair is enough. */
+static void seal_step(struct eng_shard *s);
+
+static void step_range_done(struct eng_seal *z)
 {
-	struct eng_seal *z = s->seal;
-	if (z->writing < z->count) {
-		item_step(s, &z->item[z->writing++]);
-		return;
-	}
-	for (uint32_t i = 0; i < z->count; i++)
-		item_fsync_submit(s, &z->item[i]);
+	ASSERT(z->step_ranges > 0);
+	if (--z->step_ranges == 0)
+		seal_step(z->s);
 }
 
-static void item_step_written_back(struct eng_io_op *op)
+static void item_range_written_back(struct eng_io_op *op)
 {
 	struct seal_item *it = op->ctx;
-	if (op->result < 0)
+	if (op->result < 0 && it->result == 0)
 		it->result = op->result;
-	else
-		it->written += op->len;
-	item_step(it->z->s, it);
+	step_range_done(it->z);
 }
 
-static void item_step_written(struct eng_io_op *op)
+static void item_range_written(struct eng_io_op *op)
 {
 	struct seal_item *it = op->ctx;
 	struct eng_shard *s = it->z->s;
 	if (op->result < 0) {
-		it->result = op->result;
-		item_step(s, it);
+		if (it->result == 0)
+			it->result = op->result;
+		step_range_done(it->z);
 		return;
 	}
 	it->op_writeback = (struct eng_io_op){ .kind = ENG_IO_WRITEBACK, .fd = it->fd,
 					       .offset = op->offset, .len = op->len,
-					       .done = item_step_written_back, .ctx = it };
+					       .done = item_range_written_back, .ctx = it };
 	submit_op(s, &it->op_writeback);
 }
 
-static void item_step(struct eng_shard *s, struct seal_item *it)
+static void seal_step(struct eng_shard *s)
 {
-	uint64_t step = s->eng->cfg.seal_write_step_bytes;
-	if (it->result == 0 && it->written < it->image_len) {
-		uint32_t n = (uint32_t)FMT_MIN(step, (uint64_t)(it->image_len - it->written));
+	struct eng_seal *z = s->seal;
+	const struct eng_config *cfg = &s->eng->cfg;
+	/* Behind: the rest of the round at once. */
+	bool hurry = s->memtable_bytes > cfg->memtable_budget_bytes / 4 * 3;
+	uint64_t room = hurry ? UINT64_MAX : cfg->seal_write_step_bytes;
+	ASSERT(z->step_ranges == 0);
+	while (room > 0 && z->writing < z->count) {
+		struct seal_item *it = &z->item[z->writing];
+		if (it->result != 0 || it->written == it->image_len) {
+			z->writing++;
+			continue;
+		}
+		uint32_t n = (uint32_t)FMT_MIN(room, (uint64_t)(it->image_len - it->written));
 		it->op_write = (struct eng_io_op){ .kind = ENG_IO_WRITE, .fd = it->fd,
 						   .buf = it->image + it->written, .len = n,
 						   .offset = it->written,
-						   .done = item_step_written, .ctx = it };
+						   .done = item_range_written, .ctx = it };
+		it->written += n;
+		room -= n;
+		z->step_ranges++;
 		submit_op(s, &it->op_write);
+	}
+	if (z->step_ranges > 0) {
+		s->stats.seal_write_steps++;
+		s->stats.seal_write_steps_hurried += hurry;
 		return;
 	}
-	seal_write_next(s);
+	for (uint32_t i = 0; i < z->count; i++)
+		item_fsync_submit(s, &z->item[i]);
 }
 
 /* Shard thread, once the worker built the images: open the temporary
@@ -745,7 +774,7 @@ static void seal_write(struct eng_shard *s)
 	}
 	z->pending = z->count;
 	if (s->eng->cfg.seal_write_step_bytes) {
-		seal_write_next(s); /* z->writing starts at 0: a round is calloc'd */
+		seal_step(s); /* z->writing and z->step_ranges start at 0: calloc'd */
 		return;
 	}
 	for (uint32_t i = 0; i < z->count; i++) {

@@ -108,7 +108,7 @@ static const struct opt opts[] = {
 	{ "seal-rows", "HODEI_SEAL_ROWS", O_U32, D(eng_cfg.seal_rows), 0, "... or at this many rows (500000)" },
 	{ "seal-bytes", "HODEI_SEAL_BYTES", SIZE(eng_cfg.seal_bytes), "... or this many bytes (64MiB)" },
 	{ "seal-write-step", "HODEI_SEAL_WRITE_STEP", SIZE(eng_cfg.seal_write_step_bytes),
-	  "write a segment in steps this big, each written back before the next (0: at once, the default)" },
+	  "write a seal round's segments in steps this big, each written back before the next (256KiB; 0: at once)" },
 	{ "block-rows", "HODEI_BLOCK_ROWS", O_U32, D(eng_cfg.block_rows), 0,
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,
@@ -424,6 +424,8 @@ static int render(void *ctx, struct mx_buf *b)
 			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
 		atomic_fetch_add(&fsync.sum_ns, st.fsync_ns_total);
 		sum.segments_sealed += st.segments_sealed;
+		sum.seal_write_steps += st.seal_write_steps;
+		sum.seal_write_steps_hurried += st.seal_write_steps_hurried;
 		for (int k = 0; k < ENG_SEAL_REASONS; k++)
 			sum.segments_sealed_by[k] += st.segments_sealed_by[k];
 		sum.wal_files += st.wal_files;
@@ -476,6 +478,13 @@ static int render(void *ctx, struct mx_buf *b)
 		struct mx_label l = { "reason", eng_seal_reason_names[k] };
 		mx_sample_u64(b, "hodei_segments_sealed_by_reason_total", &l, 1, sum.segments_sealed_by[k]);
 	}
+	ENGINE_COUNTER("hodei_seal_write_steps_total",
+		       "Paced segment writing (seal-write-step): steps written back to the device.",
+		       seal_write_steps);
+	ENGINE_COUNTER("hodei_seal_write_steps_hurried_total",
+		       "Paced segment writing: steps that took the rest of their round at once, "
+		       "the memtables being past 3/4 of the budget.",
+		       seal_write_steps_hurried);
 	ENGINE_GAUGE("hodei_wal_files", "WAL files kept (the active one included), all shards.",
 		     sum.wal_files);
 	ENGINE_GAUGE("hodei_wal_free_files", "Retired WAL files kept to be recycled, all shards "

@@ -459,6 +459,62 @@ Test(shard, small_ring_seals_many_tenants)
 	eng_close(eng);
 }
 
+/* Paced segment writing (seal.c): a round's images are written as one
+ * stream cut in steps of seal_write_step_bytes, so small images share a
+ * step and no step carries more than its size. The tenants are written
+ * with sealing held off, then reopened with seal_rows under their row
+ * count: the replay makes them all due together, so one round takes them
+ * all. */
+Test(shard, paced_seal_steps_share_small_images)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_AUTO);
+	cfg.shards = 1;
+	cfg.block_rows = 4;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	enum { TENANTS = 40 };
+	char name[16];
+	struct eng_append req;
+	for (uint32_t t = 0; t < TENANTS; t++) {
+		snprintf(name, sizeof(name), "t%02u", t);
+		cr_assert_eq(tu_append(p, name, t * 100, 15, &req), 0);
+	}
+	eng_producer_close(p);
+	eng_close(eng);
+
+	cfg.seal_rows = 10;
+	cfg.seal_write_step_bytes = 16u << 10;
+	eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	cr_assert_eq(tu_wait_sealed(eng, 0, TENANTS), TENANTS, "one segment of 10 rows per tenant");
+	struct eng_shard_stats st;
+	tu_stats_settled(eng, 0, &st);
+	uint64_t least = (st.segment_bytes_local + cfg.seal_write_step_bytes - 1) /
+			 cfg.seal_write_step_bytes;
+	cr_assert_geq(st.seal_write_steps, least, "%llu steps for %llu bytes: a step carried more "
+		      "than its size", (unsigned long long)st.seal_write_steps,
+		      (unsigned long long)st.segment_bytes_local);
+	cr_assert_lt(st.seal_write_steps, TENANTS, "%llu steps for %u images of %llu bytes in all: "
+		     "small images did not share steps", (unsigned long long)st.seal_write_steps,
+		     TENANTS, (unsigned long long)st.segment_bytes_local);
+	cr_assert_eq(st.seal_write_steps_hurried, 0, "the memtables are far under the budget");
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	for (uint32_t t = 0; t < TENANTS; t++) {
+		snprintf(name, sizeof(name), "t%02u", t);
+		struct eng_verify v = { .tenant = fmt_str_c(name) };
+		cr_assert_eq(eng_verify_wait(p, &v), 0);
+		cr_assert(v.ok && v.events_checked == 15 && v.segments_checked == 1, "%s: %s", name,
+			  v.problem);
+	}
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
 /* DESIGN.md §2.9: every limit is enforced, refuses with a clear status and
  * stores nothing. */
 Test(shard, limits_refuse_and_store_nothing)
@@ -588,6 +644,43 @@ Test(shard, memory_pressure_seals_the_biggest_tenants_only)
 		snprintf(name, sizeof(name), "small%02u", t);
 		cr_assert_eq(tenant_segments(p, name, 10), 0, "%s was cut by pressure", name);
 	}
+	eng_producer_close(p);
+	eng_close(eng);
+}
+
+/* Paced writing gives way once the memtables pass 3/4 of the budget: the
+ * rest of the round is written at once, so that slow steps do not leave
+ * appends refused at the budget. Tiny steps make every round slow. */
+Test(shard, paced_seal_hurries_when_the_memtables_fill)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_AUTO);
+	cfg.shards = 1;
+	cfg.memtable_budget_bytes = 4u << 20;
+	cfg.wal_retain_bytes = 1ull << 30;
+	cfg.seal_write_step_bytes = 4096;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	struct eng_append req;
+	struct eng_shard_stats st;
+	uint32_t sent = 0, tries = 0;
+	do {
+		cr_assert(++tries < 5000, "no hurried step after %u events", sent);
+		int rc = tu_append(p, "big", sent, 500, &req);
+		if (rc == FMT_E_NOMEM) { /* the budget, while the seal runs */
+			usleep(10000);
+		} else {
+			cr_assert_eq(rc, 0, "append at %u: %s", sent, fmt_strerror(rc));
+			sent += 500;
+		}
+		eng_shard_stats(eng, 0, &st);
+	} while (st.seal_write_steps_hurried == 0);
+	cr_assert_geq(tu_wait_sealed(eng, 0, 1), 1, "the hurried round ends");
+	cr_assert_geq(tenant_segments(p, "big", sent), 1); /* and every acked event is stored */
 	eng_producer_close(p);
 	eng_close(eng);
 }
