@@ -426,6 +426,19 @@ Test(shard, verify_a_range_inside_a_segment)
 	eng_close(eng);
 }
 
+/* Tenants t00..t(n-1), 15 events each, verify as one segment each. */
+static void verify_one_segment_each(struct eng_producer *p, uint32_t n)
+{
+	char name[16];
+	for (uint32_t t = 0; t < n; t++) {
+		snprintf(name, sizeof(name), "t%02u", t);
+		struct eng_verify v = { .tenant = fmt_str_c(name) };
+		cr_assert_eq(eng_verify_wait(p, &v), 0);
+		cr_assert(v.ok && v.events_checked == 15 && v.segments_checked == 1, "%s: %s", name,
+			  v.problem);
+	}
+}
+
 Test(shard, small_ring_seals_many_tenants)
 {
 	char dir[256];
@@ -448,13 +461,7 @@ Test(shard, small_ring_seals_many_tenants)
 	}
 	uint64_t sealed = tu_wait_sealed(eng, 0, 12);
 	cr_assert_eq(sealed, 12, "one segment of 10 rows per tenant");
-	for (uint32_t t = 0; t < 12; t++) {
-		snprintf(name, sizeof(name), "t%02u", t);
-		struct eng_verify v = { .tenant = fmt_str_c(name) };
-		cr_assert_eq(eng_verify_wait(p, &v), 0);
-		cr_assert(v.ok && v.events_checked == 15 && v.segments_checked == 1, "%s: %s", name,
-			  v.problem);
-	}
+	verify_one_segment_each(p, 12);
 	eng_producer_close(p);
 	eng_close(eng);
 }
@@ -504,13 +511,7 @@ Test(shard, paced_seal_steps_share_small_images)
 		     TENANTS, (unsigned long long)st.segment_bytes_local);
 	cr_assert_eq(st.seal_write_steps_hurried, 0, "the memtables are far under the budget");
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	for (uint32_t t = 0; t < TENANTS; t++) {
-		snprintf(name, sizeof(name), "t%02u", t);
-		struct eng_verify v = { .tenant = fmt_str_c(name) };
-		cr_assert_eq(eng_verify_wait(p, &v), 0);
-		cr_assert(v.ok && v.events_checked == 15 && v.segments_checked == 1, "%s: %s", name,
-			  v.problem);
-	}
+	verify_one_segment_each(p, TENANTS);
 	eng_producer_close(p);
 	eng_close(eng);
 }
