@@ -601,6 +601,39 @@ static uint32_t tenant_segments(struct eng_producer *p, const char *tenant, uint
 	return (uint32_t)v.segments_checked;
 }
 
+/* Appends batches of n events to tenant "big" of shard 0 until done()
+ * holds for the shard's stats, waiting whenever the memtable budget
+ * refuses one (a seal is running); returns how many were acknowledged. */
+static uint32_t append_big_until(struct eng_engine *eng, struct eng_producer *p, uint32_t n,
+				 bool (*done)(const struct eng_shard_stats *), const char *what)
+{
+	struct eng_append req;
+	struct eng_shard_stats st;
+	uint32_t sent = 0, tries = 0;
+	do {
+		cr_assert(sent < 200000 && ++tries < 5000, "no %s after %u events", what, sent);
+		int rc = tu_append(p, "big", sent, n, &req);
+		if (rc == FMT_E_NOMEM) { /* the budget, while the seal runs */
+			usleep(10000);
+		} else {
+			cr_assert_eq(rc, 0, "append at %u: %s", sent, fmt_strerror(rc));
+			sent += n;
+		}
+		eng_shard_stats(eng, 0, &st);
+	} while (!done(&st));
+	return sent;
+}
+
+static bool memory_sealed(const struct eng_shard_stats *st)
+{
+	return st->segments_sealed_by[ENG_SEAL_MEMORY] > 0;
+}
+
+static bool step_hurried(const struct eng_shard_stats *st)
+{
+	return st->seal_write_steps_hurried > 0;
+}
+
 /* Memory pressure seals the biggest tenants, not every tenant: small
  * tenants' rows stay together for one larger segment later. */
 Test(shard, memory_pressure_seals_the_biggest_tenants_only)
@@ -622,20 +655,8 @@ Test(shard, memory_pressure_seals_the_biggest_tenants_only)
 		snprintf(name, sizeof(name), "small%02u", t);
 		cr_assert_eq(tu_append(p, name, 1000000 + t * 100, 10, &req), 0);
 	}
-	uint32_t big = 0, tries = 0;
+	uint32_t big = append_big_until(eng, p, 1000, memory_sealed, "memory-pressure seal");
 	struct eng_shard_stats st;
-	do {
-		cr_assert(big < 200000 && ++tries < 5000, "no memory-pressure seal after %u events",
-			  big);
-		int rc = tu_append(p, "big", big, 1000, &req);
-		if (rc == FMT_E_NOMEM) { /* the budget, while the seal runs */
-			usleep(10000);
-		} else {
-			cr_assert_eq(rc, 0, "append at %u: %s", big, fmt_strerror(rc));
-			big += 1000;
-		}
-		eng_shard_stats(eng, 0, &st);
-	} while (st.segments_sealed_by[ENG_SEAL_MEMORY] == 0);
 	cr_assert(wait_sealed_by(eng, ENG_SEAL_MEMORY, 1) >= 1);
 	eng_shard_stats(eng, 0, &st);
 	cr_assert_eq(st.segments_sealed, st.segments_sealed_by[ENG_SEAL_MEMORY],
@@ -666,20 +687,7 @@ Test(shard, paced_seal_hurries_when_the_memtables_fill)
 	cr_assert(eng != NULL);
 	struct eng_producer *p;
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	struct eng_append req;
-	struct eng_shard_stats st;
-	uint32_t sent = 0, tries = 0;
-	do {
-		cr_assert(++tries < 5000, "no hurried step after %u events", sent);
-		int rc = tu_append(p, "big", sent, 500, &req);
-		if (rc == FMT_E_NOMEM) { /* the budget, while the seal runs */
-			usleep(10000);
-		} else {
-			cr_assert_eq(rc, 0, "append at %u: %s", sent, fmt_strerror(rc));
-			sent += 500;
-		}
-		eng_shard_stats(eng, 0, &st);
-	} while (st.seal_write_steps_hurried == 0);
+	uint32_t sent = append_big_until(eng, p, 500, step_hurried, "hurried step");
 	cr_assert_geq(tu_wait_sealed(eng, 0, 1), 1, "the hurried round ends");
 	cr_assert_geq(tenant_segments(p, "big", sent), 1); /* and every acked event is stored */
 	eng_producer_close(p);
