@@ -24,6 +24,8 @@ REQUIRED = {
     "hodei_wal_recycled_total": "counter",
     "hodei_wal_free_files": "gauge",
     "hodei_segments_sealed_total": "counter",
+    "hodei_seal_write_steps_total": "counter",
+    "hodei_seal_write_steps_hurried_total": "counter",
     "hodei_connections_open": "gauge",
     "hodei_connections_rejected_total": "counter",
     "hodei_ready": "gauge",

@@ -426,6 +426,17 @@ Test(shard, verify_a_range_inside_a_segment)
 	eng_close(eng);
 }
 
+/* Appends 15 events to each of tenants t00..t(n-1). */
+static void append_to_each(struct eng_producer *p, uint32_t n)
+{
+	char name[16];
+	struct eng_append req;
+	for (uint32_t t = 0; t < n; t++) {
+		snprintf(name, sizeof(name), "t%02u", t);
+		cr_assert_eq(tu_append(p, name, t * 100, 15, &req), 0);
+	}
+}
+
 /* Tenants t00..t(n-1), 15 events each, verify as one segment each. */
 static void verify_one_segment_each(struct eng_producer *p, uint32_t n)
 {
@@ -453,12 +464,7 @@ Test(shard, small_ring_seals_many_tenants)
 	cr_assert(eng != NULL);
 	struct eng_producer *p;
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	char name[16];
-	struct eng_append req;
-	for (uint32_t t = 0; t < 12; t++) {
-		snprintf(name, sizeof(name), "t%02u", t);
-		cr_assert_eq(tu_append(p, name, t * 100, 15, &req), 0);
-	}
+	append_to_each(p, 12);
 	uint64_t sealed = tu_wait_sealed(eng, 0, 12);
 	cr_assert_eq(sealed, 12, "one segment of 10 rows per tenant");
 	verify_one_segment_each(p, 12);
@@ -485,12 +491,7 @@ Test(shard, paced_seal_steps_share_small_images)
 	struct eng_producer *p;
 	cr_assert_eq(eng_producer_open(eng, &p), 0);
 	enum { TENANTS = 40 };
-	char name[16];
-	struct eng_append req;
-	for (uint32_t t = 0; t < TENANTS; t++) {
-		snprintf(name, sizeof(name), "t%02u", t);
-		cr_assert_eq(tu_append(p, name, t * 100, 15, &req), 0);
-	}
+	append_to_each(p, TENANTS);
 	eng_producer_close(p);
 	eng_close(eng);
 
