@@ -41,6 +41,10 @@
  *     takes its prev_salt as the salt of the bytes it holds;
  *   - rename durable: an empty generation (a spare), as for a new file.
  * Files of version 1 (written before salts) are not recycled but deleted.
+ * A generation number names one file in its life: a start begins past
+ * every .log and .free file (the spare kept at a stop is wal-<last+1>.free),
+ * and no rename replaces a file, so the free list never names a file
+ * twice nor a live one.
  *
  * Replay is CPU-bound (checksum, decode, SHA-256 of every event and a chain
  * step, memtable copy, dedup insert), one thread per shard. Two things keep
@@ -102,13 +106,15 @@ static void free_path_in(const char *dir, uint64_t gen, char *out, size_t cap)
 }
 
 /* Renames generation gen's file to its free name, to be recycled; false
- * when it could not. */
+ * when it could not. Never over another file: a free file already under
+ * that name is in the free list, and one name listed twice would be
+ * recycled twice. */
 static bool wal_keep_free(const char *dir, uint64_t gen)
 {
 	char path[4200], free_path[4200];
 	wal_path_in(dir, gen, path, sizeof(path));
 	free_path_in(dir, gen, free_path, sizeof(free_path));
-	return rename(path, free_path) == 0;
+	return renameat2(AT_FDCWD, path, AT_FDCWD, free_path, RENAME_NOREPLACE) == 0;
 }
 
 /* A new file's salt: random, never 0 (0 means "unsalted"). */
@@ -210,7 +216,8 @@ static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint
 		rc = -errno;
 	if (rc == 0 && !(*salt = wal_header_write(fd, shard, gen, prev)))
 		rc = -errno;
-	if (rc == 0 && rename(src, dst) != 0)
+	/* Never over a live file (a generation is named once). */
+	if (rc == 0 && renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) != 0)
 		rc = -errno;
 	else if (rc == 0 && (rc = eng_fsync_dir(dir)) != 0)
 		unlink(dst); /* renamed: the caller deletes the free name only */
@@ -382,7 +389,12 @@ int eng_wal_open(struct eng_shard *s)
 		if (!w->buf[i].data)
 			return FMT_E_NOMEM;
 	}
+	/* Past the free files too: the spare kept at the last stop is
+	 * wal-<last+1>.free, and a new file under its number would leave that
+	 * free file listed beside a live one of the same generation. */
 	uint64_t next = w->old_count ? w->old_gens[w->old_count - 1] + 1 : 1;
+	for (uint32_t i = 0; i < w->free_count; i++)
+		next = FMT_MAX(next, w->free_gens[i] + 1);
 	return wal_create(s, next);
 }
 
