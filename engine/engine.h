@@ -127,8 +127,8 @@ struct eng_config {
 	/* A seal round's images are written as one stream in steps of this
 	 * many bytes, each written back to the device before the next, unless
 	 * the memtables are past 3/4 of the budget (seal.c, ADR 0019); 0:
-	 * each image in one write (the default for now; 256 KiB measured
-	 * best). 0 or 4 KiB..1 GiB. */
+	 * each image in one write. 256 KiB by default (measured best); 0 or
+	 * 4 KiB..1 GiB. */
 	uint64_t seal_write_step_bytes;
 	int64_t seal_age_ns;             /* ... or when its oldest row is this old */
 	uint64_t memtable_budget_bytes;  /* per shard: over 1/2 seals early, over 1 refuses */

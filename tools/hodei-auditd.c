@@ -108,7 +108,7 @@ static const struct opt opts[] = {
 	{ "seal-rows", "HODEI_SEAL_ROWS", O_U32, D(eng_cfg.seal_rows), 0, "... or at this many rows (500000)" },
 	{ "seal-bytes", "HODEI_SEAL_BYTES", SIZE(eng_cfg.seal_bytes), "... or this many bytes (64MiB)" },
 	{ "seal-write-step", "HODEI_SEAL_WRITE_STEP", SIZE(eng_cfg.seal_write_step_bytes),
-	  "write a seal round's segments in steps this big, each written back before the next (0: at once, the default; 256KiB measured best)" },
+	  "write a seal round's segments in steps this big, each written back before the next (256KiB; 0: at once)" },
 	{ "block-rows", "HODEI_BLOCK_ROWS", O_U32, D(eng_cfg.block_rows), 0,
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,
