@@ -167,6 +167,10 @@ static const char *config_check(const struct eng_config *c)
 		return "segment_version: not a version this build writes";
 	if (c->count_groups_max < 1)
 		return "count_groups_max: want at least 1";
+	if (c->thread_slice_ns && (c->thread_slice_ns < 100000 || c->thread_slice_ns > 100000000))
+		return "thread_slice_ns: want 0 or 100 us..100 ms";
+	if (c->seal_slice_ns && (c->seal_slice_ns < 100000 || c->seal_slice_ns > 100000000))
+		return "seal_slice_ns: want 0 or 100 us..100 ms";
 	if (c->seal_write_step_bytes &&
 	    (c->seal_write_step_bytes < 4096 || c->seal_write_step_bytes > (1ull << 30)))
 		return "seal_write_step_bytes: want 0 or 4 KiB..1 GiB";

@@ -104,6 +104,14 @@ struct eng_config {
 	const char *data_dir;
 	uint32_t shards;                 /* 0: one per online CPU */
 	bool pin_threads;                /* pin shard i to the i-th allowed CPU (default on) */
+	/* The scheduler slice the shard threads and their query helpers ask
+	 * for (SCHED_OTHER's sched_runtime; Linux 6.12+, EEVDF): at wakeup a
+	 * thread whose slice is shorter than the running one's preempts it,
+	 * so a request's hand-offs between threads do not wait behind a seal
+	 * build or another process. Their share of the CPU is unchanged.
+	 * 0: the kernel's default; else 100 us..100 ms. */
+	int64_t thread_slice_ns;
+	int64_t seal_slice_ns;           /* the same for the seal workers */
 	enum eng_io_backend io;          /* ENG_IO_AUTO by default */
 	struct eng_io_fault_plan fault;  /* used when io == ENG_IO_FAULT */
 	uint32_t io_entries;             /* ring size per shard */

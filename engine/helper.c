@@ -70,6 +70,7 @@ static void *helper_main(void *arg)
 	struct eng_helper *me = arg;
 	struct eng_helpers *h = &me->s->helpers;
 	uint64_t seen = 0;
+	eng_thread_slice_ask(me->s, "query helper", me->s->eng->cfg.thread_slice_ns);
 	pthread_mutex_lock(&h->mu);
 	for (;;) {
 		while (!h->stop && (!h->jobs || h->gen == seen))

@@ -553,6 +553,10 @@ int eng_helpers_start(struct eng_shard *s);
 void eng_helpers_stop(struct eng_shard *s);
 /* Sets the CPUs the shard's helpers may run on; 0 or the first errno. */
 int eng_helpers_pin(struct eng_shard *s, const cpu_set_t *cpus);
+/* The calling thread (one of shard s's) asks for a scheduler slice of ns
+ * (0: leaves it as it is); a refusal is logged (`who` names the thread)
+ * and harmless. */
+void eng_thread_slice_ask(struct eng_shard *s, const char *who, int64_t ns);
 /* Shard thread: runs jobs[0..n), with the shard's helpers when it has
  * some and n > 1; returns when every job is done (helper.c: H1-H3). */
 void eng_decode_jobs_run(struct eng_shard *s, struct eng_decode_job *jobs, uint32_t n);

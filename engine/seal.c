@@ -581,6 +581,7 @@ static int item_freeze(struct eng_shard *s, struct seal_item *it)
 static void *seal_worker_main(void *arg)
 {
 	struct eng_shard *s = arg;
+	eng_thread_slice_ask(s, "seal worker", s->eng->cfg.seal_slice_ns);
 	pthread_mutex_lock(&s->seal_lock);
 	for (;;) {
 		while (!s->seal_job && !s->wal.spare_want && !s->seal_worker_stop)

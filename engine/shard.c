@@ -36,7 +36,9 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS] = {
@@ -705,11 +707,34 @@ static void disk_check(struct eng_shard *s)
 	s->stats.disk_used_bytes = used;
 }
 
+/* sched_setattr(2)'s argument: glibc has no wrapper. */
+struct sched_attr_v1 {
+	uint32_t size, sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime, sched_deadline, sched_period;
+	uint32_t sched_util_min, sched_util_max;
+};
+
+void eng_thread_slice_ask(struct eng_shard *s, const char *who, int64_t ns)
+{
+	if (!ns)
+		return;
+	/* Keeps the policy (SCHED_OTHER) and the nice value. */
+	struct sched_attr_v1 a = { .size = sizeof(a), .sched_policy = SCHED_OTHER,
+				   .sched_nice = getpriority(PRIO_PROCESS, 0), .sched_runtime = (uint64_t)ns };
+	if (syscall(SYS_sched_setattr, 0, &a, 0) != 0)
+		eng_log(s->eng, ENG_LOG_WARN, "shard %u: %s: cannot ask for a %llu us scheduler slice: %s",
+			s->id, who, (unsigned long long)(ns / 1000), strerror(errno));
+}
+
 static void *shard_main(void *arg)
 {
 	struct eng_shard *s = arg;
 	const struct eng_shard_hooks *hooks = &s->eng->cfg.hooks;
 	int64_t hook_wait = -1;
+	eng_thread_slice_ask(s, "shard thread", s->eng->cfg.thread_slice_ns);
 	hooks_start(s);
 	for (;;) {
 		if (atomic_load(&s->eng->power_cut))

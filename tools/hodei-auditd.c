@@ -109,6 +109,11 @@ static const struct opt opts[] = {
 	{ "seal-bytes", "HODEI_SEAL_BYTES", SIZE(eng_cfg.seal_bytes), "... or this many bytes (64MiB)" },
 	{ "seal-write-step", "HODEI_SEAL_WRITE_STEP", SIZE(eng_cfg.seal_write_step_bytes),
 	  "write a seal round's segments in steps this big, each written back before the next (256KiB; 0: at once)" },
+	{ "thread-slice", "HODEI_THREAD_SLICE", O_DUR, D(eng_cfg.thread_slice_ns), 0,
+	  "scheduler slice the shard threads and query helpers ask for, so that they preempt "
+	  "longer-slice threads at wakeup (0: the kernel's; 100us..100ms; Linux 6.12+)" },
+	{ "seal-slice", "HODEI_SEAL_SLICE", O_DUR, D(eng_cfg.seal_slice_ns), 0,
+	  "scheduler slice the seal workers ask for (0: the kernel's; 100us..100ms; Linux 6.12+)" },
 	{ "block-rows", "HODEI_BLOCK_ROWS", O_U32, D(eng_cfg.block_rows), 0,
 	  "rows per block of a new segment: a search decodes whole blocks (512)" },
 	{ "open-segments", "HODEI_OPEN_SEGMENTS", O_U32, D(eng_cfg.open_segments_max), 0,

@@ -8,7 +8,11 @@
 #include "engine_test_util.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static void cfg_small(struct eng_config *cfg, enum eng_io_backend io)
 {
@@ -800,9 +804,9 @@ Test(shard, replayed_rows_read_right_until_and_after_their_files_go)
 	eng_close(eng);
 }
 
-/* The CPUs each thread named `name` may run on, found in /proc/self/task;
- * returns how many such threads there are. */
-static int threads_named(const char *name, cpu_set_t *sets, int max)
+/* The ids of the threads named `name`, found in /proc/self/task; returns
+ * how many there are. */
+static int thread_ids_named(const char *name, pid_t *tids, int max)
 {
 	DIR *d = opendir("/proc/self/task");
 	cr_assert(d != NULL);
@@ -821,10 +825,20 @@ static int threads_named(const char *name, cpu_set_t *sets, int max)
 		if (!got || strcmp(comm, name) != 0)
 			continue;
 		cr_assert_lt(n, max);
-		cr_assert_eq(sched_getaffinity((pid_t)atoi(e->d_name), sizeof(sets[n]), &sets[n]), 0);
-		n++;
+		tids[n++] = (pid_t)atoi(e->d_name);
 	}
 	closedir(d);
+	return n;
+}
+
+/* The CPUs each thread named `name` may run on; returns how many such
+ * threads there are. */
+static int threads_named(const char *name, cpu_set_t *sets, int max)
+{
+	pid_t tids[8];
+	int n = thread_ids_named(name, tids, max < 8 ? max : 8);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(sched_getaffinity(tids[i], sizeof(sets[i]), &sets[i]), 0);
 	return n;
 }
 
@@ -870,3 +884,78 @@ static void helpers_placed(bool pin)
 
 Test(shard, query_helpers_run_off_their_shards_cpu) { helpers_placed(true); }
 Test(shard, query_helpers_unpinned_without_pinning) { helpers_placed(false); }
+
+/* sched_setattr(2)'s argument: glibc has no wrapper. */
+struct sched_attr_v1 {
+	uint32_t size, sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime, sched_deadline, sched_period;
+	uint32_t sched_util_min, sched_util_max;
+};
+
+/* The scheduler slice of thread tid (0: the calling thread). */
+static uint64_t slice_of(pid_t tid)
+{
+	struct sched_attr_v1 a = { 0 };
+	cr_assert_eq(syscall(SYS_sched_getattr, tid, &a, sizeof(a), 0), 0, "%s", strerror(errno));
+	return a.sched_runtime;
+}
+
+/* cfg.thread_slice_ns: the shard threads and their query helpers ask for
+ * it (each as it starts); cfg.seal_slice_ns: the seal workers; a value out
+ * of range is refused. Skipped on a kernel that keeps no slice for
+ * SCHED_OTHER threads. */
+Test(shard, shard_threads_and_helpers_ask_for_the_thread_slice, .timeout = 60)
+{
+	struct sched_attr_v1 probe = { .size = sizeof(probe), .sched_runtime = 300000 };
+	if (syscall(SYS_sched_setattr, 0, &probe, 0) != 0 || slice_of(0) != 300000)
+		cr_skip_test("this kernel keeps no scheduler slice for SCHED_OTHER threads");
+	probe.sched_runtime = 0; /* back to the default for this thread */
+	cr_assert_eq(syscall(SYS_sched_setattr, 0, &probe, 0), 0);
+	uint64_t kernel_default = slice_of(0);
+	cr_assert(kernel_default != 250000 && kernel_default != 20000000,
+		  "pick other slices for this test");
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct eng_config cfg;
+	cfg_small(&cfg, ENG_IO_SYNC);
+	cfg.query_helpers = 2;
+	cfg.thread_slice_ns = 250000;
+	cfg.seal_slice_ns = 20000000;
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	const char *const names[] = { "hodei-shard", "hodei-help", "hodei-seal" };
+	const uint64_t want[] = { 250000, 250000, 20000000 };
+	for (uint32_t id = 0; id < cfg.shards; id++)
+		for (int k = 0; k < 3; k++) {
+			char name[16];
+			pid_t tids[4];
+			snprintf(name, sizeof(name), "%s%u", names[k], id);
+			int n = thread_ids_named(name, tids, 4);
+			cr_assert_gt(n, 0, "%s", name);
+			for (int i = 0; i < n; i++) {
+				/* Each asks as it starts: wait for it to have run. */
+				for (int waited_ms = 0; slice_of(tids[i]) != want[k] && waited_ms < 10000;
+				     waited_ms++)
+					usleep(1000);
+				cr_assert_eq(slice_of(tids[i]), want[k], "%s", name);
+			}
+		}
+	eng_close(eng);
+	tu_rmtree(dir);
+	/* The threads of the process that asked for nothing keep the
+	 * kernel's slice. */
+	cr_assert_eq(slice_of(0), kernel_default);
+	for (int k = 0; k < 4; k++) {
+		tu_tmpdir(dir, sizeof(dir));
+		cfg_small(&cfg, ENG_IO_SYNC);
+		int64_t *field = k < 2 ? &cfg.thread_slice_ns : &cfg.seal_slice_ns;
+		*field = k % 2 ? 200000000 : 50000;
+		cfg.data_dir = dir;
+		eng = NULL;
+		cr_assert_eq(eng_open(&cfg, &eng), FMT_E_INVALID, "case %d: %lld ns", k, (long long)*field);
+		tu_rmtree(dir);
+	}
+}
