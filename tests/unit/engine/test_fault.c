@@ -41,7 +41,6 @@
 #define SEAL_BATCH_EVENTS 10u
 #define K_MAX 10u
 #define SEAL_K_MAX 24u
-#define SEAL_K_LIMIT (4 * SEAL_K_MAX)
 
 enum fault_kind { FAIL_WRITE, FAIL_FSYNC };
 
@@ -300,7 +299,7 @@ static off_t largest_segment(const char *dir)
 struct seal_plan {
 	uint64_t step;        /* cfg.seal_write_step_bytes (0: the default) */
 	uint32_t rows;        /* cfg.seal_rows */
-	bool segments_only;   /* the kth segment write, not the kth write of any file */
+	const char *nth_suffix; /* the kth write of these files only (NULL: of any file) */
 };
 
 static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally,
@@ -314,8 +313,7 @@ static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally
 	cfg.seal_rows = plan->rows;
 	if (plan->step)
 		cfg.seal_write_step_bytes = plan->step;
-	if (plan->segments_only)
-		cfg.fault.nth_path_suffix = ".hseg.tmp";
+	cfg.fault.nth_path_suffix = plan->nth_suffix;
 	cfg.block_rows = 8;
 	cfg.wal_file_bytes = 16u << 10; /* rotate and reclaim WAL files too */
 	struct eng_engine *eng = tu_open(dir, &cfg);
@@ -358,22 +356,27 @@ static void seal_case(enum fault_kind kind, uint32_t k, struct seal_tally *tally
 	tally->largest = most > tally->largest ? most : tally->largest;
 }
 
-/* seal_case for k = 1..SEAL_K_MAX, then on (up to SEAL_K_LIMIT) until at
- * least want_segment segment and want_manifest manifest writes have been
- * hit: which write is the kth depends on how far the seal worker got
- * behind the appends, and on a loaded machine the first SEAL_K_MAX may
- * hold too few of them (a k past a run's last write hits nothing, and
- * another run may write more). Logs and returns what was hit. */
+/* seal_case for k = 1..SEAL_K_MAX, then, until at least want_segment
+ * segment and want_manifest manifest writes have been hit, for the kth
+ * write of segment files only, then of the manifest only. Which write is
+ * the kth of all depends on how far the seal worker got behind the
+ * appends, and on a loaded machine (a test run beside others) the sweep
+ * can miss every manifest write: a k past a run's last write hits
+ * nothing, and each run interleaves its writes anew. The kth write of one
+ * kind of file is always that kind. Logs and returns what was hit. */
 static struct seal_tally seal_cases(enum fault_kind kind, const struct seal_plan *plan,
 				    uint32_t want_segment, uint32_t want_manifest)
 {
 	struct seal_tally tally = { 0 };
-	for (uint32_t k = 1; k <= SEAL_K_LIMIT; k++) {
-		bool enough = tally.segment >= want_segment && tally.manifest >= want_manifest;
-		if (k > SEAL_K_MAX && enough)
-			break;
+	for (uint32_t k = 1; k <= SEAL_K_MAX; k++)
 		seal_case(kind, k, &tally, plan);
-	}
+	struct seal_plan only = *plan;
+	only.nth_suffix = ".hseg.tmp";
+	for (uint32_t k = 1; tally.segment < want_segment && k <= SEAL_K_MAX; k++)
+		seal_case(kind, k, &tally, &only);
+	only.nth_suffix = "/manifest.log";
+	for (uint32_t k = 1; tally.manifest < want_manifest && k <= SEAL_K_MAX; k++)
+		seal_case(kind, k, &tally, &only);
 	cr_log_info("%s failures hit: wal %u, segment %u, manifest %u, none %u",
 		    kind == FAIL_WRITE ? "write" : "fsync", tally.wal, tally.segment, tally.manifest,
 		    tally.none);
@@ -396,7 +399,7 @@ Test(fault, seal_write_fails)
  * segment writes only, so every k up to a run's steps hits one. */
 Test(fault, seal_write_fails_between_steps, .timeout = 240)
 {
-	struct seal_plan plan = { .step = 4096, .rows = 8 * SEAL_BATCH_EVENTS, .segments_only = true };
+	struct seal_plan plan = { .step = 4096, .rows = 8 * SEAL_BATCH_EVENTS, .nth_suffix = ".hseg.tmp" };
 	struct seal_tally tally = seal_cases(FAIL_WRITE, &plan, 2, 0);
 	cr_assert(tally.segment > 1, "fewer than two cases failed a segment step");
 	cr_assert_gt(tally.largest, 2 * 4096, "no segment took three steps");
