@@ -293,18 +293,37 @@ static uint8_t *three_batches_image(const char *dir, char *wal, size_t cap, size
 	return img;
 }
 
-/* Free WAL files (wal-<gen>.free) in shard 0's WAL directory. */
-static uint32_t free_files_on_disk(const char *dir)
+/* Shard 0's WAL directory: its free files (wal-<gen>.free), and how many
+ * of them share their generation with a live file (wal-<gen>.log). */
+struct free_census {
+	uint32_t free, also_live;
+};
+
+static struct free_census free_files_census(const char *dir)
 {
 	char wal[512];
 	snprintf(wal, sizeof(wal), "%s/shard-000/wal", dir);
 	DIR *d = opendir(wal);
 	cr_assert(d, "%s", wal);
-	uint32_t n = 0;
-	for (struct dirent *e; (e = readdir(d)) != NULL;)
-		n += strstr(e->d_name, ".free") != NULL;
+	struct free_census c = { 0 };
+	for (struct dirent *e; (e = readdir(d)) != NULL;) {
+		if (!strstr(e->d_name, ".free"))
+			continue;
+		c.free++;
+		unsigned long long gen;
+		char tail[8], live[600];
+		if (sscanf(e->d_name, "wal-%16llx.%4s", &gen, tail) != 2 || strcmp(tail, "free"))
+			continue;
+		snprintf(live, sizeof(live), "%s/wal-%016llx.log", wal, gen);
+		c.also_live += access(live, F_OK) == 0;
+	}
 	closedir(d);
-	return n;
+	return c;
+}
+
+static uint32_t free_files_on_disk(const char *dir)
+{
+	return free_files_census(dir).free;
 }
 
 /* One shard on the sync backend, keeping at most `limit` free WAL files. */
@@ -381,27 +400,6 @@ static void count_warnings(void *ctx, enum eng_log_level level, const char *msg)
 	}
 }
 
-/* Generations that are a free file and a live one at once in shard 0's
- * WAL directory: wal-<gen>.free beside wal-<gen>.log. */
-static uint32_t gens_both_free_and_live(const char *dir)
-{
-	char wal[512];
-	snprintf(wal, sizeof(wal), "%s/shard-000/wal", dir);
-	DIR *d = opendir(wal);
-	cr_assert(d, "%s", wal);
-	uint32_t n = 0;
-	for (struct dirent *e; (e = readdir(d)) != NULL;) {
-		unsigned long long gen;
-		char tail[8], live[600];
-		if (sscanf(e->d_name, "wal-%16llx.%4s", &gen, tail) != 2 || strcmp(tail, "free"))
-			continue;
-		snprintf(live, sizeof(live), "%s/wal-%016llx.log", wal, gen);
-		n += access(live, F_OK) == 0;
-	}
-	closedir(d);
-	return n;
-}
-
 /* A start names its first WAL file past every free file. The spare kept
  * at a stop is wal-<last+1>.free: a start that began at <last+1> had a free
  * file and a live one of one generation whenever it recycled another free
@@ -435,7 +433,8 @@ Test(recovery, a_start_names_its_wal_files_past_every_free_file, .timeout = 120)
 		struct eng_append req;
 		for (uint32_t b = 0; b < 60; b++) {
 			cr_assert_eq(tu_append(p, "acme", (start * 60 + b) * 10, 10, &req), 0);
-			cr_assert_eq(gens_both_free_and_live(dir), 0, "start %u, batch %u", start, b);
+			cr_assert_eq(free_files_census(dir).also_live, 0,
+				     "a free file beside its live namesake: start %u, batch %u", start, b);
 		}
 		struct eng_shard_stats st;
 		tu_stats_settled(eng, 0, &st);
