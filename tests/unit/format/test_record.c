@@ -15,7 +15,11 @@
 #include "format/event.h"
 #include "format/record.h"
 
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -709,6 +713,52 @@ Test(record_seed, checks_bind_the_seed)
 			cr_assert_eq(fmt_rec_peek(buf, sizeof(buf), PAYLOAD_MAX, seeds[j], &rec),
 				     i == j ? want : 0);
 		}
+	}
+}
+
+/* Fills a large part of the stack below the caller with what a stale
+ * XXH3 state holds after a use with `seed`: that seed, no external
+ * secret, and any other bytes (the derived secret among them). The state
+ * is 64-byte aligned, so one 64-byte pattern places the seed and the NULL
+ * secret pointer wherever a later frame puts its state. */
+static __attribute__((noinline)) void stack_poison(uint64_t seed)
+{
+	volatile uint64_t words[4096];
+	const size_t seed_at = offsetof(XXH3_state_t, seed) % 64 / 8;
+	const size_t ext_at = offsetof(XXH3_state_t, extSecret) % 64 / 8;
+	for (size_t i = 0; i < FMT_ARRAY_LEN(words); i++) {
+		size_t w = (uintptr_t)&words[i] % 64 / 8;
+		words[i] = w == seed_at ? seed : w == ext_at ? 0 : 0xa5a5a5a5a5a5a5a5ull * (i | 1);
+	}
+}
+
+/* A record's checksum is the XXH3 of its first 16 header bytes and its
+ * payload, whatever the stack held: the seeded streaming state is
+ * initialised, not trusted (xxhash skips deriving the secret when a
+ * state's seed already equals the one asked for). An uninitialised state
+ * on the stack once gave WAL records checks that their payloads did not
+ * match, in a -O3 build: the server then refused to start on its own
+ * WAL. */
+Test(record_seed, checksum_does_not_depend_on_the_stack)
+{
+	static const uint64_t seeds[] = { 1, SALT_OLD, SALT_NEW, UINT64_MAX };
+	/* Past 240 bytes, where XXH3 reads the derived secret. */
+	enum { PAYLOAD = 1000 };
+	uint8_t buf[FMT_REC_HEADER_BYTES + PAYLOAD], flat[16 + PAYLOAD];
+	for (size_t k = 0; k < PAYLOAD; k++)
+		buf[FMT_REC_HEADER_BYTES + k] = (uint8_t)(k * 7 + 1);
+	for (size_t i = 0; i < FMT_ARRAY_LEN(seeds); i++) {
+		stack_poison(seeds[i]);
+		fmt_rec_header_encode(buf, FMT_REC_BATCH, 2, 1000, buf + FMT_REC_HEADER_BYTES, PAYLOAD,
+				      seeds[i]);
+		memcpy(flat, buf, 16);
+		memcpy(flat + 16, buf + FMT_REC_HEADER_BYTES, PAYLOAD);
+		cr_assert_eq(fmt_get_u64(buf + 16), XXH3_64bits_withSeed(flat, sizeof(flat), seeds[i]),
+			     "seed %zu: the checksum depends on the stack", i);
+		stack_poison(seeds[i]);
+		struct fmt_rec rec;
+		cr_assert_eq(fmt_rec_decode(buf, sizeof(buf), PAYLOAD_MAX, seeds[i], &rec),
+			     (int64_t)sizeof(buf), "seed %zu", i);
 	}
 }
 
