@@ -553,7 +553,8 @@ def queries(args, work, ch):
         raise RuntimeError("hodei-bench-query plan failed")
     res = {"events": n, "step_ns": step}
     store_args = ["--seal-age", f"{max(1, int(args.settle) - 10)}s"]
-    with Hodei(work / "store", store_args) as h:
+    fill_flags = [f for f in args.fill_flags.split(",") if f]
+    with Hodei(work / "store", store_args + fill_flags) as h:
         t0 = time.monotonic()
         fill = h.load("--fill", n, "--seed", args.seed, "--tenants", args.tenants,
                       "--step-ns", step)
@@ -770,6 +771,9 @@ def main():
                     help="10,000-event batches ClickHouse's insert runs cycle through")
     ap.add_argument("--work", help="work directory (default: a new one under $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--fill-flags", default="",
+                    help="server flags (FLAG,FLAG,...) of the query store's fill only, "
+                         "such as --block-rows=256, for a store A/B with bench/qab.py")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--no-plot", action="store_true")
     args = ap.parse_args()

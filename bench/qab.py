@@ -15,7 +15,14 @@ setting; --out writes every round's figures as JSON.
     bench/harness.py --only queries --no-clickhouse --keep --work /var/tmp/qs
     bench/qab.py --work /var/tmp/qs --rounds 4 base= slices=--thread-slice=200us
 
-A setting is NAME=FLAG,FLAG,... (server flags; empty: the defaults).
+A setting is NAME=FLAG,FLAG,... (server flags; empty: the defaults), or
+NAME@DIR=FLAG,... to read the store of another work directory DIR: two
+stores of the same seeded events written two ways (harness.py
+--fill-flags) then compare as two settings, with the same plan (--work's).
+
+    bench/harness.py --only queries --no-clickhouse --keep --work /var/tmp/b256 \
+        --fill-flags=--block-rows=256
+    bench/qab.py --work /var/tmp/qs --rounds 6 b512= b256@/var/tmp/b256=
 """
 import argparse
 import json
@@ -29,9 +36,10 @@ import harness  # noqa: E402  (its Hodei server wrapper, warm() and paths)
 
 def setting(text):
     name, sep, flags = text.partition("=")
+    name, _, store = name.partition("@")
     if not sep or not name:
-        raise argparse.ArgumentTypeError(f"want NAME=FLAG,FLAG,...: {text!r}")
-    return name, [f for f in flags.split(",") if f]
+        raise argparse.ArgumentTypeError(f"want NAME[@DIR]=FLAG,FLAG,...: {text!r}")
+    return name, [f for f in flags.split(",") if f], Path(store) if store else None
 
 
 def main():
@@ -48,11 +56,15 @@ def main():
                  "(bench/harness.py --only queries --keep --work DIR makes them)")
     # The harness's store settings: age seals only, as while it was filled.
     store_args = ["--seal-age", "50s"]
-    p99s = {name: [] for name, _ in args.settings}
+    for name, _, work in args.settings:
+        if work and not (work / "store").is_dir():
+            sys.exit(f"qab.py: setting {name}: {work} has no store/")
+    p99s = {name: [] for name, _, _ in args.settings}
     for r in range(args.rounds):
-        for name, flags in (args.settings if r % 2 == 0 else args.settings[::-1]):
-            harness.warm(args.work / "store" / "data", "shard-*/segments")
-            with harness.Hodei(args.work / "store", store_args + flags) as h:
+        for name, flags, work in (args.settings if r % 2 == 0 else args.settings[::-1]):
+            store = (work or args.work) / "store"
+            harness.warm(store / "data", "shard-*/segments")
+            with harness.Hodei(store, store_args + flags) as h:
                 h.quiesce()
                 j = harness.run_json([harness.QUERY, "run", "--plan", plan,
                                       "--target", h.target, "--key", h.key])
@@ -66,7 +78,9 @@ def main():
         print(f"{name}: median p99 ms " + ", ".join(
             f"{k} {statistics.median(x[k] for x in rounds if k in x):.2f}" for k in kinds))
     if args.out:
-        args.out.write_text(json.dumps({"settings": dict(args.settings), "p99_ms": p99s},
+        settings = {name: {"flags": flags, "work": str(work or args.work)}
+                    for name, flags, work in args.settings}
+        args.out.write_text(json.dumps({"settings": settings, "p99_ms": p99s},
                                        indent=1) + "\n")
 
 
