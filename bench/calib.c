@@ -174,44 +174,6 @@ static void run_decode(const uint8_t *img, size_t len, struct timing *best, uint
 	fmt_segment_close(seg);
 }
 
-/* ADR 0012's frames: the same events built as version 3 and version 4,
- * then decoded whole, of every column but only some frames of the framed
- * ones (what phase 2 of a sparse search decodes), and of the other
- * columns only, per block. */
-static uint8_t *build_version(struct workload *w, uint32_t version, size_t *len)
-{
-	static const uint8_t genesis[FMT_HASH_BYTES];
-	struct fmt_segment_build_args args = {
-		.segment_id = 1, .zstd_level = 1, .chain_before = genesis, .version = version,
-		.event_hashes = (const uint8_t (*)[FMT_HASH_BYTES])w->hashes,
-	};
-	uint8_t *img = NULL;
-	if (fmt_segment_build(&args, w->rows, (const uint8_t (*)[FMT_HASH_BYTES])w->chains,
-			      CALIB_EVENTS, &img, len) != 0)
-		die("the segment build failed");
-	return img;
-}
-
-static void run_decode_frames(const uint8_t *img, size_t len, uint32_t mask, uint64_t frames,
-			      struct fmt_decoder *d, struct timing *best)
-{
-	struct fmt_segment *seg;
-	if (fmt_segment_open_buf(img, len, &seg) != 0)
-		die("the segment does not open");
-	struct stamp from = stamp_now();
-	for (uint32_t b = 0; b < seg->meta.block_count; b++) {
-		const uint8_t *bytes[FMT_COL_COUNT];
-		for (unsigned c = 0; c < FMT_COL_COUNT; c++)
-			bytes[c] = img + seg->blocks[b].chunk[c].offset;
-		struct fmt_block *blk;
-		if (fmt_block_decode_frames(d, seg, b, mask, frames, bytes, &blk) != 0)
-			die("a block does not decode");
-		fmt_block_free(blk);
-	}
-	keep_fastest(best, from, seg->meta.block_count);
-	fmt_segment_close(seg);
-}
-
 static void print_timing(const char *name, const char *unit, struct timing t, double scale,
 			 const char *sep)
 {
@@ -257,39 +219,7 @@ int main(int argc, char **argv)
 	       CALIB_EVENTS, repeat, (double)bytes / CALIB_EVENTS, blocks);
 	print_timing("append", "ns_per_event", append, 1, ",");
 	print_timing("seal", "ns_per_row", seal, 1, ",");
-	print_timing("decode", "us_per_block", decode, 1000, ",");
-	size_t len3, len4;
-	uint8_t *v3 = build_version(&w, 3, &len3), *v4 = build_version(&w, 4, &len4);
-	struct fmt_decoder *d;
-	if (fmt_decoder_new(&d) != 0)
-		die("out of memory");
-	const uint32_t narrow = FMT_COLS_ALL & ~(uint32_t)FMT_COLS_FRAMED;
-	struct {
-		const char *name;
-		const uint8_t *img;
-		size_t len;
-		uint32_t mask;
-		uint64_t frames;
-		struct timing t;
-	} v[] = {
-		{ "v3_all", v3, len3, FMT_COLS_ALL, FMT_FRAMES_ALL, { 0, 0 } },
-		{ "v4_all", v4, len4, FMT_COLS_ALL, FMT_FRAMES_ALL, { 0, 0 } },
-		{ "v4_one_frame", v4, len4, FMT_COLS_ALL, 1, { 0, 0 } },
-		{ "v4_two_frames", v4, len4, FMT_COLS_ALL, 5, { 0, 0 } },
-		{ "narrow_only", v3, len3, narrow, FMT_FRAMES_ALL, { 0, 0 } },
-	};
-	for (int r = 0; r < repeat; r++)
-		for (size_t i = 0; i < FMT_ARRAY_LEN(v); i++)
-			run_decode_frames(v[i].img, v[i].len, v[i].mask, v[i].frames, d, &v[i].t);
-	printf("  \"frames\": {\"frame_rows\": %u, \"v3_bytes_per_event\": %.1f, "
-	       "\"v4_bytes_per_event\": %.1f},\n", (unsigned)FMT_SEG_FRAME_ROWS,
-	       (double)len3 / CALIB_EVENTS, (double)len4 / CALIB_EVENTS);
-	for (size_t i = 0; i < FMT_ARRAY_LEN(v); i++)
-		print_timing(v[i].name, "us_per_block", v[i].t, 1000,
-			     i + 1 < FMT_ARRAY_LEN(v) ? "," : "");
-	fmt_decoder_free(d);
-	free(v3);
-	free(v4);
+	print_timing("decode", "us_per_block", decode, 1000, "");
 	printf("}\n");
 	free(scratch);
 	workload_free(&w);

@@ -22,25 +22,15 @@
  * zone maps) when it is decoded; a later change to the file on disk is
  * not seen by the blocks already cached (verify reads the files).
  *
- * Value: a decoded struct fmt_block. Only decodes of every column
- * (FMT_COLS_ALL, what Search's phase 2 asks for the blocks holding its
- * hits) are kept, and they serve any request for the block's narrow
- * columns: phase 1 of the next Search, a Count. Decodes of some columns
- * (phase 1, Count) are not kept: with them in, the benchmark's Q1top and
- * Q5 gained nothing more and Q2, Q3 and Q4 lost 6-23 % to churn (2.6x
- * more evictions of the full blocks that do pay; docs/PERFORMANCE.md,
- * "Decoded-block cache"). So an entry always holds every column, and a
- * key has at most one entry.
- *
- * Frames (format v4, ADR 0012): phase 2 decodes only the frames of the
- * wide columns that hold its hits, so an entry may hold some frames. A
- * lookup is a hit when the entry holds the frames asked for (of the wide
- * columns asked for: none for phase 1 and Count). Otherwise it is a
- * miss, the caller decodes the frames it needs and those the entry had
- * (get() tells them), and put() replaces the entry: frames only
- * accumulate, and a block is never decoded twice for the same frames
- * while it stays cached. An entry replaced while lent is unhashed and
- * freed by its last release, as a dropped one is.
+ * Value: a decoded struct fmt_block. Only full decodes (FMT_COLS_ALL,
+ * what Search's phase 2 asks for the blocks holding its hits) are kept,
+ * and they serve any request for the block, whatever its columns: phase 1
+ * of the next Search, phase 2, a Count. Partial decodes (phase 1, Count)
+ * are not kept: with them in, the benchmark's Q1top and Q5 gained nothing
+ * more and Q2, Q3 and Q4 lost 6-23 % to churn (2.6x more evictions of the
+ * full blocks that do pay; docs/PERFORMANCE.md, "Decoded-block cache"). So an
+ * entry always holds every column, a key has at most one entry, and a
+ * lookup that finds the key is a hit.
  *
  * Bound and ownership. Entries count their decoded bytes plus the entry
  * itself against cfg.block_cache_bytes; least recently used entries are
@@ -165,22 +155,17 @@ void eng_block_cache_free(struct eng_block_cache *c)
 	c->buckets = NULL;
 }
 
-struct fmt_block *eng_block_cache_get(struct eng_shard *s, uint64_t segment_id, uint32_t block,
-				      uint32_t mask, uint64_t frames, uint64_t *cached_frames)
+struct fmt_block *eng_block_cache_get(struct eng_shard *s, uint64_t segment_id, uint32_t block)
 {
 	struct eng_block_cache *c = &s->block_cache;
-	*cached_frames = 0;
 	if (!c->buckets)
 		return NULL;
 	struct eng_block_entry *e = find(c, segment_id, block);
-	if (e)
-		ASSERT(fmt_block_mask(e->blk) == FMT_COLS_ALL);
-	if (!e || !fmt_block_covers(e->blk, mask, frames)) {
-		if (e)
-			*cached_frames = fmt_block_frames(e->blk);
+	if (!e) {
 		s->stats.block_cache_misses++;
 		return NULL;
 	}
+	ASSERT(fmt_block_mask(e->blk) == FMT_COLS_ALL);
 	s->stats.block_cache_hits++;
 	list_unlink(e); /* from the LRU list, or the pinned one if already lent */
 	list_push(&c->pinned, e);
@@ -212,18 +197,8 @@ bool eng_block_cache_put(struct eng_shard *s, uint64_t segment_id, uint32_t bloc
 	uint64_t bytes = fmt_block_mem_bytes(blk) + sizeof(struct eng_block_entry);
 	if (bytes > c->cap_bytes)
 		return false;
-	/* Its lookup missed just before, on this thread: an entry for the key
-	 * lacks frames that blk has (and has all of its own). */
-	struct eng_block_entry *old = find(c, segment_id, block);
-	if (old) {
-		ASSERT(fmt_block_covers(blk, FMT_COLS_ALL, fmt_block_frames(old->blk)));
-		if (old->pins) {
-			unhash(c, old);
-			old->dropped = true; /* its holder frees it */
-		} else {
-			entry_remove(c, old);
-		}
-	}
+	/* Its lookup missed just before, on this thread: no entry can exist. */
+	ASSERT(find(c, segment_id, block) == NULL);
 	struct eng_block_entry *e = calloc(1, sizeof(*e));
 	if (!e || !make_room(s, bytes)) {
 		free(e);

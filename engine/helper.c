@@ -48,8 +48,7 @@ struct eng_helper {
 
 static void job_run(struct fmt_decoder *d, struct eng_decode_job *j)
 {
-	j->rc = fmt_block_decode_frames(d, j->footer, j->block, j->mask, j->frames, j->chunks,
-					&j->out);
+	j->rc = fmt_block_decode_with(d, j->footer, j->block, j->mask, j->chunks, &j->out);
 }
 
 /* Takes jobs of the batch until none is left; returns how many it ran. */

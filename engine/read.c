@@ -19,11 +19,12 @@
  * chunks of one block that a query needs are read with as few preads as
  * their positions allow (adjacent chunks coalesce) into one buffer the
  * query owns, then decoded (fmt_block_decode checks every checksum); a
- * block comes from the shard's cache of decoded blocks instead when it is
- * there with the columns and frames asked for (block_cache.c), and a
- * decode of every column is offered to it, so callers give blocks back
- * with eng_query_block_release(), never free them. A segment shorter than
- * its footer says is corrupt, as far as a query is concerned. Every failure is logged with the query's name, the tenant,
+ * block comes from the shard's cache of fully decoded blocks instead when
+ * it is there (block_cache.c), and a full decode is offered to it, so
+ * callers give blocks back with eng_query_block_release(), never free
+ * them. A
+ * segment shorter than its footer says is corrupt, as far as a query is
+ * concerned. Every failure is logged with the query's name, the tenant,
  * the segment and the block.
  *
  * Several blocks at once (eng_query_blocks: Search's phase 2 asks for the
@@ -278,11 +279,7 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 	size_t at[ENG_QUERY_BLOCKS_MAX], total = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		ASSERT(w[i].seg->footer && w[i].block < w[i].seg->footer->meta.block_count);
-		uint64_t cached_frames;
-		w[i].blk = eng_block_cache_get(s, w[i].seg->segment_id, w[i].block, mask,
-					       w[i].frames, &cached_frames);
-		if (mask == FMT_COLS_ALL)
-			w[i].frames |= cached_frames; /* what the cache held stays in its entry */
+		w[i].blk = eng_block_cache_get(s, w[i].seg->segment_id, w[i].block);
 		if (w[i].blk) {
 			ASSERT(fmt_block_rows(w[i].blk) == w[i].seg->footer->blocks[w[i].block].row_count);
 			continue;
@@ -296,11 +293,8 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 		return 0;
 	int64_t t0 = eng_mono_ns();
 	int rc = io_buf_reserve(q, total ? total : 1);
-	/* Split a decode only where a helper can take half of it: not when a
-	 * few frames of the wide columns are all it decodes of them. */
-	bool split = s->helpers.count && (mask & WIDE_COLS) && (mask & ~WIDE_COLS);
-	for (uint32_t m = 0; m < misses; m++)
-		split = split && w[miss[m]].frames == FMT_FRAMES_ALL;
+	/* Split a full decode only where a helper can take half of it. */
+	const bool split = s->helpers.count && (mask & WIDE_COLS) && (mask & ~WIDE_COLS);
 	const uint8_t *chunks[ENG_QUERY_BLOCKS_MAX][FMT_COL_COUNT];
 	struct eng_decode_job jobs[2 * ENG_QUERY_BLOCKS_MAX];
 	uint32_t nj = 0;
@@ -311,7 +305,7 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 			break;
 		}
 		struct eng_decode_job job = { .footer = x->seg->footer, .chunks = chunks[m],
-					      .block = x->block, .mask = mask, .frames = x->frames };
+					      .block = x->block, .mask = mask };
 		if (split) {
 			jobs[nj] = job;
 			jobs[nj++].mask = mask & ~WIDE_COLS;
@@ -354,7 +348,7 @@ int eng_query_blocks(struct eng_query *q, struct eng_block_want *w, uint32_t n, 
 int eng_query_block(struct eng_query *q, struct eng_segment *seg, uint32_t b, uint32_t mask,
 		    struct fmt_block **out)
 {
-	struct eng_block_want w = { .seg = seg, .block = b, .frames = FMT_FRAMES_ALL };
+	struct eng_block_want w = { .seg = seg, .block = b };
 	int rc = eng_query_blocks(q, &w, 1, mask);
 	*out = w.blk;
 	return rc;

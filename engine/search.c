@@ -731,24 +731,6 @@ static int results_add_group(struct search *c, struct results *r, const struct c
 	return rc;
 }
 
-/* The frames of the framed columns (format v4, ADR 0012) that phase 2
- * decodes for the k hits idx[0..k) of one block: those that hold a hit,
- * or every frame once the hits are in at least half of them. A dense
- * block is then decoded and cached whole, as before frames, so that the
- * next search on the same block (the benchmark's Q5: failures, then
- * denials of the same day) finds every frame in the cache instead of
- * decoding the block again for the frames it lacks. */
-static uint64_t group_frames(const struct eng_segment *seg, uint32_t block,
-			     const struct cand *hits, const uint32_t *idx, uint32_t k)
-{
-	uint32_t per = fmt_segment_frame_rows(seg->footer);
-	uint32_t rows = seg->footer->blocks[block].row_count, nf = rows / per + (rows % per != 0);
-	uint64_t frames = 0;
-	for (uint32_t i = 0; i < k; i++)
-		frames |= 1ull << (hits[idx[i]].row / per);
-	return 2u * (uint32_t)__builtin_popcountll(frames) >= nf ? FMT_FRAMES_ALL : frames;
-}
-
 /* Copies the hits of groups [g0, g1) (group g: idx[at[g]..at[g + 1]), one
  * block or the memtable each), whose segment blocks are read and decoded
  * together (eng_query_blocks: beside the query helpers). Returns the end
@@ -766,10 +748,7 @@ static int results_add_groups(struct search *c, struct results *r, const struct 
 			continue;
 		if (n == ENG_QUERY_BLOCKS_MAX)
 			break;
-		want[n++] = (struct eng_block_want){
-			.seg = seg, .block = first->block,
-			.frames = group_frames(seg, first->block, hits, idx + at[g], at[g + 1] - at[g]),
-		};
+		want[n++] = (struct eng_block_want){ .seg = seg, .block = first->block };
 	}
 	*end = g;
 	int rc = n ? eng_query_blocks(&c->q, want, n, FMT_COLS_ALL) : 0;

@@ -82,8 +82,6 @@ _Static_assert((uint64_t)META_BYTES + (uint64_t)BLOCKS_MAX * BLOCK_BYTES < UINT3
 	       "the largest footer length fits in u32");
 _Static_assert(FMT_SEG_HEADER_BYTES == 32 && FMT_SEG_TRAILER_BYTES == 32, "fixed by the format");
 _Static_assert(FMT_SEG_ID_BUCKET_BYTES == SBBF_WORDS * 4, "a bucket is 8 u32 words");
-_Static_assert(FMT_SEG_FRAMES_MAX == 64, "a frame set is a u64");
-_Static_assert(FMT_SEG_FRAME_ROWS * FMT_SEG_FRAMES_MAX == 4096, "blocks of up to 4096 rows have 64-row frames");
 /* The largest v2 footer: every block entry and id range, and filters of at
  * most BITS_MAX bits per row plus one bucket of rounding per block. */
 _Static_assert((uint64_t)META_BYTES + ID_HEAD_BYTES +
@@ -141,20 +139,6 @@ static bool encoding_allowed(unsigned c, uint8_t enc)
 	case KIND_STR: return enc == FMT_ENC_PLAIN || enc == FMT_ENC_DICT;
 	default: return enc == FMT_ENC_PLAIN;
 	}
-}
-
-/* v4: whether column c is stored in frames (FORMAT.md §5.4). */
-static bool col_framed(uint32_t version, unsigned c)
-{
-	return version >= 4 && (FMT_COLS_FRAMED & (1u << c));
-}
-
-/* v4: rows per frame of a block of up to block_rows rows: at most
- * FMT_SEG_FRAMES_MAX frames a block. */
-static uint32_t frame_rows(uint32_t block_rows)
-{
-	uint32_t big = block_rows / FMT_SEG_FRAMES_MAX + (block_rows % FMT_SEG_FRAMES_MAX != 0);
-	return FMT_MAX((uint32_t)FMT_SEG_FRAME_ROWS, big);
 }
 
 /* ---- varints and zigzag ------------------------------------------------ */
@@ -747,7 +731,6 @@ struct builder {
 	struct fmt_block_ref *blocks;
 	struct buf img;  /* the segment image being built */
 	struct buf raw;  /* one chunk's encoded bytes */
-	struct buf frames; /* v4: a framed chunk's compressed frames */
 	struct buf filters; /* v2: every block's id filter, in block order */
 	struct summary sum; /* v3: the block summaries */
 	bool sum_ready;
@@ -882,7 +865,7 @@ static int enc_int(struct builder *w, const struct fmt_event *rows, uint32_t n, 
 }
 
 static int enc_str(struct builder *w, const struct fmt_event *rows, uint32_t n, unsigned c,
-		   bool plain_only, uint8_t *enc)
+		   uint8_t *enc)
 {
 	uint64_t plain_len = 0;
 	for (uint32_t i = 0; i < n; i++) {
@@ -890,7 +873,7 @@ static int enc_str(struct builder *w, const struct fmt_event *rows, uint32_t n, 
 		plain_len += fmt_varint_size(s.len) + s.len;
 	}
 	struct dict *d = &w->dict;
-	uint64_t dict_len = plain_only ? UINT64_MAX : dict_build(d, rows, n, c);
+	uint64_t dict_len = dict_build(d, rows, n, c);
 	*enc = dict_len < plain_len ? FMT_ENC_DICT : FMT_ENC_PLAIN;
 	uint64_t size = FMT_MIN(dict_len, plain_len);
 	uint8_t *p;
@@ -962,15 +945,12 @@ static int enc_fixed(struct builder *w, uint32_t first, uint32_t n, unsigned c, 
 	return 0;
 }
 
-/* Encodes rows [first, first + n) of column c into w->raw; a framed
- * column's frames are PLAIN. */
-static int enc_column(struct builder *w, uint32_t first, uint32_t n, unsigned c, bool framed,
-		      uint8_t *enc)
+static int enc_column(struct builder *w, uint32_t first, uint32_t n, unsigned c, uint8_t *enc)
 {
 	const struct fmt_event *rows = w->rows + first;
 	switch (col_kind(c)) {
 	case KIND_INT: return enc_int(w, rows, n, c, enc);
-	case KIND_STR: return enc_str(w, rows, n, c, framed, enc);
+	case KIND_STR: return enc_str(w, rows, n, c, enc);
 	case KIND_ATTRS: return enc_attrs(w, rows, n, enc);
 	default: return enc_fixed(w, first, n, c, enc);
 	}
@@ -989,66 +969,10 @@ static int chunk_level(const struct builder *w, unsigned c)
 	return w->level;
 }
 
-/* v4: a framed chunk (FORMAT.md §5.4): rows [first, first + n) of a wide
- * column as frames of frame_rows rows, each encoded PLAIN and compressed
- * alone into w->frames, then the frame index and the frames appended to
- * the image. */
-static int write_framed_chunk(struct builder *w, struct fmt_chunk_ref *ref, uint32_t first,
-			      uint32_t n, unsigned c)
-{
-	uint32_t per = frame_rows(w->meta.block_rows);
-	uint32_t nf = n / per + (n % per != 0);
-	uint32_t stored[FMT_SEG_FRAMES_MAX], raw[FMT_SEG_FRAMES_MAX];
-	uint64_t raw_total = 0;
-	size_t index_len = fmt_varint_size(nf);
-	ASSERT(nf >= 1 && nf <= FMT_SEG_FRAMES_MAX);
-	w->frames.len = 0;
-	for (uint32_t f = 0; f < nf; f++) {
-		uint32_t at = f * per, rows = FMT_MIN(per, n - at);
-		int rc = enc_column(w, first + at, rows, c, true, &ref->encoding);
-		if (rc)
-			return rc;
-		ASSERT(ref->encoding == FMT_ENC_PLAIN);
-		size_t bound = ZSTD_compressBound(w->raw.len);
-		if ((rc = buf_reserve(&w->frames, bound)))
-			return rc;
-		size_t z = ZSTD_compressCCtx(w->cctx, w->frames.p + w->frames.len, bound, w->raw.p,
-					     w->raw.len, w->level);
-		if (ZSTD_isError(z))
-			return FMT_E_NOMEM; /* the destination is large enough */
-		ASSERT(z >= 4 && z <= bound && z <= UINT32_MAX);
-		w->frames.len += z;
-		stored[f] = (uint32_t)z;
-		raw[f] = (uint32_t)w->raw.len;
-		raw_total += w->raw.len;
-		index_len += fmt_varint_size(stored[f]) + fmt_varint_size(raw[f]);
-	}
-	if (raw_total > RAW_MAX || index_len + w->frames.len > UINT32_MAX)
-		return FMT_E_TOO_BIG;
-	int rc = buf_reserve(&w->img, index_len + w->frames.len);
-	if (rc)
-		return rc;
-	uint8_t *dst = w->img.p + w->img.len, *p = fmt_put_varint(dst, nf);
-	for (uint32_t f = 0; f < nf; f++) {
-		p = fmt_put_varint(p, stored[f]);
-		p = fmt_put_varint(p, raw[f]);
-	}
-	ASSERT((size_t)(p - dst) == index_len);
-	memcpy(p, w->frames.p, w->frames.len);
-	ref->offset = w->img.len;
-	ref->stored_len = (uint32_t)(index_len + w->frames.len);
-	ref->raw_len = (uint32_t)raw_total;
-	ref->checksum = fmt_xxh3(dst, ref->stored_len);
-	w->img.len += ref->stored_len;
-	return 0;
-}
-
 static int write_chunk(struct builder *w, struct fmt_chunk_ref *ref, uint32_t first, uint32_t n,
 		       unsigned c)
 {
-	if (col_framed(w->meta.version, c))
-		return write_framed_chunk(w, ref, first, n, c);
-	int rc = enc_column(w, first, n, c, false, &ref->encoding);
+	int rc = enc_column(w, first, n, c, &ref->encoding);
 	if (rc)
 		return rc;
 	ASSERT(encoding_allowed(c, ref->encoding));
@@ -1350,7 +1274,6 @@ int fmt_segment_build(const struct fmt_segment_build_args *args, const struct fm
 fail:
 	free(w.img.p);
 	free(w.raw.p);
-	free(w.frames.p);
 	free(w.filters.p);
 	free(w.sum_bytes.p);
 	if (w.sum_ready)
@@ -1501,31 +1424,15 @@ static void parse_block_ref(const uint8_t *p, struct fmt_block_ref *r)
 	}
 }
 
-/* The most stored bytes a chunk of raw_len decoded bytes can take: one
- * zstd frame, or (v4, framed) up to FMT_SEG_FRAMES_MAX frames and their
- * index (the sum of the frames' bounds is at most the bound of the sum
- * plus a frame's fixed overhead each). */
-static uint64_t stored_bound(uint64_t raw_len, bool framed)
-{
-	uint64_t one = ZSTD_compressBound(raw_len);
-	if (!framed)
-		return one;
-	return one + FMT_SEG_FRAMES_MAX * (ZSTD_compressBound(0) + 2 * VARINT_MAX_BYTES) +
-	       VARINT_MAX_BYTES;
-}
-
 /* A chunk must start where the previous one ended, use an encoding its
- * column allows (v4: framed columns are PLAIN), and have lengths
- * consistent with the block's rows. */
-static bool chunk_ok(const struct fmt_chunk_ref *k, unsigned c, uint32_t version, uint32_t rows,
-		     uint64_t at, uint64_t footer_offset)
+ * column allows, and have lengths consistent with the block's rows. */
+static bool chunk_ok(const struct fmt_chunk_ref *k, unsigned c, uint32_t rows, uint64_t at,
+		     uint64_t footer_offset)
 {
-	bool framed = col_framed(version, c);
-	if (k->offset != at || !encoding_allowed(c, k->encoding) ||
-	    (framed && k->encoding != FMT_ENC_PLAIN))
+	if (k->offset != at || !encoding_allowed(c, k->encoding))
 		return false;
 	if (k->raw_len > RAW_MAX || k->stored_len < 4 ||
-	    k->stored_len > stored_bound(k->raw_len, framed))
+	    k->stored_len > ZSTD_compressBound(k->raw_len))
 		return false;
 	if (k->stored_len > footer_offset - at)
 		return false;
@@ -1557,8 +1464,7 @@ static bool block_ok(const struct fmt_segment *seg, const struct fmt_block_ref *
 	    r->max_occurred_ns > m->max_occurred_ns)
 		return false;
 	for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
-		if (!chunk_ok(&r->chunk[c], c, m->version, r->row_count, walk->offset,
-			      seg->footer_offset))
+		if (!chunk_ok(&r->chunk[c], c, r->row_count, walk->offset, seg->footer_offset))
 			return false;
 		walk->offset += r->chunk[c].stored_len;
 	}
@@ -1891,27 +1797,7 @@ struct fmt_block {
 	uint32_t *attr_first;           /* rows + 1: row i's attrs are [first[i], first[i+1]) */
 	struct sv *attr_kv;             /* key, value per attribute */
 	uint64_t mem_bytes;             /* heap bytes of all the above: fmt_block_mem_bytes() */
-	/* v4: the decoded columns stored in frames, the frames of them decoded
-	 * (fmt_block_frames()) and rows per frame. The rows of other frames
-	 * read as empty and must not be read. */
-	uint32_t framed;
-	uint32_t frame_rows;
-	uint64_t frames;
 };
-
-/* Inflates one zstd frame of exactly raw_len bytes into dst. */
-static int inflate_frame(ZSTD_DCtx *dctx, const uint8_t *src, uint32_t stored_len, uint8_t *dst,
-			 uint32_t raw_len)
-{
-	if (fmt_get_u32(src) != ZSTD_MAGICNUMBER ||
-	    ZSTD_findFrameCompressedSize(src, stored_len) != stored_len ||
-	    ZSTD_getFrameContentSize(src, stored_len) != raw_len)
-		return FMT_E_CORRUPT;
-	size_t z = ZSTD_decompressDCtx(dctx, dst, raw_len, src, stored_len);
-	if (ZSTD_isError(z) && ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation)
-		return FMT_E_NOMEM;
-	return !ZSTD_isError(z) && z == raw_len ? 0 : FMT_E_CORRUPT;
-}
 
 /* Verifies the checksum, then inflates the single zstd frame of exactly
  * raw_len bytes into a new buffer. */
@@ -1922,13 +1808,19 @@ static int fetch_chunk(ZSTD_DCtx *dctx, const struct fmt_chunk_ref *k, const uin
 	if (fmt_xxh3(bytes, k->stored_len) != k->checksum)
 		return FMT_E_CORRUPT;
 	ASSERT(k->stored_len >= 4 && k->raw_len <= RAW_MAX);
+	if (fmt_get_u32(bytes) != ZSTD_MAGICNUMBER ||
+	    ZSTD_findFrameCompressedSize(bytes, k->stored_len) != k->stored_len ||
+	    ZSTD_getFrameContentSize(bytes, k->stored_len) != k->raw_len)
+		return FMT_E_CORRUPT;
 	uint8_t *p = malloc(FMT_MAX(k->raw_len, 1));
 	if (!p)
 		return FMT_E_NOMEM;
-	int rc = inflate_frame(dctx, bytes, k->stored_len, p, k->raw_len);
-	if (rc) {
+	size_t z = ZSTD_decompressDCtx(dctx, p, k->raw_len, bytes, k->stored_len);
+	if (ZSTD_isError(z) || z != k->raw_len) {
 		free(p);
-		return rc;
+		if (ZSTD_isError(z) && ZSTD_getErrorCode(z) == ZSTD_error_memory_allocation)
+			return FMT_E_NOMEM;
+		return FMT_E_CORRUPT;
 	}
 	*raw = p;
 	return 0;
@@ -2071,32 +1963,7 @@ static int attrs_reserve(struct fmt_block *blk, uint64_t *cap, uint64_t need)
 	return 0;
 }
 
-/* Rows [lo, hi) of an attrs chunk or frame read by rd (views relative to
- * raw): per row a count, then key/value strings; *t attributes so far,
- * *cap the room in blk->attr_kv. rd must end with the last row. */
-static int attrs_rows(struct fmt_block *blk, struct rd *rd, const uint8_t *raw, uint32_t lo,
-		      uint32_t hi, uint64_t *t, uint64_t *cap)
-{
-	int rc = 0;
-	for (uint32_t i = lo; i < hi && rc == 0; i++) {
-		uint64_t count;
-		if ((rc = rd_varint(rd, &count)) != 0)
-			break;
-		if (count > FMT_ATTRS_HARD_MAX || count > rd->left / 2)
-			return FMT_E_CORRUPT;
-		if ((rc = attrs_reserve(blk, cap, *t + count)) != 0)
-			break;
-		blk->attr_first[i] = (uint32_t)*t;
-		for (uint64_t a = 0; a < count && rc == 0; a++, (*t)++)
-			if ((rc = rd_sv(rd, raw, &blk->attr_kv[2 * *t])) == 0)
-				rc = rd_sv(rd, raw, &blk->attr_kv[2 * *t + 1]);
-	}
-	if (rc)
-		return rc;
-	return rd->left == 0 ? 0 : FMT_E_CORRUPT;
-}
-
-/* One pass over the attrs chunk. */
+/* One pass over the attrs chunk: per row a count, then key/value strings. */
 static int dec_attrs(struct fmt_block *blk, const struct fmt_chunk_ref *k, const uint8_t *raw)
 {
 	struct rd rd = { raw, k->raw_len };
@@ -2105,13 +1972,24 @@ static int dec_attrs(struct fmt_block *blk, const struct fmt_chunk_ref *k, const
 	if (!blk->attr_first)
 		return FMT_E_NOMEM;
 	int rc = attrs_reserve(blk, &cap, FMT_MIN((uint64_t)blk->rows * 4, k->raw_len / 2) + 1);
-	if (rc == 0)
-		rc = attrs_rows(blk, &rd, raw, 0, blk->rows, &t, &cap);
+	for (uint32_t i = 0; i < blk->rows && rc == 0; i++) {
+		uint64_t count;
+		if ((rc = rd_varint(&rd, &count)) != 0)
+			break;
+		if (count > FMT_ATTRS_HARD_MAX || count > rd.left / 2)
+			return FMT_E_CORRUPT;
+		if ((rc = attrs_reserve(blk, &cap, t + count)) != 0)
+			break;
+		blk->attr_first[i] = (uint32_t)t;
+		for (uint64_t a = 0; a < count && rc == 0; a++, t++)
+			if ((rc = rd_sv(&rd, raw, &blk->attr_kv[2 * t])) == 0)
+				rc = rd_sv(&rd, raw, &blk->attr_kv[2 * t + 1]);
+	}
 	if (rc)
 		return rc;
 	ASSERT(t <= k->raw_len / 2);
 	blk->attr_first[blk->rows] = (uint32_t)t;
-	return 0;
+	return rd.left == 0 ? 0 : FMT_E_CORRUPT;
 }
 
 /* An event id as two big-endian halves: ids order as these pairs do
@@ -2152,99 +2030,9 @@ static int check_ids(const struct fmt_segment *seg, const struct fmt_block_ref *
 	return lo && hi ? 0 : FMT_E_CORRUPT;
 }
 
-/* v4: a framed chunk's index (FORMAT.md §5.4): nf frames, each at least
- * a zstd frame's 4-byte magic and one raw byte per row, adding up to the
- * chunk's lengths. On success *frames_at points to the first frame. */
-static int frame_index(const struct fmt_chunk_ref *k, const uint8_t *bytes, uint32_t rows,
-		       uint32_t per, uint32_t nf, uint32_t stored[], uint32_t raw[],
-		       const uint8_t **frames_at)
-{
-	struct rd rd = { bytes, k->stored_len };
-	uint64_t count, st, rw, st_sum = 0, raw_sum = 0;
-	int rc = rd_varint(&rd, &count);
-	if (rc || count != nf)
-		return FMT_E_CORRUPT;
-	for (uint32_t f = 0; f < nf; f++) {
-		uint32_t frame_rows_f = FMT_MIN(per, rows - f * per);
-		if (rd_varint(&rd, &st) || rd_varint(&rd, &rw))
-			return FMT_E_CORRUPT;
-		if (st < 4 || st > k->stored_len || rw < frame_rows_f || rw > k->raw_len)
-			return FMT_E_CORRUPT;
-		stored[f] = (uint32_t)st;
-		raw[f] = (uint32_t)rw;
-		st_sum += st;
-		raw_sum += rw;
-	}
-	if (st_sum != rd.left || raw_sum != k->raw_len)
-		return FMT_E_CORRUPT;
-	*frames_at = rd.p;
-	return 0;
-}
-
-/* v4: a framed column (strings PLAIN, or attributes), only the frames in
- * blk->frames. The raw buffer has room for every frame, each inflated at
- * its place, so views are offsets into it as in a whole chunk; the rows
- * of other frames keep empty views and no attributes. */
-static int dec_framed(const struct fmt_segment *seg, const struct fmt_block_ref *r, unsigned c,
-		      const uint8_t *bytes, ZSTD_DCtx *dctx, struct fmt_block *blk)
-{
-	const struct fmt_chunk_ref *k = &r->chunk[c];
-	uint32_t rows = blk->rows, per = blk->frame_rows, nf = rows / per + (rows % per != 0);
-	uint32_t stored[FMT_SEG_FRAMES_MAX], raw_len[FMT_SEG_FRAMES_MAX];
-	const uint8_t *src;
-	ASSERT(nf >= 1 && nf <= FMT_SEG_FRAMES_MAX && k->stored_len >= 4);
-	if (fmt_xxh3(bytes, k->stored_len) != k->checksum)
-		return FMT_E_CORRUPT;
-	int rc = frame_index(k, bytes, rows, per, nf, stored, raw_len, &src);
-	if (rc)
-		return rc;
-	uint8_t *raw = blk->raw[c] = malloc(FMT_MAX(k->raw_len, 1));
-	if (!raw)
-		return FMT_E_NOMEM;
-	bool attrs = col_kind(c) == KIND_ATTRS;
-	uint64_t t = 0, cap = 0;
-	if (attrs) {
-		blk->attr_first = malloc(((size_t)rows + 1) * sizeof(uint32_t));
-		if (!blk->attr_first)
-			return FMT_E_NOMEM;
-	} else {
-		blk->str[str_slot(c)] = calloc(rows, sizeof(struct sv));
-		if (!blk->str[str_slot(c)])
-			return FMT_E_NOMEM;
-	}
-	uint64_t at = 0;
-	for (uint32_t f = 0; f < nf && rc == 0; src += stored[f], at += raw_len[f], f++) {
-		uint32_t lo = f * per, hi = FMT_MIN(rows, lo + per);
-		if (!(blk->frames & (1ull << f))) {
-			for (uint32_t i = lo; attrs && i < hi; i++)
-				blk->attr_first[i] = (uint32_t)t;
-			continue;
-		}
-		if ((rc = inflate_frame(dctx, src, stored[f], raw + at, raw_len[f])))
-			break;
-		struct rd rd = { raw + at, raw_len[f] };
-		if (attrs) {
-			rc = attrs_rows(blk, &rd, raw, lo, hi, &t, &cap);
-			continue;
-		}
-		struct sv *views = blk->str[str_slot(c)];
-		for (uint32_t i = lo; i < hi && rc == 0; i++)
-			rc = rd_sv(&rd, raw, &views[i]);
-		if (rc == 0 && rd.left != 0)
-			rc = FMT_E_CORRUPT;
-	}
-	if (rc == 0 && attrs) {
-		ASSERT(t <= k->raw_len / 2);
-		blk->attr_first[rows] = (uint32_t)t;
-	}
-	return rc;
-}
-
 static int dec_column(const struct fmt_segment *seg, const struct fmt_block_ref *r, unsigned c,
 		      const uint8_t *bytes, ZSTD_DCtx *dctx, struct fmt_block *blk)
 {
-	if (col_framed(seg->meta.version, c))
-		return dec_framed(seg, r, c, bytes, dctx, blk);
 	const struct fmt_chunk_ref *k = &r->chunk[c];
 	uint8_t *raw;
 	int rc = fetch_chunk(dctx, k, bytes, &raw);
@@ -2343,18 +2131,6 @@ int fmt_block_decode_with(struct fmt_decoder *d, const struct fmt_segment *seg, 
 			  uint32_t col_mask, const uint8_t *const chunk_bytes[FMT_COL_COUNT],
 			  struct fmt_block **out)
 {
-	return fmt_block_decode_frames(d, seg, b, col_mask, FMT_FRAMES_ALL, chunk_bytes, out);
-}
-
-uint32_t fmt_segment_frame_rows(const struct fmt_segment *seg)
-{
-	return seg->meta.version >= 4 ? frame_rows(seg->meta.block_rows) : seg->meta.block_rows;
-}
-
-int fmt_block_decode_frames(struct fmt_decoder *d, const struct fmt_segment *seg, uint32_t b,
-			    uint32_t col_mask, uint64_t frames,
-			    const uint8_t *const chunk_bytes[FMT_COL_COUNT], struct fmt_block **out)
-{
 	ASSERT(b < seg->meta.block_count);
 	ASSERT((col_mask & ~(uint32_t)FMT_COLS_ALL) == 0);
 	const struct fmt_block_ref *r = &seg->blocks[b];
@@ -2366,14 +2142,6 @@ int fmt_block_decode_frames(struct fmt_decoder *d, const struct fmt_segment *seg
 		goto fail;
 	blk->rows = r->row_count;
 	blk->mem_bytes = sizeof(*blk);
-	blk->frame_rows = fmt_segment_frame_rows(seg);
-	blk->frames = FMT_FRAMES_ALL;
-	if (seg->meta.version >= 4) {
-		uint32_t nf = blk->rows / blk->frame_rows + (blk->rows % blk->frame_rows != 0);
-		ASSERT(nf >= 1 && nf <= FMT_SEG_FRAMES_MAX);
-		blk->framed = col_mask & FMT_COLS_FRAMED;
-		blk->frames = nf == FMT_SEG_FRAMES_MAX ? frames : frames | (UINT64_MAX << nf);
-	}
 	for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
 		if (!(col_mask & (1u << c)))
 			continue;
@@ -2422,25 +2190,6 @@ uint64_t fmt_block_mem_bytes(const struct fmt_block *blk)
 	return blk->mem_bytes;
 }
 
-uint64_t fmt_block_frames(const struct fmt_block *blk)
-{
-	return blk->frames;
-}
-
-bool fmt_block_covers(const struct fmt_block *blk, uint32_t col_mask, uint64_t frames)
-{
-	if (col_mask & ~blk->mask)
-		return false;
-	return !(col_mask & blk->framed) || (frames & ~blk->frames) == 0;
-}
-
-/* Whether row i of column c was decoded: always, but in a framed column
- * whose frame was left out. */
-static bool row_decoded(const struct fmt_block *blk, unsigned c, uint32_t i)
-{
-	return !(blk->framed & (1u << c)) || ((blk->frames >> (i / blk->frame_rows)) & 1);
-}
-
 static struct fmt_str view(const struct fmt_block *blk, unsigned c, struct sv v)
 {
 	struct fmt_str s = { (const char *)blk->raw[c] + v.off, v.len };
@@ -2451,7 +2200,7 @@ static struct fmt_str view(const struct fmt_block *blk, unsigned c, struct sv v)
 static struct fmt_str str_view(const struct fmt_block *blk, unsigned c, uint32_t i)
 {
 	unsigned slot = str_slot(c);
-	ASSERT(i < blk->rows && (blk->mask & (1u << c)) && row_decoded(blk, c, i));
+	ASSERT(i < blk->rows && (blk->mask & (1u << c)));
 	return view(blk, c, blk->str[slot][blk->codes[slot] ? blk->codes[slot][i] : i]);
 }
 
@@ -2460,7 +2209,6 @@ void fmt_block_row(const struct fmt_segment *seg, const struct fmt_block *blk, u
 		   uint8_t chain[FMT_HASH_BYTES])
 {
 	ASSERT(i < blk->rows);
-	ASSERT(!blk->framed || ((blk->frames >> (i / blk->frame_rows)) & 1));
 	memset(ev, 0, sizeof(*ev));
 	for (int f = 0; f < FMT_F_STRING_COUNT; f++)
 		ev->str[f] = fmt_str_c("");
@@ -2596,9 +2344,7 @@ void fmt_block_merge(struct fmt_block *dst, struct fmt_block *src)
 			break;
 		}
 	}
-	ASSERT(dst->frame_rows == src->frame_rows && dst->frames == src->frames);
 	dst->mask |= src->mask;
-	dst->framed |= src->framed;
 	dst->mem_bytes += src->mem_bytes - sizeof(*src);
 	fmt_block_free(src);
 }

@@ -59,22 +59,6 @@
  * covered by its checksum, and rebuilt byte for byte by verify: a wrong
  * count is a wrong answer, a wrong actor filter hides events.
  *
- * Framed chunks (version 4, ADR 0012). A Search returns its hits whole, so
- * its second phase decoded every column of each block holding a hit: a
- * 512-row block of the benchmark's events is ~286 KB of columns, mostly
- * the wide strings, to return a row or two. In version 4 the chunks of the
- * wide columns (FMT_COLS_FRAMED: resource_id, user_agent, request_id,
- * trace_id, attributes, details) are sequences of independently
- * compressed frames of fmt_segment_frame_rows() rows (64, or more for
- * blocks of over 4096 rows: at most FMT_SEG_FRAMES_MAX frames a block),
- * each PLAIN-encoded, after a frame index (the frame count, then each
- * frame's stored and raw length, varints). The chunk's checksum covers
- * the index and every frame. fmt_block_decode_frames() decodes the narrow
- * columns whole and only the named frames of the wide ones; the other
- * rows of a wide column must not be read (accessors assert it), and
- * fmt_block_frames() tells which frames a block holds. The footer is
- * version 3's.
- *
  * Reading is split so that the engine does the I/O and reads only what it
  * needs: it reads the trailer, asks for the footer's position, reads the
  * footer, opens it, then reads and decodes only the chunks of the blocks
@@ -89,7 +73,7 @@
 
 #define FMT_SEG_HEADER_BYTES 32
 #define FMT_SEG_TRAILER_BYTES 32
-#define FMT_SEG_VERSION 4          /* written by this build; reads 1 to 4 */
+#define FMT_SEG_VERSION 3          /* written by this build; reads 1, 2 and 3 */
 #define FMT_SEG_VERSION_MIN 1
 #define FMT_SEG_ROWS_MAX (1u << 24)
 /* A search decodes every column of each block that holds a hit, so one
@@ -139,16 +123,6 @@ enum fmt_column {
 	FMT_COL_COUNT,
 };
 #define FMT_COLS_ALL ((1u << FMT_COL_COUNT) - 1)
-/* Version 4: the columns stored in frames (framed chunks, above). */
-#define FMT_COLS_FRAMED                                                                   \
-	((1u << (FMT_COL_STR_FIRST + FMT_F_RESOURCE_ID)) |                                \
-	 (1u << (FMT_COL_STR_FIRST + FMT_F_USER_AGENT)) |                                 \
-	 (1u << (FMT_COL_STR_FIRST + FMT_F_REQUEST_ID)) |                                 \
-	 (1u << (FMT_COL_STR_FIRST + FMT_F_TRACE_ID)) | (1u << FMT_COL_ATTRS) |          \
-	 (1u << FMT_COL_DETAILS))
-#define FMT_SEG_FRAME_ROWS 64    /* rows per frame of a block of up to 4096 rows */
-#define FMT_SEG_FRAMES_MAX 64    /* frames per framed chunk: larger blocks have larger frames */
-#define FMT_FRAMES_ALL UINT64_MAX /* a frame set holding every frame */
 
 /* Segment-wide metadata, all of it in the footer. */
 struct fmt_segment_meta {
@@ -312,28 +286,6 @@ int fmt_block_decode_with(struct fmt_decoder *d, const struct fmt_segment *seg, 
 			  uint32_t col_mask, const uint8_t *const chunk_bytes[FMT_COL_COUNT],
 			  struct fmt_block **out);
 
-/* fmt_block_decode_with, decoding of the framed columns (version 4) only
- * the frames in `frames` (bit f: frame f; FMT_FRAMES_ALL: all). Narrow
- * columns, and every column of older versions, are decoded whole. Rows of
- * frames left out must not be read. */
-int fmt_block_decode_frames(struct fmt_decoder *d, const struct fmt_segment *seg, uint32_t b,
-			    uint32_t col_mask, uint64_t frames,
-			    const uint8_t *const chunk_bytes[FMT_COL_COUNT], struct fmt_block **out);
-
-/* Rows per frame of the segment's framed columns: row r of a block is in
- * frame r / fmt_segment_frame_rows(). Before version 4 a block is one
- * frame (block_rows). */
-uint32_t fmt_segment_frame_rows(const struct fmt_segment *seg);
-
-/* The frames blk holds of its framed columns: a bit per frame, and every
- * bit past the block's last frame set, so a whole block reads
- * FMT_FRAMES_ALL (as does any block of an older version). */
-uint64_t fmt_block_frames(const struct fmt_block *blk);
-
-/* Whether blk holds the columns of col_mask and, of its framed columns
- * among them, the frames of `frames`: whether it can serve a request. */
-bool fmt_block_covers(const struct fmt_block *blk, uint32_t col_mask, uint64_t frames);
-
 /* Same, with the whole segment image in memory. */
 int fmt_block_decode_buf(const struct fmt_segment *seg, const uint8_t *buf, size_t len,
 			 uint32_t b, uint32_t col_mask, struct fmt_block **out);
@@ -346,8 +298,7 @@ uint32_t fmt_block_mask(const struct fmt_block *blk);
 uint64_t fmt_block_mem_bytes(const struct fmt_block *blk);
 
 /* Fills a view of row i (0-based within the block) with the decoded
- * columns (row i's frame must be among those decoded); fields of columns
- * not decoded are zero/empty. ev->tenant points
+ * columns; fields of columns not decoded are zero/empty. ev->tenant points
  * to seg->meta.tenant. attrs are written to attr_buf (attr_cap slots,
  * FMT_ATTRS_HARD_MAX is always enough). chain (may be NULL) receives the
  * row's chain value when FMT_COL_CHAIN was decoded. */
@@ -363,9 +314,8 @@ void fmt_block_row_cols(const struct fmt_block *blk, uint32_t i, uint32_t col_ma
 			struct fmt_event *ev);
 
 /* Moves the columns of src into dst and frees src: two decodes of the
- * same block with disjoint masks and the same frames (made, say, by two
- * threads, each with its own decoder) become one, as if decoded with both
- * masks at once. */
+ * same block with disjoint masks (made, say, by two threads, each with its
+ * own decoder) become one, as if decoded with both masks at once. */
 void fmt_block_merge(struct fmt_block *dst, struct fmt_block *src);
 
 void fmt_block_free(struct fmt_block *blk);

@@ -14,9 +14,7 @@
  * The event-id index (version 2) is probed with every decoded row's id and
  * rebuilt from the rows, as search and verify do; the block summaries
  * (version 3) are read as Count reads them, the actor filters probed with
- * the rows' actors, and each block's summary rebuilt from its rows. Framed
- * chunks (version 4) are also decoded a frame in two, as a search's second
- * phase decodes the frames of its hits, and the rows of those frames read.
+ * the rows' actors, and each block's summary rebuilt from its rows.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -115,40 +113,6 @@ static void read_scan_cols(const struct fmt_block *blk, uint32_t cols)
 	(void)sink;
 }
 
-/* Decodes every column of block b, of the framed ones every other frame,
- * and reads the rows of the frames decoded. */
-static void read_frames(const struct fmt_segment *seg, const uint8_t *data, size_t size,
-			uint32_t b)
-{
-	const uint8_t *bytes[FMT_COL_COUNT];
-	for (unsigned c = 0; c < FMT_COL_COUNT; c++) {
-		const struct fmt_chunk_ref *k = &seg->blocks[b].chunk[c];
-		if (k->offset > size || k->stored_len > size - k->offset)
-			return;
-		bytes[c] = data + k->offset;
-	}
-	struct fmt_decoder *d;
-	struct fmt_block *blk = NULL;
-	if (fmt_decoder_new(&d) != 0)
-		return;
-	const uint64_t frames = 0x5555555555555555ull;
-	if (fmt_block_decode_frames(d, seg, b, FMT_COLS_ALL, frames, bytes, &blk) == 0) {
-		struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
-		volatile uint64_t sink = 0;
-		uint32_t per = fmt_segment_frame_rows(seg);
-		for (uint32_t i = 0; i < fmt_block_rows(blk); i++) {
-			if (!((fmt_block_frames(blk) >> (i / per)) & 1))
-				continue;
-			struct fmt_event ev;
-			fmt_block_row(seg, blk, i, &ev, attrs, FMT_ATTRS_HARD_MAX, NULL);
-			sink += ev.details_json.len + ev.attr_count + ev.str[FMT_F_TRACE_ID].len;
-		}
-		(void)sink;
-		fmt_block_free(blk);
-	}
-	fmt_decoder_free(d);
-}
-
 static void run(const uint8_t *data, size_t size)
 {
 	struct fmt_segment *seg = NULL;
@@ -175,7 +139,6 @@ static void run(const uint8_t *data, size_t size)
 				read_scan_cols(blk, scan);
 				fmt_block_free(blk);
 			}
-			read_frames(seg, data, size, b);
 		}
 		fmt_segment_close(seg);
 	}

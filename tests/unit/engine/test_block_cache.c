@@ -6,9 +6,7 @@
  * with the cache off, at its default size and squeezed to a few blocks
  * (so that entries are evicted and replaced all the time); the cache's
  * bytes never exceed its bound; a repeated search is served from it
- * (hits counted, no new misses); a block's frames (format v4) accumulate
- * in its entry, and a block whose hits are in half of its frames or more
- * is decoded and kept whole; a bound of 0 turns it off entirely.
+ * (hits counted, no new misses); a bound of 0 turns it off entirely.
  *
  * Answers are compared as transcripts: per query its status, hit count,
  * page token and, per hit, the event's hash (format/hash.h, over every
@@ -24,8 +22,8 @@
 #define TENANT "acme"
 #define EVENTS 3000u
 #define SEAL_ROWS 1000u
-#define BLOCK_ROWS 256u         /* four 64-row frames of the wide columns */
-#define SMALL_CACHE_BYTES (384u << 10)
+#define BLOCK_ROWS 64u
+#define SMALL_CACHE_BYTES (96u << 10)
 
 struct transcript {
 	uint8_t *p;
@@ -359,101 +357,6 @@ Test(block_cache, profile_counts_what_a_query_read, .timeout = 240)
 	assert_profile_matches_stats(&c.profile, &st2, &st3);
 	cr_assert_gt(c.profile.blocks_cached + c.profile.blocks_decoded, 0);
 	cr_assert_eq(c.profile.scan_ns, c.profile.run_ns, "a count has one phase");
-	fx_close(&fx);
-}
-
-/* Looks up event i by id and checks the hit, a framed column included. */
-static void lookup(struct fx *fx, uint32_t i)
-{
-	struct fmt_event want;
-	char store[256];
-	tu_event(&want, store, i);
-	struct eng_search s;
-	memset(&s, 0, sizeof(s));
-	s.tenant = fmt_str_c(TENANT);
-	s.filter.has_event_id = true;
-	memcpy(s.filter.event_id, want.event_id, FMT_EVENT_ID_BYTES);
-	s.limit = 10;
-	cr_assert_eq(eng_search_wait(fx->p, &s), 0);
-	fx->queries++;
-	cr_assert_eq(s.hit_count, 1, "event %u", i);
-	const struct fmt_event *ev = &s.hits[0].ev;
-	cr_assert_eq(memcmp(ev->event_id, want.event_id, FMT_EVENT_ID_BYTES), 0);
-	cr_assert(fmt_str_eq(ev->str[FMT_F_RESOURCE_ID], want.str[FMT_F_RESOURCE_ID]),
-		  "event %u: resource_id %.*s", i, (int)ev->str[FMT_F_RESOURCE_ID].len,
-		  ev->str[FMT_F_RESOURCE_ID].ptr);
-	cr_assert(fmt_str_eq(ev->str[FMT_F_ACTOR_ID], want.str[FMT_F_ACTOR_ID]));
-	eng_search_release(&s);
-}
-
-/* Phase 2 decodes only the frames of its hits; a hit in another frame of
- * a cached block misses and adds its frame to the entry, so both are then
- * served from it. Events 1010 and 1150 are rows 10 and 150 of the second
- * segment's first block: frames 0 and 2. */
-Test(block_cache, frames_accumulate_in_an_entry, .timeout = 240)
-{
-	struct fx fx;
-	fx_create(&fx, 64ull << 20);
-	struct eng_shard_stats st0, st1, st2, st3;
-	lookup(&fx, 1010);
-	settled_stats(&fx, &st0);
-	cr_assert_gt(st0.block_cache_bytes, 0, "phase 2's decode was not kept");
-	lookup(&fx, 1150);
-	settled_stats(&fx, &st1);
-	cr_assert_eq(st1.block_cache_misses - st0.block_cache_misses, 1,
-		     "phase 1 (narrow columns) hits the entry, phase 2 (frame 2) misses");
-	lookup(&fx, 1010);
-	lookup(&fx, 1150);
-	settled_stats(&fx, &st2);
-	cr_assert_eq(st2.block_cache_misses, st1.block_cache_misses, "frames 0 and 2 were kept");
-	/* Each lookup reads the block three times: its ids, the scan, phase 2. */
-	cr_assert_eq(st2.block_cache_hits - st1.block_cache_hits, 6);
-	lookup(&fx, 1200); /* frame 3 */
-	settled_stats(&fx, &st3);
-	cr_assert_eq(st3.block_cache_misses - st2.block_cache_misses, 1);
-	cr_assert_eq(st3.block_cache_evictions, 0);
-	fx_close(&fx);
-}
-
-/* The failures among events [first, first + BLOCK_ROWS), one block of the
- * second segment (every third event is a failure), at most limit of them. */
-static void failures_in_block(struct fx *fx, uint32_t first, uint32_t limit)
-{
-	struct eng_search s = { .tenant = fmt_str_c(TENANT), .limit = limit };
-	s.filter.outcome = FMT_OUTCOME_FAILURE;
-	s.filter.from_ns = 1700000000000000000ll + (int64_t)first * 1000;
-	s.filter.to_ns = 1700000000000000000ll + (int64_t)(first + BLOCK_ROWS) * 1000;
-	cr_assert_eq(eng_search_wait(fx->p, &s), 0);
-	fx->queries++;
-	cr_assert_eq(s.hit_count, limit);
-	eng_search_release(&s);
-}
-
-/* Phase 2 decodes a block whole once its hits are in at least half of its
- * frames, so the next search on that block (Q5's second: failures, then
- * denials) finds every frame cached. Fewer hits decode only their frame.
- * 10 failures span 30 rows, one 64-row frame or two; 30 span 90 rows,
- * two frames or three of the block's four. */
-Test(block_cache, a_dense_block_is_decoded_whole, .timeout = 240)
-{
-	struct fx fx;
-	fx_create(&fx, 64ull << 20);
-	struct eng_shard_stats st1, st2, st3;
-	failures_in_block(&fx, 1000, 10); /* rows 0-29 or 226-255 */
-	failures_in_block(&fx, 1000, 10);
-	settled_stats(&fx, &st1);
-	lookup(&fx, 1100); /* row 100: frame 1 */
-	lookup(&fx, 1170); /* row 170: frame 2 */
-	settled_stats(&fx, &st2);
-	cr_assert_eq(st2.block_cache_misses - st1.block_cache_misses, 2,
-		     "a sparse block's entry held the frames of other rows");
-	failures_in_block(&fx, 1256, 30);
-	settled_stats(&fx, &st2);
-	lookup(&fx, 1256 + 100);
-	lookup(&fx, 1256 + 170);
-	settled_stats(&fx, &st3);
-	cr_assert_eq(st3.block_cache_misses, st2.block_cache_misses,
-		     "a dense block was not decoded whole");
 	fx_close(&fx);
 }
 

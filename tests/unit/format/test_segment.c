@@ -174,27 +174,25 @@ static void build(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len
 	cr_assert_eq(rc, 0, "build: %s", fmt_strerror(rc));
 }
 
-/* The same with an older writer path: version 1 has no event-id index,
- * 2 no block summaries, 3 no framed chunks. */
-static void build_version(struct set *s, uint32_t block_rows, uint32_t version, uint8_t **img,
-			  size_t *len)
+/* The same with the version-1 writer path (no event-id index). */
+static void build_v2(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len)
 {
 	struct fmt_segment_build_args a = args_for(block_rows);
-	a.version = version;
+	a.version = 2;
 	set_chain(s, zero_chain);
 	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
 				   img, len);
-	cr_assert_eq(rc, 0, "build v%u: %s", version, fmt_strerror(rc));
-}
-
-static void build_v2(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len)
-{
-	build_version(s, block_rows, 2, img, len);
+	cr_assert_eq(rc, 0, "build v2: %s", fmt_strerror(rc));
 }
 
 static void build_v1(struct set *s, uint32_t block_rows, uint8_t **img, size_t *len)
 {
-	build_version(s, block_rows, 1, img, len);
+	struct fmt_segment_build_args a = args_for(block_rows);
+	a.version = 1;
+	set_chain(s, zero_chain);
+	int rc = fmt_segment_build(&a, s->rows, (const uint8_t (*)[FMT_HASH_BYTES])s->chains, s->n,
+				   img, len);
+	cr_assert_eq(rc, 0, "build v1: %s", fmt_strerror(rc));
 }
 
 /* ---- checking ---------------------------------------------------------- */
@@ -278,68 +276,6 @@ static int accept_all(const uint8_t *img, size_t len)
 
 typedef void (*mutate_fn)(uint8_t *raw, size_t raw_len, void *ctx);
 
-static uint64_t get_varint(const uint8_t **p)
-{
-	uint64_t v = 0;
-	for (unsigned shift = 0;; shift += 7) {
-		uint8_t b = *(*p)++;
-		v |= (uint64_t)(b & 0x7F) << shift;
-		if (!(b & 0x80))
-			return v;
-	}
-}
-
-/* Writes chunk k of column c mutated to out: a single zstd frame, or (v4,
- * a framed column) every frame inflated into one buffer, mutated, and
- * compressed again at the same raw boundaries behind a new frame index.
- * Returns the stored bytes written. */
-static size_t rewrite_one(const struct fmt_segment *seg, const struct fmt_chunk_ref *k, unsigned c,
-			  const uint8_t *img, mutate_fn mutate, void *ctx, uint8_t *out)
-{
-	uint8_t *raw = malloc(k->raw_len);
-	cr_assert(raw != NULL);
-	const uint8_t *src = img + k->offset;
-	if (seg->meta.version < 4 || !(FMT_COLS_FRAMED & (1u << c))) {
-		size_t r = ZSTD_decompress(raw, k->raw_len, src, k->stored_len);
-		cr_assert_eq(r, k->raw_len);
-		mutate(raw, r, ctx);
-		size_t z = ZSTD_compress(out, ZSTD_compressBound(r), raw, r, 3);
-		cr_assert(!ZSTD_isError(z));
-		free(raw);
-		return z;
-	}
-	uint64_t nf = get_varint(&src), stored[FMT_SEG_FRAMES_MAX], raw_len[FMT_SEG_FRAMES_MAX];
-	cr_assert(nf >= 1 && nf <= FMT_SEG_FRAMES_MAX);
-	for (uint64_t f = 0; f < nf; f++) {
-		stored[f] = get_varint(&src);
-		raw_len[f] = get_varint(&src);
-	}
-	size_t at = 0;
-	for (uint64_t f = 0; f < nf; f++) {
-		size_t r = ZSTD_decompress(raw + at, raw_len[f], src, stored[f]);
-		cr_assert_eq(r, raw_len[f]);
-		src += stored[f];
-		at += r;
-	}
-	cr_assert_eq(at, k->raw_len);
-	mutate(raw, at, ctx);
-	uint8_t *frames = malloc(2 * at + 64 * 1024), *p = fmt_put_varint(out, nf);
-	size_t flen = 0;
-	at = 0;
-	for (uint64_t f = 0; f < nf; f++) {
-		size_t z = ZSTD_compress(frames + flen, ZSTD_compressBound(raw_len[f]), raw + at,
-					 raw_len[f], 3);
-		cr_assert(!ZSTD_isError(z));
-		p = fmt_put_varint(fmt_put_varint(p, z), raw_len[f]);
-		flen += z;
-		at += raw_len[f];
-	}
-	memcpy(p, frames, flen);
-	free(frames);
-	free(raw);
-	return (size_t)(p - out) + flen;
-}
-
 /* Rebuilds the image with chunk (b, c) decompressed, mutated, recompressed,
  * every later chunk moved, and the footer and trailer fixed up. */
 static uint8_t *rewrite_chunk(const uint8_t *img, size_t len, uint32_t tb, unsigned tc,
@@ -360,7 +296,13 @@ static uint8_t *rewrite_chunk(const uint8_t *img, size_t len, uint32_t tb, unsig
 				       c * CHUNK_REF_BYTES;
 			size_t stored = k->stored_len;
 			if (b == tb && c == tc) {
-				stored = rewrite_one(seg, k, c, img, mutate, ctx, out + at);
+				uint8_t *raw = malloc(k->raw_len);
+				size_t r = ZSTD_decompress(raw, k->raw_len, img + k->offset, stored);
+				cr_assert_eq(r, k->raw_len);
+				mutate(raw, r, ctx);
+				stored = ZSTD_compress(out + at, ZSTD_compressBound(r), raw, r, 3);
+				cr_assert(!ZSTD_isError(stored));
+				free(raw);
 			} else {
 				memcpy(out + at, img + k->offset, stored);
 			}
@@ -1452,10 +1394,6 @@ Test(segment, write_fuzz_corpus)
 	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
 	write_file(dir, "valid-v3-empty", img, len);
 	free(img);
-	a.version = 4;
-	cr_assert_eq(fmt_segment_build(&a, NULL, NULL, 0, &img, &len), 0);
-	write_file(dir, "valid-v4-empty", img, len);
-	free(img);
 	uint32_t sizes[][2] = { { 1, 0 }, { 5, 2 }, { 40, 16 }, { 200, 64 } };
 	for (unsigned k = 0; k < 4; k++) {
 		char name[64];
@@ -1464,12 +1402,8 @@ Test(segment, write_fuzz_corpus)
 		snprintf(name, sizeof(name), "valid-v2-%u-rows", sizes[k][0]);
 		write_file(dir, name, img, len);
 		free(img);
-		build_version(&s, sizes[k][1], 3, &img, &len);
-		snprintf(name, sizeof(name), "valid-v3-%u-rows", sizes[k][0]);
-		write_file(dir, name, img, len);
-		free(img);
 		build(&s, sizes[k][1], &img, &len);
-		snprintf(name, sizeof(name), "valid-v4-%u-rows", sizes[k][0]);
+		snprintf(name, sizeof(name), "valid-v3-%u-rows", sizes[k][0]);
 		write_file(dir, name, img, len);
 		free(img);
 		build_v1(&s, sizes[k][1], &img, &len);
@@ -1573,7 +1507,7 @@ Test(segment, summary_counts_match_brute_force, .timeout = 240)
 		set_mix(&s, shapes[k][0], shapes[k][2], shapes[k][3], shapes[k][4]);
 		build(&s, shapes[k][1], &img, &len);
 		struct fmt_segment *seg = check_roundtrip(&s, img, len);
-		cr_assert_eq(seg->meta.version, FMT_SEG_VERSION);
+		cr_assert_eq(seg->meta.version, 3);
 		cr_assert_eq(seg->meta.count_keys_max, FMT_SEG_COUNT_KEYS_DEFAULT);
 		cr_assert_eq(fmt_segment_count_keys(seg, FMT_COL_OUTCOME), 4);
 		/* Counted when its dictionary (varint length + bytes per value)
@@ -1778,160 +1712,4 @@ Test(segment, version2_segments_have_no_summary)
 		cr_assert_eq(fmt_segment_verify_buf(img, len, &bad), 0, "%s", fixtures[k]);
 		free(img);
 	}
-}
-
-/* ======================================================================= */
-/* Framed chunks (version 4)                                                */
-/* ======================================================================= */
-
-/* Decodes block b of an image with the given columns and frames. */
-static int decode_frames(const struct fmt_segment *seg, const uint8_t *img, uint32_t b,
-			 uint32_t mask, uint64_t frames, struct fmt_block **out)
-{
-	const uint8_t *bytes[FMT_COL_COUNT] = { 0 };
-	for (unsigned c = 0; c < FMT_COL_COUNT; c++)
-		bytes[c] = img + seg->blocks[b].chunk[c].offset;
-	struct fmt_decoder *d;
-	cr_assert_eq(fmt_decoder_new(&d), 0);
-	int rc = fmt_block_decode_frames(d, seg, b, mask, frames, bytes, out);
-	fmt_decoder_free(d);
-	return rc;
-}
-
-/* A hit's rows decode whole from the frames that hold them, and a block
- * says which frames it has: a request for another frame is not served. */
-Test(segment, framed_chunks_decode_only_the_frames_asked)
-{
-	struct set s;
-	uint8_t *img;
-	size_t len;
-	set_init(&s, 700, 1);
-	for (uint32_t i = 0; i < s.n; i++) /* wide enough to matter */
-		s.rows[i].details_json = ownf(&s, "{\"n\":%u,\"pad\":\"%0200u\"}", i, i);
-	build(&s, 0, &img, &len);
-	struct fmt_segment *seg = check_roundtrip(&s, img, len);
-	cr_assert_eq(seg->meta.version, 4);
-	cr_assert_eq(seg->meta.block_count, 2);
-	cr_assert_eq(fmt_segment_frame_rows(seg), 64);
-	/* Block 1 holds rows 512..699: frames 0, 1, 2 (of 64, 64, 60 rows). */
-	struct fmt_block *blk, *whole;
-	cr_assert_eq(decode_frames(seg, img, 1, FMT_COLS_ALL, 1ull << 2, &blk), 0);
-	cr_assert_eq(fmt_block_frames(blk), 1ull << 2 | (UINT64_MAX << 3));
-	cr_assert(fmt_block_covers(blk, FMT_COLS_ALL, 1ull << 2));
-	cr_assert_not(fmt_block_covers(blk, FMT_COLS_ALL, 1ull << 1));
-	cr_assert(fmt_block_covers(blk, 1u << FMT_COL_SEQ | 1u << FMT_COL_OUTCOME, 1ull << 1),
-		  "narrow columns are whole");
-	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
-	uint8_t chain[FMT_HASH_BYTES];
-	for (uint32_t i = 128; i < 188; i++) {
-		struct fmt_event ev;
-		fmt_block_row(seg, blk, i, &ev, attrs, FMT_ATTRS_HARD_MAX, chain);
-		assert_event_eq(&ev, &s.rows[512 + i], 512 + i);
-		cr_assert_eq(memcmp(chain, s.chains[512 + i], FMT_HASH_BYTES), 0);
-	}
-	/* Narrow columns are there for every row, as a scan reads them. */
-	for (uint32_t i = 0; i < 188; i++)
-		cr_assert_eq(fmt_block_ints(blk, FMT_COL_SEQ)[i], s.rows[512 + i].seq);
-	cr_assert_eq(decode_frames(seg, img, 1, FMT_COLS_ALL, FMT_FRAMES_ALL, &whole), 0);
-	cr_assert_eq(fmt_block_frames(whole), FMT_FRAMES_ALL);
-	cr_assert_leq(fmt_block_mem_bytes(blk), fmt_block_mem_bytes(whole));
-	cr_assert_geq(fmt_block_mem_bytes(blk), fmt_block_mem_bytes(whole) - 4096,
-		      "a partial block is charged for room for every frame");
-	fmt_block_free(whole);
-	fmt_block_free(blk);
-	/* No frame at all of the wide columns: still a valid block. */
-	cr_assert_eq(decode_frames(seg, img, 0, FMT_COLS_ALL, 0, &blk), 0);
-	cr_assert_eq(fmt_block_frames(blk), UINT64_MAX << 8, "eight frames, none decoded");
-	cr_assert_eq(fmt_block_ints(blk, FMT_COL_SEQ)[511], 512);
-	fmt_block_free(blk);
-	/* A frame left out is still covered by the chunk's checksum. */
-	const struct fmt_chunk_ref *k = &seg->blocks[1].chunk[FMT_COL_DETAILS];
-	img[k->offset + k->stored_len - 3] ^= 0x04; /* inside the last frame */
-	cr_assert_eq(decode_frames(seg, img, 1, FMT_COLS_ALL, 1ull << 0, &blk), FMT_E_CORRUPT);
-	img[k->offset + k->stored_len - 3] ^= 0x04;
-	fmt_segment_close(seg);
-	free(img);
-	set_free(&s);
-}
-
-/* Blocks of more than 4096 rows have larger frames, never more than 64;
- * older versions are one frame a block. */
-Test(segment, framed_chunks_of_large_blocks_and_older_versions)
-{
-	struct set s;
-	uint8_t *img;
-	size_t len;
-	set_init(&s, 5000, 1);
-	build(&s, 4100, &img, &len);
-	struct fmt_segment *seg = check_roundtrip(&s, img, len);
-	cr_assert_eq(fmt_segment_frame_rows(seg), 65, "ceil(4100 / 64)");
-	struct fmt_block *blk;
-	cr_assert_eq(decode_frames(seg, img, 0, FMT_COLS_ALL, 1ull << 63, &blk), 0);
-	struct fmt_attr attrs[FMT_ATTRS_HARD_MAX];
-	for (uint32_t i = 63 * 65; i < 4100; i++) {
-		struct fmt_event ev;
-		fmt_block_row(seg, blk, i, &ev, attrs, FMT_ATTRS_HARD_MAX, NULL);
-		assert_event_eq(&ev, &s.rows[i], i);
-	}
-	fmt_block_free(blk);
-	fmt_segment_close(seg);
-	free(img);
-
-	struct fmt_segment_build_args a = args_for(0);
-	a.version = 3;
-	cr_assert_eq(fmt_segment_build(&a, s.rows, (const uint8_t (*)[FMT_HASH_BYTES])s.chains, s.n,
-				       &img, &len), 0);
-	seg = check_roundtrip(&s, img, len);
-	cr_assert_eq(seg->meta.version, 3);
-	cr_assert_eq(fmt_segment_frame_rows(seg), FMT_SEG_BLOCK_ROWS_DEFAULT);
-	cr_assert_eq(decode_frames(seg, img, 2, FMT_COLS_ALL, 1ull << 5, &blk), 0);
-	cr_assert_eq(fmt_block_frames(blk), FMT_FRAMES_ALL, "a v3 block is decoded whole");
-	cr_assert(fmt_block_covers(blk, FMT_COLS_ALL, 1ull << 0));
-	fmt_block_free(blk);
-	fmt_segment_close(seg);
-	free(img);
-	set_free(&s);
-}
-
-/* A frame index whose lengths still add up but do not match the frames,
- * or whose frame count is wrong, is refused, checksums fixed up. */
-Test(segment, framed_chunk_index_must_match_its_frames)
-{
-	struct set s;
-	uint8_t *img;
-	size_t len;
-	set_init(&s, 200, 1);
-	build(&s, 0, &img, &len);
-	struct fmt_segment *seg;
-	cr_assert_eq(fmt_segment_open_buf(img, len, &seg), 0);
-	const unsigned c = FMT_COL_STR_FIRST + FMT_F_USER_AGENT; /* empty: a byte a row */
-	const struct fmt_chunk_ref *k = &seg->blocks[0].chunk[c];
-	uint32_t ref_at = META_BYTES + BLOCK_FIXED_BYTES + c * CHUNK_REF_BYTES;
-	const uint8_t *p = img + k->offset;
-	cr_assert_eq(p[0], 4, "200 rows: four frames");
-	cr_assert(p[1] < 0x80 && p[2] == 64 && p[3] < 0x80 && p[4] == 64, "one-byte lengths");
-	for (int kind = 0; kind < 3; kind++) {
-		uint8_t *t = malloc(len);
-		memcpy(t, img, len);
-		if (kind == 0) { /* move a raw byte from frame 0 to frame 1 */
-			t[k->offset + 2]--;
-			t[k->offset + 4]++;
-		} else if (kind == 1) {
-			t[k->offset] = 3; /* three frames for 200 rows */
-		} else {
-			t[k->offset] = 5;
-		}
-		uint8_t sum[8];
-		fmt_put_u64(sum, fmt_xxh3(t + k->offset, k->stored_len));
-		uint8_t *u = rewrite_footer(t, len, ref_at + 20, sum, 8);
-		struct fmt_block *blk;
-		cr_assert_eq(decode_frames(seg, u, 0, 1u << c, FMT_FRAMES_ALL, &blk), FMT_E_CORRUPT,
-			     "kind %d", kind);
-		cr_assert_eq(accept_all(u, len), FMT_E_CORRUPT, "kind %d", kind);
-		free(u);
-		free(t);
-	}
-	fmt_segment_close(seg);
-	free(img);
-	set_free(&s);
 }
