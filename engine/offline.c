@@ -210,6 +210,14 @@ int eng_file_map(const char *path, const uint8_t **out, size_t *len)
 	int rc = open_regular(path, &fd, &size);
 	if (rc)
 		return rc;
+	rc = eng_file_map_fd(fd, size, out, len);
+	close(fd);
+	return rc;
+}
+
+int eng_file_map_fd(int fd, size_t size, const uint8_t **out, size_t *len)
+{
+	int rc = 0;
 	if (size == 0) {
 		*out = empty_file;
 		*len = 0;
@@ -222,7 +230,6 @@ int eng_file_map(const char *path, const uint8_t **out, size_t *len)
 			*len = size;
 		}
 	}
-	close(fd);
 	return rc;
 }
 

@@ -91,6 +91,9 @@ int eng_file_read_all(const char *path, uint8_t **out, size_t *len);
  * Release with eng_file_unmap(). The file must not shrink while mapped.
  * Returns as eng_file_read_all(), or -errno of mmap. */
 int eng_file_map(const char *path, const uint8_t **out, size_t *len);
+/* The same through an open fd of a regular file of `size` bytes (the fd
+ * stays open and owned by the caller). */
+int eng_file_map_fd(int fd, size_t size, const uint8_t **out, size_t *len);
 void eng_file_unmap(const uint8_t *p, size_t len);
 
 /* A manifest segment record (docs/FORMAT.md §6), for tools that dump it. */

@@ -44,7 +44,9 @@
  * A generation number names one file in its life: a start begins past
  * every .log and .free file (the spare kept at a stop is wal-<last+1>.free),
  * and no rename replaces a file, so the free list never names a file
- * twice nor a live one.
+ * twice nor a live one. The recycling reads, cuts and rewrites the inode
+ * it opened, not a name, and checks after the rename that the new name
+ * is that inode (else the rotation fails, ADR 0002).
  *
  * Replay is CPU-bound (checksum, decode, SHA-256 of every event and a chain
  * step, memtable copy, dedup insert), one thread per shard. Two things keep
@@ -183,6 +185,14 @@ static uint64_t free_file_records(const uint8_t *buf, size_t len, const struct f
 	return *end > FMT_FILE_HEADER_BYTES ? life : 0;
 }
 
+/* Whether path names the inode open as fd. */
+static bool same_inode(int fd, const char *path)
+{
+	struct stat a, b;
+	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
 /* Turns the free file `from` into generation `gen`'s file (see the top of
  * this file): returns its fd and salt, or an error (FMT_E_VERSION for a
  * file that cannot be recycled), and then the free file is left as it
@@ -193,11 +203,21 @@ static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint
 	char src[4200], dst[4200];
 	free_path_in(dir, from, src, sizeof(src));
 	wal_path_in(dir, gen, dst, sizeof(dst));
+	/* Everything below reads and writes the inode opened here; only the
+	 * rename goes by name, and it is checked to have moved that inode. */
+	int fd = open(src, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
 	const uint8_t *buf;
 	size_t len;
-	int rc = eng_file_map(src, &buf, &len);
-	if (rc)
+	int rc = fstat(fd, &st) != 0 ? -errno : !S_ISREG(st.st_mode) ? FMT_E_CORRUPT : 0;
+	if (rc == 0)
+		rc = eng_file_map_fd(fd, (size_t)st.st_size, &buf, &len);
+	if (rc) {
+		close(fd);
 		return rc;
+	}
 	struct fmt_file_header h;
 	uint64_t prev = 0, end = 0;
 	rc = fmt_file_header_decode(buf, len, &h);
@@ -206,11 +226,10 @@ static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint
 	if (rc == 0)
 		prev = free_file_records(buf, len, &h, payload_max, &end);
 	eng_file_unmap(buf, len);
-	if (rc)
+	if (rc) {
+		close(fd);
 		return rc;
-	int fd = open(src, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	}
 	/* Nothing older than prev's records stays in the file. */
 	if (end < len && ftruncate(fd, (off_t)end) != 0)
 		rc = -errno;
@@ -219,6 +238,8 @@ static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint
 	/* Never over a live file (a generation is named once). */
 	if (rc == 0 && renameat2(AT_FDCWD, src, AT_FDCWD, dst, RENAME_NOREPLACE) != 0)
 		rc = -errno;
+	else if (rc == 0 && !same_inode(fd, dst))
+		rc = -ESTALE; /* another file had the free name: never expected, fail loudly */
 	else if (rc == 0 && (rc = eng_fsync_dir(dir)) != 0)
 		unlink(dst); /* renamed: the caller deletes the free name only */
 	if (rc) {
