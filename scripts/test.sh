@@ -42,7 +42,7 @@ say() { printf '==> %s\n' "$*"; }
 mode=${1:-all}
 case "$mode" in
 all | main | asan | tsan | release) ;;
--h | --help) sed -n '4,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+-h | --help) sed -n '4,24s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
 *) echo "test.sh: unknown mode '$mode' (all, main, asan, tsan or release)" >&2; exit 2 ;;
 esac
 if [ "$mode" = all ] && [ "${HODEI_TEST_QUICK:-0}" = 1 ]; then
