@@ -148,9 +148,9 @@ static void note(struct off_run *r, enum eng_offline_severity sev, const char *p
 
 /* Opens path read-only without following a final symlink and checks that
  * it is a regular file; *fd is open and *size set only on 0. */
-static int open_regular(const char *path, int *fd, size_t *size)
+int eng_file_open_regular(const char *path, int flags, int *fd, size_t *size)
 {
-	int f = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int f = open(path, flags | O_CLOEXEC | O_NOFOLLOW);
 	if (f < 0)
 		return -errno;
 	struct stat st;
@@ -172,7 +172,7 @@ int eng_file_read_all(const char *path, uint8_t **out, size_t *len)
 {
 	int fd;
 	size_t size;
-	int rc = open_regular(path, &fd, &size);
+	int rc = eng_file_open_regular(path, O_RDONLY, &fd, &size);
 	if (rc)
 		return rc;
 	uint8_t *buf = malloc(size ? size : 1);
@@ -207,7 +207,7 @@ int eng_file_map(const char *path, const uint8_t **out, size_t *len)
 {
 	int fd;
 	size_t size;
-	int rc = open_regular(path, &fd, &size);
+	int rc = eng_file_open_regular(path, O_RDONLY, &fd, &size);
 	if (rc)
 		return rc;
 	rc = eng_file_map_fd(fd, size, out, len);

@@ -91,8 +91,12 @@ int eng_file_read_all(const char *path, uint8_t **out, size_t *len);
  * Release with eng_file_unmap(). The file must not shrink while mapped.
  * Returns as eng_file_read_all(), or -errno of mmap. */
 int eng_file_map(const char *path, const uint8_t **out, size_t *len);
-/* The same through an open fd of a regular file of `size` bytes (the fd
- * stays open and owned by the caller). */
+/* Opens path (flags: O_RDONLY or O_RDWR; close-on-exec, no symlink
+ * followed), which must be a regular file: its fd and size, or -errno
+ * (-EISDIR, -EINVAL for another kind of file). */
+int eng_file_open_regular(const char *path, int flags, int *fd, size_t *size);
+/* eng_file_map() through an fd from eng_file_open_regular() and its size
+ * (the fd stays open and owned by the caller). */
 int eng_file_map_fd(int fd, size_t size, const uint8_t **out, size_t *len);
 void eng_file_unmap(const uint8_t *p, size_t len);
 

@@ -205,16 +205,14 @@ static int wal_file_recycle(const char *dir, uint32_t shard, uint64_t from, uint
 	wal_path_in(dir, gen, dst, sizeof(dst));
 	/* Everything below reads and writes the inode opened here; only the
 	 * rename goes by name, and it is checked to have moved that inode. */
-	int fd = open(src, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
+	int fd;
+	size_t size;
+	int rc = eng_file_open_regular(src, O_RDWR, &fd, &size);
+	if (rc)
+		return rc;
 	const uint8_t *buf;
 	size_t len;
-	int rc = fstat(fd, &st) != 0 ? -errno : !S_ISREG(st.st_mode) ? FMT_E_CORRUPT : 0;
-	if (rc == 0)
-		rc = eng_file_map_fd(fd, (size_t)st.st_size, &buf, &len);
-	if (rc) {
+	if ((rc = eng_file_map_fd(fd, size, &buf, &len)) != 0) {
 		close(fd);
 		return rc;
 	}
