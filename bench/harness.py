@@ -187,6 +187,17 @@ def quantile_of(buckets, q):
     return le * 1000 if le != float("inf") else None
 
 
+def max_of(buckets):
+    """The upper bound (ms) of the highest non-empty bucket of {le:
+    cumulative count}; None when empty, inf past the last finite bound."""
+    buckets = sorted(buckets.items())
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    top = buckets[-1][1]
+    le = next(le for le, v in buckets if v >= top)
+    return le * 1000 if le != float("inf") else "inf"
+
+
 STAGES = ("receive", "queue", "wait", "commit", "deliver", "respond")
 SERIES = ("append",) + STAGES  # the whole Append, then its stages
 
@@ -228,14 +239,26 @@ class Scraper(threading.Thread):
             b = (diff("hodei_append_duration_seconds") if k == "append" else
                  diff("hodei_append_stage_duration_seconds", stage=k))
             out[k] = {"p99_ms": quantile_of(b, 0.99), "p999_ms": quantile_of(b, 0.999)}
+        # The WAL under those stages: group commits, and rotations (each
+        # holds the shard thread), with the bucket of their slowest.
+        for k, name in (("fsync", "hodei_wal_fsync_duration_seconds"),
+                        ("rotation", "hodei_wal_rotation_duration_seconds")):
+            b = diff(name)
+            out["wal_" + k] = {"count": int(max(b.values(), default=0)),
+                               "p999_ms": quantile_of(b, 0.999), "max_ms": max_of(b)}
         return out
 
 
 def stage_line(w):
     if not w:
         return "no window scrapes"
-    return "window p99/p99.9 ≤ ms: " + ", ".join(
+    line = "window p99/p99.9 ≤ ms: " + ", ".join(
         f"{k} {w[k]['p99_ms']}/{w[k]['p999_ms']}" for k in SERIES if w[k]["p99_ms"] is not None)
+    for k in ("fsync", "rotation"):
+        if w.get("wal_" + k):
+            x = w["wal_" + k]
+            line += f"; {x['count']:.0f} WAL {k}s, slowest ≤ {x['max_ms']} ms"
+    return line
 
 
 # ---------------------------------------------------------------------------
@@ -738,11 +761,14 @@ def print_sweep(r):
     if staged:
         print()
         print("hodei-audit's Append stages over each window, p99 (bucket bound, ms):")
-        print(f"{'load':>5} " + " ".join(f"{k:>8}" for k in SERIES))
+        print(f"{'load':>5} " + " ".join(f"{k:>8}" for k in SERIES) +
+              f" {'fsync max':>10} {'rotations':>9} {'rot. max':>8}")
         for s in staged:
             w = s["stages"]
+            f, r = w.get("wal_fsync") or {}, w.get("wal_rotation") or {}
             print(f"{s['fraction']:>5.0%} " + " ".join(
-                f"{fmt(w[k]['p99_ms']):>8}" for k in SERIES))
+                f"{fmt(w[k]['p99_ms']):>8}" for k in SERIES) +
+                f" {fmt(f.get('max_ms')):>10} {fmt(r.get('count')):>9} {fmt(r.get('max_ms')):>8}")
 
 
 def main():

@@ -555,6 +555,11 @@ struct eng_shard_stats {
 	/* WAL rotations, and those that created the next file on the shard
 	 * thread because the seal worker had not created it ahead. */
 	uint64_t wal_rotations, wal_rotations_inline;
+	/* How long each rotation held the shard thread (closing the full
+	 * file, waiting for the worker's spare or creating the file itself):
+	 * appends queue meanwhile. Histogram as fsync_hist below. */
+	uint64_t wal_rotation_ns_total, wal_rotation_ns_max;
+	uint64_t wal_rotation_hist[ENG_LATENCY_BOUNDS + 1];
 	/* WAL generations started in a recycled file, and the free files
 	 * kept for it now (at most wal_recycle_files). */
 	uint64_t wal_recycled, wal_free_files;

@@ -53,6 +53,10 @@ enum eng_req_kind {
 
 int64_t eng_now_ns(void);      /* CLOCK_REALTIME in ns */
 int64_t eng_mono_ns(void);     /* CLOCK_MONOTONIC in ns */
+/* Counts a duration in a stats histogram (bounds eng_latency_bounds_ns),
+ * its running total and its maximum. */
+void eng_latency_note(uint64_t hist[ENG_LATENCY_BOUNDS + 1], uint64_t *total, uint64_t *max,
+		      uint64_t ns);
 void eng_log(const struct eng_engine *eng, enum eng_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

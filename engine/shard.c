@@ -46,6 +46,18 @@ const uint64_t eng_latency_bounds_ns[ENG_LATENCY_BOUNDS] = {
 	50000000, 100000000, 250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000,
 };
 
+void eng_latency_note(uint64_t hist[ENG_LATENCY_BOUNDS + 1], uint64_t *total, uint64_t *max,
+		      uint64_t ns)
+{
+	uint32_t b = 0;
+	while (b < ENG_LATENCY_BOUNDS && ns > eng_latency_bounds_ns[b])
+		b++;
+	hist[b]++;
+	*total += ns;
+	if (ns > *max)
+		*max = ns;
+}
+
 #define TICK_REQUESTS_MAX 4096   /* requests drained per tick */
 #define IDLE_WAIT_NS (100 * 1000000ll)
 
@@ -447,13 +459,8 @@ static void wal_fsync_done(struct eng_io_op *op)
 	int64_t took = eng_mono_ns() - w->commit_started_ns;
 	w->in_flight = false;
 	s->stats.wal_fsyncs++;
-	s->stats.fsync_ns_total += (uint64_t)took;
-	uint32_t b = 0;
-	while (b < ENG_LATENCY_BOUNDS && (uint64_t)took > eng_latency_bounds_ns[b])
-		b++;
-	s->stats.fsync_hist[b]++;
-	if ((uint64_t)took > s->stats.fsync_ns_max)
-		s->stats.fsync_ns_max = (uint64_t)took;
+	eng_latency_note(s->stats.fsync_hist, &s->stats.fsync_ns_total, &s->stats.fsync_ns_max,
+			 (uint64_t)took);
 	if (err < 0 || s->failed) {
 		wal_fail(s, err < 0 ? err : -EIO);
 		commit_finish(s, buf, -EIO, w->commit_started_ns);

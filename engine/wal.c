@@ -390,12 +390,16 @@ int eng_wal_rotate(struct eng_shard *s)
 {
 	struct eng_wal *w = &s->wal;
 	ASSERT(!w->in_flight);
+	int64_t t0 = eng_mono_ns();
 	int rc = old_gens_push(w, w->gen);
 	if (rc)
 		return rc;
 	close(w->fd);
 	w->fd = -1;
-	return wal_create(s, w->gen + 1);
+	rc = wal_create(s, w->gen + 1);
+	eng_latency_note(s->stats.wal_rotation_hist, &s->stats.wal_rotation_ns_total,
+			 &s->stats.wal_rotation_ns_max, (uint64_t)(eng_mono_ns() - t0));
+	return rc;
 }
 
 int eng_wal_open(struct eng_shard *s)

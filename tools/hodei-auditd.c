@@ -399,16 +399,27 @@ static bool ready(void *ctx, char *why, size_t cap)
 		mx_sample_u64(b, name, NULL, 0, value);                      \
 	} while (0)
 
+/* Adds a shard's stats histogram (eng_latency_bounds_ns) to h. */
+static void hist_add(struct mx_hist *h, const uint64_t counts[ENG_LATENCY_BOUNDS + 1],
+		     uint64_t sum_ns)
+{
+	for (int k = 0; k <= ENG_LATENCY_BOUNDS; k++)
+		atomic_fetch_add(&h->buckets[k], counts[k]);
+	atomic_fetch_add(&h->sum_ns, sum_ns);
+}
+
 static int render(void *ctx, struct mx_buf *b)
 {
 	struct daemon *d = ctx;
 	srv_render_metrics(d->srv, b);
 	struct eng_shard_stats sum = { 0 };
-	static struct mx_hist fsync; /* rebuilt from the shards' counts at each scrape */
+	/* rebuilt from the shards' counts at each scrape */
+	static struct mx_hist fsync, rotation;
 	double bounds[ENG_LATENCY_BOUNDS];
 	for (int i = 0; i < ENG_LATENCY_BOUNDS; i++)
 		bounds[i] = (double)eng_latency_bounds_ns[i] / 1e9;
 	mx_hist_init(&fsync, bounds, ENG_LATENCY_BOUNDS);
+	mx_hist_init(&rotation, bounds, ENG_LATENCY_BOUNDS);
 	uint32_t failed = 0, disk_full = 0, shards = d->eng && atomic_load(&d->phase) != PHASE_RECOVERING
 					      ? eng_shard_count(d->eng)
 					      : 0;
@@ -424,10 +435,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.wal_rotations_inline += st.wal_rotations_inline;
 		sum.wal_recycled += st.wal_recycled;
 		sum.wal_free_files += st.wal_free_files;
-		sum.fsync_ns_total += st.fsync_ns_total;
-		for (int k = 0; k <= ENG_LATENCY_BOUNDS; k++)
-			atomic_fetch_add(&fsync.buckets[k], st.fsync_hist[k]);
-		atomic_fetch_add(&fsync.sum_ns, st.fsync_ns_total);
+		hist_add(&fsync, st.fsync_hist, st.fsync_ns_total);
+		hist_add(&rotation, st.wal_rotation_hist, st.wal_rotation_ns_total);
 		sum.segments_sealed += st.segments_sealed;
 		sum.seal_write_steps += st.seal_write_steps;
 		sum.seal_write_steps_hurried += st.seal_write_steps_hurried;
@@ -475,6 +484,9 @@ static int render(void *ctx, struct mx_buf *b)
 	mx_family(b, "hodei_wal_fsync_duration_seconds", "histogram",
 		  "Group commit: WAL write submission to fsync completion.");
 	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);
+	mx_family(b, "hodei_wal_rotation_duration_seconds", "histogram",
+		  "WAL rotation: how long it held the shard thread (appends wait meanwhile).");
+	mx_hist_write(b, "hodei_wal_rotation_duration_seconds", NULL, 0, &rotation);
 	ENGINE_COUNTER("hodei_segments_sealed_total", "Segments sealed.", segments_sealed);
 	mx_family(b, "hodei_segments_sealed_by_reason_total", "counter",
 		  "Segments sealed, by why their tenant was sealed: size (seal-rows, seal-bytes), "

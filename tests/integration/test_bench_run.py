@@ -17,12 +17,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 import harness  # noqa: E402
 
 
-def scrape(append, wait):
-    """A /metrics text with the Append histogram and one stage's, from
-    cumulative bucket counts at the bounds 0.005, 0.01, 0.05 s and +Inf."""
+def scrape(append, wait, rotation=None):
+    """A /metrics text with the Append histogram and one stage's (and the
+    WAL rotations' when given), from cumulative bucket counts at the
+    bounds 0.005, 0.01, 0.05 s and +Inf."""
     lines = []
-    for name, labels, counts in (("hodei_append_duration_seconds", "", append),
-                                 ("hodei_append_stage_duration_seconds", 'stage="wait",', wait)):
+    series = [("hodei_append_duration_seconds", "", append),
+              ("hodei_append_stage_duration_seconds", 'stage="wait",', wait)]
+    if rotation:
+        series.append(("hodei_wal_rotation_duration_seconds", "", rotation))
+    for name, labels, counts in series:
         lines.append(f"# TYPE {name} histogram")
         for le, c in zip(("0.005", "0.01", "0.05", "+Inf"), counts):
             lines.append(f'{name}_bucket{{{labels}le="{le}"}} {c}')
@@ -48,6 +52,22 @@ def test_stage_window_is_the_difference_of_two_scrapes():
     assert harness.quantile_of(harness.buckets_of(end, "hodei_append_duration_seconds"),
                                0.99) is None
     assert sc.window(30.0, 40.0) == {}  # no scrape inside: nothing claimed
+
+
+def test_stage_window_counts_wal_rotations_and_their_slowest():
+    """The rotations in the window and the bound of the slowest one's
+    bucket: a slow rotation before the window does not show."""
+    a, w = [0, 0, 0, 10], [0, 0, 0, 10]
+    sc = harness.Scraper(None)
+    sc.scrapes = [(0.0, scrape(a, w, rotation=[0, 0, 0, 0])),
+                  (10.0, scrape(a, w, rotation=[0, 0, 0, 1])),    # one past 50 ms
+                  (20.0, scrape(a, w, rotation=[2, 2, 3, 4]))]    # then two ≤ 5 ms, one ≤ 50 ms
+    x = sc.window(10.0, 20.0)["wal_rotation"]
+    assert x["count"] == 3
+    assert x["max_ms"] == 50.0
+    x = sc.window(0.0, 20.0)["wal_rotation"]
+    assert x["count"] == 4 and x["max_ms"] == "inf"
+    assert sc.window(10.0, 20.0)["wal_fsync"] == {"count": 0, "p999_ms": None, "max_ms": None}
 
 
 def test_query_rounds_give_medians_and_per_round_ratios():

@@ -21,6 +21,7 @@ REQUIRED = {
     "hodei_append_duration_seconds": "histogram",
     "hodei_append_stage_duration_seconds": "histogram",
     "hodei_wal_fsync_duration_seconds": "histogram",
+    "hodei_wal_rotation_duration_seconds": "histogram",
     "hodei_wal_recycled_total": "counter",
     "hodei_wal_free_files": "gauge",
     "hodei_segments_sealed_total": "counter",
@@ -86,6 +87,9 @@ def test_histograms_well_formed(server):
     for name in ("hodei_append_duration_seconds", "hodei_wal_fsync_duration_seconds"):
         _check_histogram(m, name)
         assert m.sum(name + "_count") >= 1, f"{name}: nothing observed after appends"
+    # No rotation yet (the first file of a start is not one), but the
+    # series is there, empty.
+    _check_histogram(m, "hodei_wal_rotation_duration_seconds")
 
 
 def test_counters_move_by_exactly_what_was_sent(server, stubs):

@@ -244,3 +244,50 @@ Test(wal, replay_of_a_file_longer_than_the_helper_ring, .timeout = 300)
 	eng_producer_close(p);
 	eng_close(eng);
 }
+
+/* Every rotation is timed (the first file of a start is not a rotation):
+ * the histogram counts them all, and its total and maximum agree. */
+Test(wal, rotations_are_timed)
+{
+	char dir[256];
+	tu_tmpdir(dir, sizeof(dir));
+	struct tenant_log t[TENANTS];
+	struct eng_config cfg;
+	config(&cfg, 2, 100000);
+	struct eng_engine *eng = tu_open(dir, &cfg);
+	cr_assert(eng != NULL);
+	struct eng_producer *p;
+	cr_assert_eq(eng_producer_open(eng, &p), 0);
+	fill(p, t);
+	for (uint32_t i = 0; i < cfg.shards; i++) {
+		struct eng_shard_stats st, first;
+		eng_shard_stats(eng, i, &first);
+		/* Published twice more: every rotation of the fill is in it. */
+		do {
+			usleep(1000);
+			eng_shard_stats(eng, i, &st);
+		} while (st.publishes < first.publishes + 2);
+		uint64_t timed = 0;
+		uint32_t top = 0;
+		for (uint32_t b = 0; b <= ENG_LATENCY_BOUNDS; b++) {
+			timed += st.wal_rotation_hist[b];
+			if (st.wal_rotation_hist[b])
+				top = b;
+		}
+		cr_assert_gt(st.wal_rotations, 3, "shard %u: %llu files", i,
+			     (unsigned long long)st.wal_rotations);
+		cr_assert_eq(timed, st.wal_rotations - 1, "shard %u: %llu timed of %llu", i,
+			     (unsigned long long)timed, (unsigned long long)st.wal_rotations);
+		cr_assert_gt(st.wal_rotation_ns_max, 0);
+		cr_assert_geq(st.wal_rotation_ns_total, st.wal_rotation_ns_max);
+		/* The maximum lies in the highest bucket counted. */
+		cr_assert(top == ENG_LATENCY_BOUNDS ||
+				  st.wal_rotation_ns_max <= eng_latency_bounds_ns[top],
+			  "shard %u: max %llu ns above bucket %u", i,
+			  (unsigned long long)st.wal_rotation_ns_max, top);
+		cr_assert(top == 0 || st.wal_rotation_ns_max > eng_latency_bounds_ns[top - 1]);
+	}
+	eng_producer_close(p);
+	eng_close(eng);
+	tu_rmtree(dir);
+}
