@@ -246,6 +246,12 @@ class Scraper(threading.Thread):
             b = diff(name)
             out["wal_" + k] = {"count": int(max(b.values(), default=0)),
                                "p999_ms": quantile_of(b, 0.999), "max_ms": max_of(b)}
+        # Commits past --slow-commit (logged), and the shard threads'
+        # time blocked in their own file-system calls.
+        out["wal_slow_commits"] = int(m1.sum("hodei_wal_slow_commits_total") -
+                                      m0.sum("hodei_wal_slow_commits_total"))
+        out["shard_blocked_ms"] = round(1000 * (m1.sum("hodei_shard_blocked_seconds_total") -
+                                                m0.sum("hodei_shard_blocked_seconds_total")), 1)
         return out
 
 
@@ -258,6 +264,9 @@ def stage_line(w):
         if w.get("wal_" + k):
             x = w["wal_" + k]
             line += f"; {x['count']:.0f} WAL {k}s, slowest ≤ {x['max_ms']} ms"
+    if "wal_slow_commits" in w:
+        line += (f"; {w['wal_slow_commits']} slow commits, shard threads blocked "
+                 f"{w['shard_blocked_ms']} ms")
     return line
 
 

@@ -45,6 +45,7 @@ void eng_config_default(struct eng_config *c)
 	c->wal_buffer_bytes = 16ull << 20;
 	c->wal_file_bytes = 128ull << 20;
 	c->wal_recycle_files = 2;
+	c->slow_commit_ns = 100 * 1000000ll;
 	c->dedup_window_ns = 15ll * 60 * 1000000000;
 	c->dedup_entries_max = 1u << 20;
 	c->block_rows = FMT_SEG_BLOCK_ROWS_DEFAULT;
@@ -167,6 +168,8 @@ static const char *config_check(const struct eng_config *c)
 		return "segment_version: not a version this build writes";
 	if (c->count_groups_max < 1)
 		return "count_groups_max: want at least 1";
+	if (c->slow_commit_ns < 0)
+		return "slow_commit_ns: want 0 (off) or more";
 	if (c->thread_slice_ns && (c->thread_slice_ns < 100000 || c->thread_slice_ns > 100000000))
 		return "thread_slice_ns: want 0 or 100 us..100 ms";
 	if (c->seal_slice_ns && (c->seal_slice_ns < 100000 || c->seal_slice_ns > 100000000))

@@ -146,6 +146,10 @@ struct eng_config {
 	uint64_t wal_retain_bytes;
 	uint64_t wal_buffer_bytes;       /* per shard, per buffer (two) */
 	uint64_t wal_file_bytes;         /* rotate the WAL file past this size */
+	/* A WAL commit (write and fdatasync) that takes at least this long is
+	 * counted and logged with what the shard's other I/O did meanwhile;
+	 * 0: never. 100 ms by default. */
+	int64_t slow_commit_ns;
 	/* Per shard: retired WAL files kept to be overwritten by a later
 	 * generation instead of deleted (ADR 0016), so that an append needs
 	 * no metadata change; 0 deletes them. */
@@ -552,6 +556,11 @@ struct eng_shard_stats {
 	uint64_t requests_rejected_invalid, requests_rejected_budget, requests_rejected_rate;
 	uint64_t requests_rejected_disk;
 	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
+	uint64_t wal_slow_commits;      /* commits that took at least slow_commit_ns */
+	/* Time the shard thread spent blocked in file-system calls it makes
+	 * itself (a seal round's renames and directory fsync, a WAL file
+	 * created inline): appends and completions wait meanwhile. */
+	uint64_t shard_blocked_ns;
 	/* WAL rotations, and those that created the next file on the shard
 	 * thread because the seal worker had not created it ahead. */
 	uint64_t wal_rotations, wal_rotations_inline;

@@ -241,7 +241,15 @@ struct eng_wal {
 	bool in_flight;                    /* the other buffer is being written */
 	struct eng_io_op write_op, fsync_op;
 	int64_t commit_started_ns;
+	int64_t write_done_ns;             /* the commit's write completed */
 	int write_result;
+	/* What the shard's disk and thread did besides the commit in flight,
+	 * as at its start: a slow commit (cfg.slow_commit_ns) logs the
+	 * difference. At most one line per second; the others are counted. */
+	struct eng_io_counts commit_io;
+	uint64_t commit_rotations, commit_blocked_ns;
+	int64_t slow_logged_ns;
+	uint64_t slow_unlogged;
 	/* The next generation's file, created ahead by the seal worker so
 	 * that a rotation does not wait for open, header fsync and directory
 	 * fsync on the shard thread (wal.c). Guarded by the shard's seal_lock. */

@@ -123,6 +123,11 @@ int eng_io_run(struct eng_io *io, int64_t timeout_ns)
 	return rc;
 }
 
+void eng_io_counts(const struct eng_io *io, struct eng_io_counts *out)
+{
+	*out = io->done;
+}
+
 uint32_t eng_io_in_flight(const struct eng_io *io)
 {
 	return io->in_flight;
@@ -141,6 +146,7 @@ void eng_io_base_init(struct eng_io *io, const struct eng_io_vtable *vt,
 	io->running = false;
 	io->queue_head = NULL;
 	io->queue_tail = NULL;
+	io->done = (struct eng_io_counts){ 0 };
 }
 
 struct eng_io_op *eng_io_take_queue(struct eng_io *io)
@@ -179,6 +185,8 @@ int eng_io_complete(struct eng_io *io, struct eng_io_op *head)
 		op = head;
 		head = op->next;
 		op->next = NULL;
+		io->done.ops[op->kind]++;
+		io->done.bytes[op->kind] += op->kind == ENG_IO_FSYNC ? 0 : op->len;
 		op->done(op);
 	}
 	return (int)n;

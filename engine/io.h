@@ -53,6 +53,14 @@ enum eng_io_kind {
 	 * only FSYNC does. */
 	ENG_IO_WRITEBACK = 4,
 };
+#define ENG_IO_KINDS 5 /* array size for per-kind counts, indexed by kind */
+
+/* Ops an instance completed so far, by kind, and their lengths (what was
+ * asked: a FSYNC counts 0 bytes). What else the shard's disk did while one
+ * op waited: the WAL's slow commits report it (shard.c). */
+struct eng_io_counts {
+	uint64_t ops[ENG_IO_KINDS], bytes[ENG_IO_KINDS];
+};
 
 struct eng_io_op;
 typedef void (*eng_io_done_fn)(struct eng_io_op *op);
@@ -114,6 +122,9 @@ int eng_io_create(enum eng_io_backend backend, uint32_t entries, int wake_fd,
 void eng_io_destroy(struct eng_io *io);
 
 /* Which backend this instance really is (never AUTO). */
+/* Copies the counts of ops completed so far (the instance's thread). */
+void eng_io_counts(const struct eng_io *io, struct eng_io_counts *out);
+
 enum eng_io_backend eng_io_backend_of(const struct eng_io *io);
 const char *eng_io_backend_name(enum eng_io_backend b);
 
@@ -178,6 +189,7 @@ struct eng_io {
 	bool running;                /* inside eng_io_run(), callbacks included */
 	struct eng_io_op *queue_head; /* submitted, not yet taken by the backend */
 	struct eng_io_op *queue_tail;
+	struct eng_io_counts done;   /* counted as callbacks are run */
 };
 
 /* A FIFO of ops linked through op->next. */

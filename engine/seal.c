@@ -441,6 +441,7 @@ static void seal_files_durable(struct eng_shard *s)
 {
 	struct eng_seal *z = s->seal;
 	int err = 0;
+	int64_t t0 = eng_mono_ns();
 	for (uint32_t i = 0; i < z->count && !err; i++)
 		err = z->item[i].result;
 	for (uint32_t i = 0; i < z->count && !err; i++) {
@@ -454,6 +455,7 @@ static void seal_files_durable(struct eng_shard *s)
 	snprintf(dir, sizeof(dir), "%s/segments", s->dir);
 	if (!err)
 		err = eng_fsync_dir(dir);
+	s->stats.shard_blocked_ns += (uint64_t)(eng_mono_ns() - t0);
 	if (err) {
 		seal_end(s, err);
 		return;

@@ -448,6 +448,51 @@ static void wal_write_done(struct eng_io_op *op)
 {
 	struct eng_shard *s = op->ctx;
 	s->wal.write_result = op->result;
+	s->wal.write_done_ns = eng_mono_ns();
+}
+
+/* A commit that took at least cfg.slow_commit_ns: counted, and logged
+ * with what else the shard did meanwhile. On a device whose cache flush
+ * carries every byte written before it, a WAL fdatasync waits behind the
+ * segment data written just before (ADR 0019), and a shard thread blocked
+ * in a directory fsync sees completions late. One line per shard and
+ * second at most; the next line says how many were not logged. */
+static void slow_commit_note(struct eng_shard *s, const struct eng_wal_buf *buf, int64_t took)
+{
+	struct eng_wal *w = &s->wal;
+	s->stats.wal_slow_commits++;
+	int64_t now = eng_mono_ns();
+	if (w->slow_logged_ns && now - w->slow_logged_ns < 1000000000) {
+		w->slow_unlogged++;
+		return;
+	}
+	struct eng_io_counts c;
+	eng_io_counts(s->io, &c);
+	const struct eng_io_counts *a = &w->commit_io;
+	/* Not the commit's own write and fsync. */
+	uint64_t writes = c.ops[ENG_IO_WRITE] - a->ops[ENG_IO_WRITE] - 1;
+	uint64_t write_kib = (c.bytes[ENG_IO_WRITE] - a->bytes[ENG_IO_WRITE] - buf->len) >> 10;
+	uint64_t wb = c.ops[ENG_IO_WRITEBACK] - a->ops[ENG_IO_WRITEBACK];
+	uint64_t wb_kib = (c.bytes[ENG_IO_WRITEBACK] - a->bytes[ENG_IO_WRITEBACK]) >> 10;
+	uint64_t fsyncs = c.ops[ENG_IO_FSYNC] - a->ops[ENG_IO_FSYNC] - 1;
+	uint64_t reads = c.ops[ENG_IO_READ] - a->ops[ENG_IO_READ];
+	int64_t write_ns = w->write_done_ns >= w->commit_started_ns
+				   ? w->write_done_ns - w->commit_started_ns
+				   : took;
+	eng_log(s->eng, ENG_LOG_WARN,
+		"shard %u: slow WAL commit: %.1f ms (write %.1f ms, then fdatasync %.1f ms) of %llu KiB "
+		"for %u requests; meanwhile: %llu other writes (%llu KiB), %llu ranges written back "
+		"(%llu KiB), %llu other fsyncs, %llu reads, %llu WAL rotations, shard thread blocked "
+		"%.1f ms; %llu slow commits not logged since the last line",
+		s->id, (double)took / 1e6, (double)write_ns / 1e6, (double)(took - write_ns) / 1e6,
+		(unsigned long long)(buf->len >> 10), buf->req_count, (unsigned long long)writes,
+		(unsigned long long)write_kib, (unsigned long long)wb, (unsigned long long)wb_kib,
+		(unsigned long long)fsyncs, (unsigned long long)reads,
+		(unsigned long long)(s->stats.wal_rotations - w->commit_rotations),
+		(double)(s->stats.shard_blocked_ns - w->commit_blocked_ns) / 1e6,
+		(unsigned long long)w->slow_unlogged);
+	w->slow_logged_ns = now;
+	w->slow_unlogged = 0;
 }
 
 static void wal_fsync_done(struct eng_io_op *op)
@@ -461,6 +506,8 @@ static void wal_fsync_done(struct eng_io_op *op)
 	s->stats.wal_fsyncs++;
 	eng_latency_note(s->stats.fsync_hist, &s->stats.fsync_ns_total, &s->stats.fsync_ns_max,
 			 (uint64_t)took);
+	if (s->eng->cfg.slow_commit_ns && took >= s->eng->cfg.slow_commit_ns)
+		slow_commit_note(s, buf, took);
 	if (err < 0 || s->failed) {
 		wal_fail(s, err < 0 ? err : -EIO);
 		commit_finish(s, buf, -EIO, w->commit_started_ns);
@@ -509,6 +556,9 @@ static void commit_start(struct eng_shard *s)
 		rc = eng_io_submit(s->io, &w->fsync_op);
 	ASSERT(rc == 0); /* the ring is sized for the WAL's two ops plus a seal's */
 	w->commit_started_ns = eng_mono_ns();
+	eng_io_counts(s->io, &w->commit_io);
+	w->commit_rotations = s->stats.wal_rotations;
+	w->commit_blocked_ns = s->stats.shard_blocked_ns;
 	w->in_flight = true;
 	w->filling = 1 - w->filling;
 }

@@ -397,8 +397,10 @@ int eng_wal_rotate(struct eng_shard *s)
 	close(w->fd);
 	w->fd = -1;
 	rc = wal_create(s, w->gen + 1);
+	uint64_t took = (uint64_t)(eng_mono_ns() - t0);
 	eng_latency_note(s->stats.wal_rotation_hist, &s->stats.wal_rotation_ns_total,
-			 &s->stats.wal_rotation_ns_max, (uint64_t)(eng_mono_ns() - t0));
+			 &s->stats.wal_rotation_ns_max, took);
+	s->stats.shard_blocked_ns += took;
 	return rc;
 }
 

@@ -167,6 +167,9 @@ static const struct opt opts[] = {
 	{ "slow-query", "HODEI_SLOW_QUERY", O_DUR, D(srv_cfg.slow_query_ns), 0,
 	  "log each Search or Count that takes at least this long, with where its time went "
 	  "(100ms; 0s: never)" },
+	{ "slow-commit", "HODEI_SLOW_COMMIT", O_DUR, D(eng_cfg.slow_commit_ns), 0,
+	  "log a WAL commit (write and fdatasync) that takes at least this long, with what the "
+	  "shard's other I/O did meanwhile; one line per shard and second at most (100ms; 0s: never)" },
 	{ "log-rate", "HODEI_LOG_RATE", O_U32, D(srv_cfg.log_lines_per_s), 0,
 	  "refusal and slow-query log lines per shard and second; more are counted, not written (20)" },
 	{ "grace", "HODEI_GRACE", O_DUR, D(grace_ns), 0, "SIGTERM: time to finish calls in flight (10s)" },
@@ -431,6 +434,8 @@ static int render(void *ctx, struct mx_buf *b)
 		sum.batches_committed += st.batches_committed;
 		sum.wal_bytes_written += st.wal_bytes_written;
 		sum.wal_fsyncs += st.wal_fsyncs;
+		sum.wal_slow_commits += st.wal_slow_commits;
+		sum.shard_blocked_ns += st.shard_blocked_ns;
 		sum.wal_rotations += st.wal_rotations;
 		sum.wal_rotations_inline += st.wal_rotations_inline;
 		sum.wal_recycled += st.wal_recycled;
@@ -484,6 +489,18 @@ static int render(void *ctx, struct mx_buf *b)
 	mx_family(b, "hodei_wal_fsync_duration_seconds", "histogram",
 		  "Group commit: WAL write submission to fsync completion.");
 	mx_hist_write(b, "hodei_wal_fsync_duration_seconds", NULL, 0, &fsync);
+	ENGINE_COUNTER("hodei_wal_slow_commits_total",
+		       "WAL commits that took at least slow-commit (each logged, one line per shard and "
+		       "second at most).",
+		       wal_slow_commits);
+	mx_family(b, "hodei_slow_commit_threshold_seconds", "gauge", "The slow-commit setting (0: off).");
+	mx_sample_f64(b, "hodei_slow_commit_threshold_seconds", NULL, 0,
+		      (double)d->eng_cfg.slow_commit_ns / 1e9);
+	mx_family(b, "hodei_shard_blocked_seconds_total", "counter",
+		  "Time the shard threads spent blocked in their own file-system calls (a seal "
+		  "round's renames and directory fsync, WAL rotations): appends wait meanwhile.");
+	mx_sample_f64(b, "hodei_shard_blocked_seconds_total", NULL, 0,
+		      (double)sum.shard_blocked_ns / 1e9);
 	mx_family(b, "hodei_wal_rotation_duration_seconds", "histogram",
 		  "WAL rotation: how long it held the shard thread (appends wait meanwhile).");
 	mx_hist_write(b, "hodei_wal_rotation_duration_seconds", NULL, 0, &rotation);

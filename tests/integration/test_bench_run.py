@@ -68,6 +68,7 @@ def test_stage_window_counts_wal_rotations_and_their_slowest():
     x = sc.window(0.0, 20.0)["wal_rotation"]
     assert x["count"] == 4 and x["max_ms"] == "inf"
     assert sc.window(10.0, 20.0)["wal_fsync"] == {"count": 0, "p999_ms": None, "max_ms": None}
+    assert sc.window(10.0, 20.0)["wal_slow_commits"] == 0
 
 
 def test_query_rounds_give_medians_and_per_round_ratios():

@@ -562,6 +562,48 @@ IO_TEST(callback_submits)
 	close(fd);
 }
 
+/* Completed ops are counted by kind with the lengths asked (a fsync
+ * counts no bytes), and only once their callback runs. */
+IO_TEST(completions_are_counted_by_kind)
+{
+	struct rec r = { 0 };
+	struct eng_io *io = open_io(b, 8, -1, NULL);
+	struct eng_io_op w1, w2, wb, f, rd;
+	uint8_t out[2 * CHUNK], in[CHUNK];
+	int fd = tmp_file(NULL, 0);
+	struct eng_io_counts c;
+
+	eng_io_counts(io, &c);
+	for (int k = 0; k < ENG_IO_KINDS; k++)
+		cr_assert(c.ops[k] == 0 && c.bytes[k] == 0);
+	fill(out, sizeof(out), 11);
+	op_set(&w1, ENG_IO_WRITE, fd, out, CHUNK, 0, &r);
+	op_set(&w2, ENG_IO_WRITE, fd, out + CHUNK, 100, CHUNK, &r);
+	op_set(&f, ENG_IO_FSYNC, fd, NULL, 0, 0, &r);
+	cr_assert_eq(eng_io_submit(io, &w1), 0);
+	cr_assert_eq(eng_io_submit(io, &w2), 0);
+	cr_assert_eq(eng_io_submit(io, &f), 0);
+	eng_io_counts(io, &c);
+	cr_assert_eq(c.ops[ENG_IO_WRITE], 0, "counted before completion");
+	run_all(io);
+	op_set(&wb, ENG_IO_WRITEBACK, fd, NULL, CHUNK, 0, &r);
+	op_set(&rd, ENG_IO_READ, fd, in, CHUNK, 0, &r);
+	cr_assert_eq(eng_io_submit(io, &wb), 0);
+	cr_assert_eq(eng_io_submit(io, &rd), 0);
+	run_all(io);
+	eng_io_counts(io, &c);
+	cr_assert_eq(c.ops[ENG_IO_WRITE], 2);
+	cr_assert_eq(c.bytes[ENG_IO_WRITE], CHUNK + 100);
+	cr_assert_eq(c.ops[ENG_IO_FSYNC], 1);
+	cr_assert_eq(c.bytes[ENG_IO_FSYNC], 0);
+	cr_assert_eq(c.ops[ENG_IO_WRITEBACK], 1);
+	cr_assert_eq(c.bytes[ENG_IO_WRITEBACK], CHUNK);
+	cr_assert_eq(c.ops[ENG_IO_READ], 1);
+	cr_assert_eq(c.bytes[ENG_IO_READ], CHUNK);
+	eng_io_destroy(io);
+	close(fd);
+}
+
 /* ---- creation, names, AUTO ---- */
 
 Test(io, create_rejects_bad_arguments)

@@ -8,6 +8,7 @@
  * hashes events ahead of the replay, and the batched dedup inserts.
  */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 
 #include "engine_test_util.h"
 
@@ -290,4 +291,73 @@ Test(wal, rotations_are_timed)
 	eng_producer_close(p);
 	eng_close(eng);
 	tu_rmtree(dir);
+}
+
+/* The slow-commit lines, from the shard thread. */
+struct slow_log {
+	atomic_int lines, well_formed;
+};
+
+static void slow_log_capture(void *ctx, enum eng_log_level level, const char *msg)
+{
+	struct slow_log *seen = ctx;
+	if (!strstr(msg, "slow WAL commit"))
+		return;
+	atomic_fetch_add(&seen->lines, 1);
+	if (level == ENG_LOG_WARN && strncmp(msg, "shard 0: slow WAL commit: ", 26) == 0 &&
+	    strstr(msg, "fdatasync") && strstr(msg, "meanwhile:") &&
+	    strstr(msg, "not logged since the last line"))
+		atomic_fetch_add(&seen->well_formed, 1);
+}
+
+static double mono_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* With the threshold at 1 ns every commit is slow: each is counted, and
+ * at most one line a second is written (the first at once). With 0,
+ * none is. */
+Test(wal, slow_commits_are_counted_and_logged_at_most_once_a_second, .timeout = 120)
+{
+	for (int off = 0; off < 2; off++) {
+		char dir[256];
+		tu_tmpdir(dir, sizeof(dir));
+		struct tenant_log t[TENANTS];
+		struct slow_log seen = { 0 };
+		struct eng_config cfg;
+		config(&cfg, 1, 100000);
+		cfg.slow_commit_ns = off ? 0 : 1;
+		cfg.log = slow_log_capture;
+		cfg.log_ctx = &seen;
+		struct eng_engine *eng = tu_open(dir, &cfg);
+		cr_assert(eng != NULL);
+		struct eng_producer *p;
+		cr_assert_eq(eng_producer_open(eng, &p), 0);
+		double t0 = mono_s();
+		fill(p, t);
+		double took = mono_s() - t0;
+		struct eng_shard_stats st, first;
+		eng_shard_stats(eng, 0, &first);
+		do {
+			usleep(1000);
+			eng_shard_stats(eng, 0, &st);
+		} while (st.publishes < first.publishes + 2);
+		cr_assert_gt(st.wal_fsyncs, 10);
+		if (off) {
+			cr_assert_eq(st.wal_slow_commits, 0);
+			cr_assert_eq(atomic_load(&seen.lines), 0);
+		} else {
+			cr_assert_eq(st.wal_slow_commits, st.wal_fsyncs);
+			int lines = atomic_load(&seen.lines);
+			cr_assert_geq(lines, 1);
+			cr_assert_leq(lines, (int)took + 1, "%d lines in %.2f s", lines, took);
+			cr_assert_eq(atomic_load(&seen.well_formed), lines);
+		}
+		eng_producer_close(p);
+		eng_close(eng);
+		tu_rmtree(dir);
+	}
 }
