@@ -558,8 +558,8 @@ struct eng_shard_stats {
 	uint64_t wal_bytes_written, wal_fsyncs, wal_files;
 	uint64_t wal_slow_commits;      /* commits that took at least slow_commit_ns */
 	/* Time the shard thread spent blocked in file-system calls it makes
-	 * itself (a seal round's renames and directory fsync, a WAL file
-	 * created inline): appends and completions wait meanwhile. */
+	 * itself (WAL rotations, retiring WAL files after a seal round): its
+	 * appends and completions wait meanwhile. */
 	uint64_t shard_blocked_ns;
 	/* WAL rotations, and those that created the next file on the shard
 	 * thread because the seal worker had not created it ahead. */

@@ -15,8 +15,12 @@
  *   BUILDING ──built──▶ WRITING
  *        (write <id>.hseg.tmp for every tenant, one image after the other
  *         in paced steps, then fsync them all at once)
- *   WRITING ──all done──▶ rename each to <id>.hseg, fsync the directory once
- *        ──▶ MANIFEST (write + fsync one record per segment, in one write)
+ *   WRITING ──all done──▶ NAMING
+ *        (the seal worker renames each to <id>.hseg and fsyncs the
+ *         directory once: the shard thread never waits for the journal
+ *         commit that fsync makes, nor for the renames' journal handles)
+ *   NAMING ──named──▶ MANIFEST (write + fsync one record per segment, in
+ *        one write)
  *   MANIFEST ──done──▶ add each segment to its tenant, free the frozen
  *        memtables, reclaim WAL files ──▶ IDLE
  *
@@ -48,7 +52,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum seal_state { SEAL_BUILDING = 1, SEAL_WRITING = 2, SEAL_MANIFEST = 3 };
+enum seal_state { SEAL_BUILDING = 1, SEAL_WRITING = 2, SEAL_NAMING = 3, SEAL_MANIFEST = 4 };
 
 #define SEAL_BATCH_MAX 64
 #define SEAL_BATCH_ROWS_MAX (1u << 20)
@@ -77,7 +81,11 @@ struct seal_item {
 struct eng_seal {
 	struct eng_shard *s;
 	enum seal_state state;
-	_Atomic bool built;           /* set by the worker, read by the shard */
+	/* The worker's part of the state is done (BUILDING: the images are
+	 * built; NAMING: the files are named, with naming_result): set by the
+	 * worker, read by the shard. */
+	_Atomic bool worker_done;
+	int naming_result;
 	uint32_t count, pending;
 	uint32_t writing;             /* paced: the item the next step starts in */
 	uint32_t step_ranges;         /* paced: ranges of the step in flight not written back */
@@ -405,7 +413,9 @@ static void seal_committed(struct eng_shard *s)
 		s->stats.segment_bytes_local += it->image_len;
 	}
 	seal_end(s, 0);
+	int64_t t0 = eng_mono_ns();
 	eng_wal_reclaim(s);
+	s->stats.shard_blocked_ns += (uint64_t)(eng_mono_ns() - t0);
 	uint64_t one = 1; /* exporters (S3, ClickHouse) have new work */
 	(void)!write(s->eng->seal_event_fd, &one, sizeof(one));
 }
@@ -436,28 +446,54 @@ static void submit_op(struct eng_shard *s, struct eng_io_op *op)
 	ASSERT(rc == 0); /* the ring holds the WAL's two ops and a whole round */
 }
 
-/* Every segment file is durable: give them their names, then record them. */
+/* Hands z to the seal worker for its part of the current state. */
+static void seal_hand_to_worker(struct eng_shard *s, struct eng_seal *z)
+{
+	atomic_store_explicit(&z->worker_done, false, memory_order_relaxed);
+	pthread_mutex_lock(&s->seal_lock);
+	ASSERT(s->seal_job == NULL);
+	s->seal_job = z;
+	pthread_cond_signal(&s->seal_cond);
+	pthread_mutex_unlock(&s->seal_lock);
+}
+
+/* Every segment file is durable: the worker gives them their names. */
 static void seal_files_durable(struct eng_shard *s)
 {
 	struct eng_seal *z = s->seal;
 	int err = 0;
-	int64_t t0 = eng_mono_ns();
 	for (uint32_t i = 0; i < z->count && !err; i++)
 		err = z->item[i].result;
-	for (uint32_t i = 0; i < z->count && !err; i++) {
+	if (err) {
+		seal_end(s, err);
+		return;
+	}
+	z->state = SEAL_NAMING;
+	seal_hand_to_worker(s, z);
+}
+
+/* Seal worker: renames every file to its final name and makes the names
+ * durable. The shard touches none of the items meanwhile. */
+static int seal_name_files(struct eng_shard *s, struct eng_seal *z)
+{
+	for (uint32_t i = 0; i < z->count; i++) {
 		struct seal_item *it = &z->item[i];
 		close(it->fd);
 		it->fd = -1;
 		if (rename(it->tmp_path, it->final_path) != 0)
-			err = -errno;
+			return -errno;
 	}
 	char dir[4200];
 	snprintf(dir, sizeof(dir), "%s/segments", s->dir);
-	if (!err)
-		err = eng_fsync_dir(dir);
-	s->stats.shard_blocked_ns += (uint64_t)(eng_mono_ns() - t0);
-	if (err) {
-		seal_end(s, err);
+	return eng_fsync_dir(dir);
+}
+
+/* Shard thread, once the worker named the files: record them. */
+static void seal_record(struct eng_shard *s)
+{
+	struct eng_seal *z = s->seal;
+	if (z->naming_result) {
+		seal_end(s, z->naming_result);
 		return;
 	}
 	z->state = SEAL_MANIFEST;
@@ -597,9 +633,12 @@ static void *seal_worker_main(void *arg)
 		struct eng_seal *z = s->seal_job;
 		s->seal_job = NULL;
 		pthread_mutex_unlock(&s->seal_lock);
-		for (uint32_t i = 0; i < z->count; i++)
-			z->item[i].result = item_build(&s->eng->cfg, s->id, &z->item[i]);
-		atomic_store_explicit(&z->built, true, memory_order_release);
+		if (z->state == SEAL_NAMING)
+			z->naming_result = seal_name_files(s, z);
+		else
+			for (uint32_t i = 0; i < z->count; i++)
+				z->item[i].result = item_build(&s->eng->cfg, s->id, &z->item[i]);
+		atomic_store_explicit(&z->worker_done, true, memory_order_release);
 		eng_shard_wake(s);
 		pthread_mutex_lock(&s->seal_lock);
 	}
@@ -657,11 +696,7 @@ static void seal_start(struct eng_shard *s, struct eng_seal *z)
 			return;
 		}
 	}
-	pthread_mutex_lock(&s->seal_lock);
-	ASSERT(s->seal_job == NULL);
-	s->seal_job = z;
-	pthread_cond_signal(&s->seal_cond);
-	pthread_mutex_unlock(&s->seal_lock);
+	seal_hand_to_worker(s, z);
 }
 
 static void item_fsync_submit(struct eng_shard *s, struct seal_item *it)
@@ -849,14 +884,18 @@ static void pick_insert(struct seal_pick *p, struct seal_cand c)
 
 bool eng_seal_ready(const struct eng_shard *s)
 {
-	return s->seal && s->seal->state == SEAL_BUILDING &&
-	       atomic_load_explicit(&s->seal->built, memory_order_acquire);
+	return s->seal && (s->seal->state == SEAL_BUILDING || s->seal->state == SEAL_NAMING) &&
+	       atomic_load_explicit(&s->seal->worker_done, memory_order_acquire);
 }
 
 void eng_seal_progress(struct eng_shard *s)
 {
-	if (eng_seal_ready(s))
+	if (!eng_seal_ready(s))
+		return;
+	if (s->seal->state == SEAL_BUILDING)
 		seal_write(s);
+	else
+		seal_record(s);
 }
 
 /* Starts a round if anything is due (see the header). Under memory

@@ -497,8 +497,8 @@ static int render(void *ctx, struct mx_buf *b)
 	mx_sample_f64(b, "hodei_slow_commit_threshold_seconds", NULL, 0,
 		      (double)d->eng_cfg.slow_commit_ns / 1e9);
 	mx_family(b, "hodei_shard_blocked_seconds_total", "counter",
-		  "Time the shard threads spent blocked in their own file-system calls (a seal "
-		  "round's renames and directory fsync, WAL rotations): appends wait meanwhile.");
+		  "Time the shard threads spent blocked in their own file-system calls (WAL "
+		  "rotations, retiring WAL files after a seal): appends wait meanwhile.");
 	mx_sample_f64(b, "hodei_shard_blocked_seconds_total", NULL, 0,
 		      (double)sum.shard_blocked_ns / 1e9);
 	mx_family(b, "hodei_wal_rotation_duration_seconds", "histogram",
