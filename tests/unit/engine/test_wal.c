@@ -84,6 +84,29 @@ static void check_replayed(struct eng_producer *p, const struct tenant_log *t)
 	}
 }
 
+/* Opens an engine on dir with cfg, and fills it. */
+static struct eng_engine *open_filled(const char *dir, struct eng_config *cfg,
+				      struct tenant_log *t, struct eng_producer **p)
+{
+	struct eng_engine *eng = tu_open(dir, cfg);
+	cr_assert(eng != NULL);
+	cr_assert_eq(eng_producer_open(eng, p), 0);
+	fill(*p, t);
+	return eng;
+}
+
+/* Shard i's stats once published twice more: everything acknowledged
+ * before the call is in them. */
+static void settled_stats(struct eng_engine *eng, uint32_t i, struct eng_shard_stats *st)
+{
+	struct eng_shard_stats first;
+	eng_shard_stats(eng, i, &first);
+	do {
+		usleep(1000);
+		eng_shard_stats(eng, i, st);
+	} while (st->publishes < first.publishes + 2);
+}
+
 Test(wal, replay_rebuilds_rows_chains_and_seq)
 {
 	char dir[256];
@@ -91,11 +114,8 @@ Test(wal, replay_rebuilds_rows_chains_and_seq)
 	struct tenant_log t[TENANTS];
 	struct eng_config cfg;
 	config(&cfg, 2, 100000);
-	struct eng_engine *eng = tu_open(dir, &cfg);
-	cr_assert(eng != NULL);
 	struct eng_producer *p;
-	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	fill(p, t);
+	struct eng_engine *eng = open_filled(dir, &cfg, t, &p);
 	eng_producer_close(p);
 	eng_close(eng);
 
@@ -255,19 +275,11 @@ Test(wal, rotations_are_timed)
 	struct tenant_log t[TENANTS];
 	struct eng_config cfg;
 	config(&cfg, 2, 100000);
-	struct eng_engine *eng = tu_open(dir, &cfg);
-	cr_assert(eng != NULL);
 	struct eng_producer *p;
-	cr_assert_eq(eng_producer_open(eng, &p), 0);
-	fill(p, t);
+	struct eng_engine *eng = open_filled(dir, &cfg, t, &p);
 	for (uint32_t i = 0; i < cfg.shards; i++) {
-		struct eng_shard_stats st, first;
-		eng_shard_stats(eng, i, &first);
-		/* Published twice more: every rotation of the fill is in it. */
-		do {
-			usleep(1000);
-			eng_shard_stats(eng, i, &st);
-		} while (st.publishes < first.publishes + 2);
+		struct eng_shard_stats st;
+		settled_stats(eng, i, &st);
 		uint64_t timed = 0;
 		uint32_t top = 0;
 		for (uint32_t b = 0; b <= ENG_LATENCY_BOUNDS; b++) {
@@ -332,19 +344,12 @@ Test(wal, slow_commits_are_counted_and_logged_at_most_once_a_second, .timeout = 
 		cfg.slow_commit_ns = off ? 0 : 1;
 		cfg.log = slow_log_capture;
 		cfg.log_ctx = &seen;
-		struct eng_engine *eng = tu_open(dir, &cfg);
-		cr_assert(eng != NULL);
 		struct eng_producer *p;
-		cr_assert_eq(eng_producer_open(eng, &p), 0);
 		double t0 = mono_s();
-		fill(p, t);
+		struct eng_engine *eng = open_filled(dir, &cfg, t, &p);
 		double took = mono_s() - t0;
-		struct eng_shard_stats st, first;
-		eng_shard_stats(eng, 0, &first);
-		do {
-			usleep(1000);
-			eng_shard_stats(eng, 0, &st);
-		} while (st.publishes < first.publishes + 2);
+		struct eng_shard_stats st;
+		settled_stats(eng, 0, &st);
 		cr_assert_gt(st.wal_fsyncs, 10);
 		if (off) {
 			cr_assert_eq(st.wal_slow_commits, 0);
