@@ -13,6 +13,9 @@
  * WAL file, ADR 0016). The segment writer (a thread, when --segments-mbps
  * > 0): files of --segment-bytes, each created, written, fsynced and
  * closed, at that rate, over a ring of 64 names in the same directory.
+ * With --segment-step S, a file is written in pieces of S bytes, each
+ * written back (sync_file_range, waited for) before the next, and then
+ * fsynced: the server's paced seal writes (--seal-write-step, ADR 0019).
  *
  * Prints one line on stderr and one JSON object on stdout: the fdatasync
  * latency quantiles of the WAL writer (ms), and the share of the run's
@@ -41,7 +44,7 @@
 
 struct opts {
 	const char *dir;
-	long commits, commit_bytes, period_us, segment_bytes, target_ms;
+	long commits, commit_bytes, period_us, segment_bytes, segment_step, target_ms;
 	double segments_mbps;
 	bool overwrite;
 };
@@ -105,7 +108,16 @@ static void *segments_main(void *arg)
 		snprintf(path, sizeof(path), "%s/segment-%ld.tmp", o->dir, sg->files % SEGMENT_NAMES);
 		unlink(path);
 		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		bool ok = fd >= 0 && write_all(fd, buf, (size_t)o->segment_bytes, 0) && fsync(fd) == 0;
+		bool ok = fd >= 0;
+		long step = o->segment_step ? o->segment_step : o->segment_bytes;
+		for (long at = 0; ok && at < o->segment_bytes; at += step) {
+			long n = at + step <= o->segment_bytes ? step : o->segment_bytes - at;
+			ok = write_all(fd, buf + at, (size_t)n, at) &&
+			     (!o->segment_step ||
+			      sync_file_range(fd, at, n, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+							     SYNC_FILE_RANGE_WAIT_AFTER) == 0);
+		}
+		ok = ok && fsync(fd) == 0;
 		if (!ok && !sg->err)
 			sg->err = errno ? errno : EIO;
 		if (fd >= 0)
@@ -131,7 +143,9 @@ static void usage(void)
 		"usage: hodei-bench-fsync --dir DIR [--commits N (1..10000000, 5000)]\n"
 		"         [--commit-bytes B (1..67108864, 57344)] [--period-us U (0..1000000, 1000)]\n"
 		"         [--overwrite] [--segments-mbps M (0..10000, 0: none)]\n"
-		"         [--segment-bytes S (4096..1073741824, 4194304)] [--target-ms T (1..10000, 5)]\n");
+		"         [--segment-bytes S (4096..1073741824, 4194304)]\n"
+		"         [--segment-step P (0..1073741824, 0: each file in one write)]\n"
+		"         [--target-ms T (1..10000, 5)]\n");
 }
 
 /* Parses a whole decimal number in [lo, hi]. */
@@ -156,6 +170,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "overwrite", no_argument, NULL, 'o' },
 		{ "segments-mbps", required_argument, NULL, 'm' },
 		{ "segment-bytes", required_argument, NULL, 's' },
+		{ "segment-step", required_argument, NULL, 'S' },
 		{ "target-ms", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -174,6 +189,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'o': o->overwrite = true; break;
 		case 'm': ok = parse_long(optarg, 0, 10000, &mbps); break;
 		case 's': ok = parse_long(optarg, 4096, 1l << 30, &o->segment_bytes); break;
+		case 'S': ok = parse_long(optarg, 0, 1l << 30, &o->segment_step); break;
 		case 't': ok = parse_long(optarg, 1, 10000, &o->target_ms); break;
 		default: ok = false;
 		}
@@ -252,18 +268,19 @@ int main(int argc, char **argv)
 #define Q(p) lat[(size_t)((double)(o.commits - 1) * (p))]
 	fprintf(stderr,
 		"hodei-bench-fsync: %s WAL file, %ld commits of %ld bytes every %ld us, segments "
-		"%.0f MB/s (%ld files): fdatasync p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; "
+		"%.0f MB/s (%ld files, steps of %ld bytes): fdatasync p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; "
 		"%.2f %% of the time waiting past %ld ms\n",
 		o.overwrite ? "overwritten" : "new", o.commits, o.commit_bytes, o.period_us,
-		o.segments_mbps, sg.files, Q(0.5), Q(0.99), Q(0.999), lat[o.commits - 1], share * 100,
+		o.segments_mbps, sg.files, o.segment_step ? o.segment_step : o.segment_bytes, Q(0.5), Q(0.99), Q(0.999), lat[o.commits - 1], share * 100,
 		o.target_ms);
 	printf("{\"overwrite\": %s, \"commits\": %ld, \"commit_bytes\": %ld, \"period_us\": %ld, "
-	       "\"segments_mbps\": %.0f, \"segment_bytes\": %ld, \"segment_files\": %ld, "
+	       "\"segments_mbps\": %.0f, \"segment_bytes\": %ld, \"segment_step\": %ld, "
+	       "\"segment_files\": %ld, "
 	       "\"fdatasync_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
 	       "\"max\": %.3f}, \"run_ms\": %.1f, \"target_ms\": %ld, "
 	       "\"share_waiting_past_target\": %.6f}\n",
 	       o.overwrite ? "true" : "false", o.commits, o.commit_bytes, o.period_us, o.segments_mbps,
-	       o.segment_bytes, sg.files, Q(0.5), Q(0.9), Q(0.99), Q(0.999), lat[o.commits - 1], run_ms,
+	       o.segment_bytes, o.segment_step, sg.files, Q(0.5), Q(0.9), Q(0.99), Q(0.999), lat[o.commits - 1], run_ms,
 	       o.target_ms, share);
 #undef Q
 	free(buf);

@@ -177,6 +177,8 @@ def test_quick_run_measures_every_target(tmp_path):
         d = r["machine"]["disk"][when]
         assert d["overwrite"] is True and d["fdatasync_ms"]["max"] > 0, d
         assert 0 <= d["share_waiting_past_target"] <= 1, d
+        assert d["segment_step"] == 0 and d["paced"]["segment_step"] == 256 << 10, d
+        assert d["paced"]["fdatasync_ms"]["max"] > 0, d
     for t in r["targets"]:
         assert t["measured"] is not None, t
 
@@ -273,8 +275,18 @@ def test_fsync_bench_prints_its_figures_and_refuses_bad_input(tmp_path):
     assert 0 < q["p50"] <= q["p90"] <= q["p99"] <= q["p999"] <= q["max"], q
     assert j["target_ms"] == 5 and 0 <= j["share_waiting_past_target"] <= 1 and j["run_ms"] > 0
     assert list(tmp_path.iterdir()) == [], "files left behind"
+    # paced segment files (written back step by step, as the server does)
+    p = subprocess.run([str(tool), "--dir", str(tmp_path), "--commits", "50", "--period-us", "0",
+                        "--overwrite", "--segments-mbps", "20", "--segment-bytes", "65536",
+                        "--segment-step", "16384"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["segment_step"] == 16384 and j["segment_bytes"] == 65536
+    assert "steps of 16384 bytes" in p.stderr
+    assert list(tmp_path.iterdir()) == [], "files left behind"
     for bad in ([], ["--dir", str(tmp_path), "--commits", "0"],
                 ["--dir", str(tmp_path), "--segment-bytes", "12"],
+                ["--dir", str(tmp_path), "--segment-step", "-1"],
                 ["--dir", str(tmp_path), "--target-ms", "0"],
                 ["--dir", str(tmp_path), "extra"]):
         b = subprocess.run([str(tool), *bad], capture_output=True, text=True, timeout=60)
