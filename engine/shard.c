@@ -455,8 +455,9 @@ static void wal_write_done(struct eng_io_op *op)
  * with what else the shard did meanwhile. On a device whose cache flush
  * carries every byte written before it, a WAL fdatasync waits behind the
  * segment data written just before (ADR 0019), and a shard thread blocked
- * in a directory fsync sees completions late. One line per shard and
- * second at most; the next line says how many were not logged. */
+ * in its own file-system calls (rotations, retiring WAL files) sees
+ * completions late. One line per shard and second at most; the next line
+ * says how many were not logged. */
 static void slow_commit_note(struct eng_shard *s, const struct eng_wal_buf *buf, int64_t took)
 {
 	struct eng_wal *w = &s->wal;
