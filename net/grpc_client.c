@@ -44,8 +44,14 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +74,9 @@ _Static_assert(NET_GRPC_MESSAGE_MAX <= UINT32_MAX, "the gRPC prefix holds a u32 
 
 struct net_grpc_conn {
 	int fd;
+	SSL_CTX *tls_ctx; /* TLS: both set; h2c: both NULL */
+	SSL *ssl;
+	char tls_why[200]; /* OpenSSL's reason for the last TLS failure */
 	nghttp2_session *session;
 	char authority[280];
 	bool broken; /* I/O error, EOF or a fatal nghttp2 error */
@@ -337,6 +346,12 @@ static int on_frame_not_send(nghttp2_session *session, const nghttp2_frame *fram
 
 static int conn_read(struct net_grpc_conn *c);
 
+/* Whether TLS holds decrypted bytes not read yet: poll() cannot see them. */
+static bool tls_pending(const struct net_grpc_conn *c)
+{
+	return c->ssl && SSL_pending(c->ssl) > 0;
+}
+
 /* Reads what has already arrived, without waiting: responses and trailers
  * the server sent before it closed are worth more than the write error
  * that its close causes. Bounded: at most 1024 reads. */
@@ -344,10 +359,103 @@ static void conn_drain(struct net_grpc_conn *c)
 {
 	for (int i = 0; i < 1024 && !c->broken; i++) {
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-		if (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+		if (!tls_pending(c) &&
+		    (poll(&pfd, 1, 0) <= 0 || !(pfd.revents & (POLLIN | POLLHUP | POLLERR))))
 			return;
 		conn_read(c);
 	}
+}
+
+/* The socket's send and recv, through TLS when the connection has it,
+ * with the same results: bytes, 0 for end of stream (recv), or -1 with
+ * errno (EAGAIN when TLS must wait for the socket either way; EPROTO, with
+ * OpenSSL's reason in c->tls_why, for a TLS failure). */
+static ssize_t tls_result(struct net_grpc_conn *c, int n)
+{
+	int err = SSL_get_error(c->ssl, n);
+	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (err == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (err == SSL_ERROR_SYSCALL && errno) {
+		ERR_clear_error();
+		return -1;
+	}
+	char why[200];
+	ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+	ERR_clear_error();
+	if (err == SSL_ERROR_SYSCALL)
+		return 0; /* the peer closed without close_notify */
+	snprintf(c->tls_why, sizeof(c->tls_why), "TLS: %s", why);
+	errno = EPROTO;
+	return -1;
+}
+
+/* OpenSSL writes to the socket with write(), which raises SIGPIPE once the
+ * server has closed; the h2c path uses MSG_NOSIGNAL. The caller's handling
+ * of SIGPIPE is left as it is: the signal is blocked around each TLS call,
+ * and one raised there (and not pending before) is consumed. */
+struct sigpipe_guard {
+	sigset_t old;
+	bool pending_before;
+};
+
+static void sigpipe_block(struct sigpipe_guard *g)
+{
+	sigset_t pipe, pending;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	sigpending(&pending);
+	g->pending_before = sigismember(&pending, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void sigpipe_unblock(struct sigpipe_guard *g)
+{
+	int saved = errno;
+	sigset_t pipe;
+	sigemptyset(&pipe);
+	sigaddset(&pipe, SIGPIPE);
+	struct timespec none = { 0, 0 };
+	if (!g->pending_before)
+		while (sigtimedwait(&pipe, NULL, &none) > 0) {
+		}
+	pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+	errno = saved;
+}
+
+/* What to say of a failure with errno err. */
+static const char *conn_why(const struct net_grpc_conn *c, int err)
+{
+	return err == EPROTO && c->tls_why[0] ? c->tls_why : strerror(err);
+}
+
+static ssize_t conn_send(struct net_grpc_conn *c, const uint8_t *buf, size_t len)
+{
+	if (!c->ssl)
+		return send(c->fd, buf, len, MSG_NOSIGNAL);
+	ERR_clear_error();
+	struct sigpipe_guard g;
+	sigpipe_block(&g);
+	int n = SSL_write(c->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
+	ssize_t r = n > 0 ? n : tls_result(c, n);
+	sigpipe_unblock(&g);
+	return r;
+}
+
+static ssize_t conn_recv(struct net_grpc_conn *c, uint8_t *buf, size_t cap)
+{
+	if (!c->ssl)
+		return recv(c->fd, buf, cap, 0);
+	ERR_clear_error();
+	struct sigpipe_guard g;
+	sigpipe_block(&g); /* a read may answer the server, a key update */
+	int n = SSL_read(c->ssl, buf, (int)cap);
+	ssize_t r = n > 0 ? n : tls_result(c, n);
+	sigpipe_unblock(&g);
+	return r;
 }
 
 /* Writes what nghttp2 has to send until the socket would block. */
@@ -371,7 +479,7 @@ static int conn_flush(struct net_grpc_conn *c)
 			memcpy(c->wbuf, data, (size_t)n);
 			c->wbuf_len = (size_t)n;
 		}
-		ssize_t w = send(c->fd, c->wbuf + c->wbuf_off, c->wbuf_len - c->wbuf_off, MSG_NOSIGNAL);
+		ssize_t w = conn_send(c, c->wbuf + c->wbuf_off, c->wbuf_len - c->wbuf_off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -379,7 +487,7 @@ static int conn_flush(struct net_grpc_conn *c)
 		if (w < 0) {
 			int err = errno;
 			conn_drain(c);
-			conn_fail(c, "connection to %s lost: %s", c->authority, strerror(err));
+			conn_fail(c, "connection to %s lost: %s", c->authority, conn_why(c, err));
 			return -err;
 		}
 		c->wbuf_off += (size_t)w;
@@ -388,12 +496,13 @@ static int conn_flush(struct net_grpc_conn *c)
 
 static int conn_read(struct net_grpc_conn *c)
 {
-	ssize_t n = recv(c->fd, c->rbuf, sizeof(c->rbuf), 0);
+	ssize_t n = conn_recv(c, c->rbuf, sizeof(c->rbuf));
 	if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
 		return 0;
 	if (n < 0) {
-		conn_fail(c, "connection to %s lost: %s", c->authority, strerror(errno));
-		return -errno;
+		int err = errno;
+		conn_fail(c, "connection to %s lost: %s", c->authority, conn_why(c, err));
+		return -err;
 	}
 	if (n == 0) {
 		conn_fail(c, "connection closed by %s%s", c->authority,
@@ -443,7 +552,9 @@ static int pump(struct net_grpc_stream *s, pump_done_fn *done)
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 		if (c->wbuf_off < c->wbuf_len)
 			pfd.events |= POLLOUT;
-		int n = poll(&pfd, 1, wait_ms);
+		int n = tls_pending(c) ? 1 : poll(&pfd, 1, wait_ms);
+		if (n == 1 && tls_pending(c))
+			pfd.revents = POLLIN;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -563,8 +674,98 @@ static int session_start(struct net_grpc_conn *c)
 	return rc ? -EPROTO : 0;
 }
 
+/* Sets up TLS on c's connected socket and runs the handshake until it is
+ * done or deadline_ms passed: the server's certificate must chain to
+ * tls->ca_file (or the system's roots) and name host; ALPN must agree on
+ * "h2". Returns 0, or -1 with why filled in. */
+static int tls_start(struct net_grpc_conn *c, const struct net_grpc_tls *tls, const char *host,
+		     int64_t deadline_ms, char *why, size_t why_cap)
+{
+	static const unsigned char alpn[] = { 2, 'h', '2' };
+	char err[200] = "";
+	ERR_clear_error();
+	c->tls_ctx = SSL_CTX_new(TLS_client_method());
+	if (!c->tls_ctx || SSL_CTX_set_min_proto_version(c->tls_ctx, TLS1_2_VERSION) != 1)
+		goto openssl_failed;
+	SSL_CTX_set_verify(c->tls_ctx, SSL_VERIFY_PEER, NULL);
+	if (tls->ca_file ? SSL_CTX_load_verify_locations(c->tls_ctx, tls->ca_file, NULL) != 1
+			 : SSL_CTX_set_default_verify_paths(c->tls_ctx) != 1) {
+		ERR_error_string_n(ERR_get_error(), err, sizeof(err));
+		snprintf(why, why_cap, "cannot load the CA certificates %s: %s",
+			 tls->ca_file ? tls->ca_file : "of the system", err);
+		return -1;
+	}
+	c->ssl = SSL_new(c->tls_ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_set_alpn_protos(c->ssl, alpn, sizeof(alpn)))
+		goto openssl_failed;
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* The certificate must name the host: an IP address as an IP SAN, a
+	 * name as a DNS SAN (and then it is sent as SNI too). */
+	unsigned char ip[16];
+	bool is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+	if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1
+		  : SSL_set1_host(c->ssl, host) != 1 || SSL_set_tlsext_host_name(c->ssl, host) != 1)
+		goto openssl_failed;
+	for (;;) {
+		ERR_clear_error();
+		struct sigpipe_guard g;
+		sigpipe_block(&g);
+		int rc = SSL_connect(c->ssl);
+		int e = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, rc);
+		sigpipe_unblock(&g);
+		if (rc == 1)
+			break;
+		if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+			long v = SSL_get_verify_result(c->ssl);
+			if (v != X509_V_OK)
+				snprintf(why, why_cap, "the server's certificate was not accepted: %s",
+					 X509_verify_cert_error_string(v));
+			else if (e == SSL_ERROR_SYSCALL || ERR_peek_error() == 0)
+				snprintf(why, why_cap, "the TLS handshake failed: %s",
+					 errno ? strerror(errno) : "connection closed (is it a TLS port?)");
+			else {
+				ERR_error_string_n(ERR_get_error(), err, sizeof(err));
+				snprintf(why, why_cap, "the TLS handshake failed: %s", err);
+			}
+			return -1;
+		}
+		int wait_ms = -1;
+		if (deadline_ms) {
+			int64_t left = deadline_ms - now_ms();
+			if (left <= 0) {
+				snprintf(why, why_cap, "the TLS handshake timed out");
+				return -1;
+			}
+			wait_ms = (int)(left > INT32_MAX ? INT32_MAX : left);
+		}
+		struct pollfd pfd = { .fd = c->fd, .events = e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT };
+		if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
+			snprintf(why, why_cap, "poll: %s", strerror(errno));
+			return -1;
+		}
+	}
+	const unsigned char *got = NULL;
+	unsigned got_len = 0;
+	SSL_get0_alpn_selected(c->ssl, &got, &got_len);
+	if (got_len != 2 || memcmp(got, "h2", 2)) {
+		snprintf(why, why_cap, "the server did not agree on HTTP/2 (ALPN h2)");
+		return -1;
+	}
+	return 0;
+openssl_failed:
+	ERR_error_string_n(ERR_get_error(), err, sizeof(err));
+	snprintf(why, why_cap, "cannot set up TLS: %s", err);
+	return -1;
+}
+
 int net_grpc_connect(const char *target, int timeout_ms, struct net_grpc_conn **out,
 		     struct net_grpc_status *st)
+{
+	return net_grpc_connect_tls(target, timeout_ms, NULL, out, st);
+}
+
+int net_grpc_connect_tls(const char *target, int timeout_ms, const struct net_grpc_tls *tls,
+			 struct net_grpc_conn **out, struct net_grpc_status *st)
 {
 	char host[256], port[16];
 	*out = NULL;
@@ -596,6 +797,12 @@ int net_grpc_connect(const char *target, int timeout_ms, struct net_grpc_conn **
 	}
 	c->fd = fd;
 	snprintf(c->authority, sizeof(c->authority), "%s", target);
+	char why[400];
+	if (tls && tls_start(c, tls, host, deadline_ms, why, sizeof(why))) {
+		status_set(st, GRPC_UNAVAILABLE, "cannot connect to %s over TLS: %s", target, why);
+		net_grpc_close(c);
+		return NET_E_TRANSPORT;
+	}
 	if (session_start(c) || conn_flush(c)) {
 		status_set(st, GRPC_UNAVAILABLE, "cannot start HTTP/2 with %s: %s", target,
 			   c->broken ? c->broken_why : "out of memory");
@@ -617,6 +824,14 @@ void net_grpc_close(struct net_grpc_conn *c)
 		conn_flush(c);
 	}
 	nghttp2_session_del(c->session);
+	if (c->ssl && !c->broken && SSL_is_init_finished(c->ssl)) {
+		struct sigpipe_guard g;
+		sigpipe_block(&g);
+		SSL_shutdown(c->ssl); /* one non-blocking close_notify */
+		sigpipe_unblock(&g);
+	}
+	SSL_free(c->ssl);
+	SSL_CTX_free(c->tls_ctx);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->wbuf);

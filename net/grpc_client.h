@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  *
- * grpc_client.h — a blocking gRPC client over HTTP/2 cleartext with prior
- * knowledge (h2c), built on nghttp2, for hodei-audit and the benchmarks.
+ * grpc_client.h — a blocking gRPC client over HTTP/2, cleartext with prior
+ * knowledge (h2c) or TLS (OpenSSL, ALPN "h2", the server's certificate
+ * verified), built on nghttp2, for hodei-audit and the benchmarks.
  *
  * One net_grpc_conn is one TCP connection and one nghttp2 session. It is
  * driven only from inside the calls below (no thread, no callbacks to the
@@ -66,6 +67,20 @@ struct net_grpc_stream;
  * (a bad target, DNS, refused, timed out) or INTERNAL (out of memory). */
 int net_grpc_connect(const char *target, int timeout_ms, struct net_grpc_conn **out,
 		     struct net_grpc_status *st);
+
+/* TLS for net_grpc_connect_tls: the server's certificate must chain to
+ * ca_file's certificates (PEM), or to the system's when ca_file is NULL,
+ * and name the target's host (DNS name or IP address). */
+struct net_grpc_tls {
+	const char *ca_file;
+};
+
+/* net_grpc_connect over TLS when tls is not NULL (h2c when it is): the
+ * handshake, within the same timeout, must verify the server and agree on
+ * ALPN "h2". A failed handshake or verification is UNAVAILABLE, and the
+ * message says why (OpenSSL's reason, the verification result). */
+int net_grpc_connect_tls(const char *target, int timeout_ms, const struct net_grpc_tls *tls,
+			 struct net_grpc_conn **out, struct net_grpc_status *st);
 
 /* Sends GOAWAY if possible, closes the socket, frees everything. Every
  * stream of the connection must have been freed first. NULL is a no-op. */

@@ -85,7 +85,9 @@ const char cli_usage_text[] =
 	"\n"
 	"CONNECTION: --server HOST:PORT (default $HODEI_SERVER, else " DEFAULT_SERVER "),\n"
 	"  --key KEY (default $HODEI_API_KEY; prefer the variable: flags show in ps),\n"
-	"  --tenant T (admin keys: the tenant to act on), --timeout 60s (per call).\n"
+	"  --tenant T (admin keys: the tenant to act on), --timeout 60s (per call),\n"
+	"  --tls (TLS, the server verified against the system's CAs), --tls-ca FILE\n"
+	"  (TLS, verified against the CA certificates in FILE; default $HODEI_TLS_CA).\n"
 	"FILTERS: --from T --to T (RFC 3339 or Unix ns; from inclusive, to exclusive),\n"
 	"  --actor ID --action A --resource-type T --resource-id ID\n"
 	"  --outcome success|failure|denied --event-id UUID\n";
@@ -187,6 +189,8 @@ struct remote {
 	const char *tenant;
 	int timeout_ms;
 	bool json;
+	bool tls;            /* --tls, --tls-ca or $HODEI_TLS_CA; h2c otherwise */
+	const char *tls_ca;  /* NULL: the system's CA certificates */
 	char auth[600];
 	struct net_grpc_md md[2];
 	size_t md_count;
@@ -202,6 +206,11 @@ static void remote_init(struct remote *r, const char *cmd)
 	env = getenv("HODEI_API_KEY");
 	r->key = env && *env ? env : NULL;
 	r->timeout_ms = DEFAULT_TIMEOUT_MS;
+	env = getenv("HODEI_TLS_CA");
+	if (env && *env) {
+		r->tls = true;
+		r->tls_ca = env;
+	}
 }
 
 /* Consumes a connection flag or --json at argv[*i]. Returns 1 consumed,
@@ -214,7 +223,12 @@ static int remote_flag(struct remote *r, int argc, char **argv, int *i)
 		r->json = true;
 		return 1;
 	}
-	static const char *const names[] = { "--server", "--key", "--tenant", "--timeout" };
+	if (!strcmp(argv[*i], "--tls")) {
+		r->tls = true;
+		return 1;
+	}
+	static const char *const names[] = { "--server", "--key", "--tenant", "--timeout",
+					      "--tls-ca" };
 	for (size_t k = 0; k < FMT_ARRAY_LEN(names); k++) {
 		m = cli_flag_value(argc, argv, i, names[k], &v);
 		if (m < 0)
@@ -229,6 +243,11 @@ static int remote_flag(struct remote *r, int argc, char **argv, int *i)
 			if (!fmt_tenant_valid(fmt_str_c(v)))
 				return -usage(r->cmd, "--tenant: want 1-64 characters of [A-Za-z0-9._-]");
 			r->tenant = v;
+		} else if (k == 4) {
+			if (!*v)
+				return -usage(r->cmd, "--tls-ca: want a file of PEM certificates");
+			r->tls = true;
+			r->tls_ca = v;
 		} else {
 			int64_t ms;
 			if (!parse_duration_ms(v, &ms) || ms <= 0 || ms > INT32_MAX)
@@ -266,7 +285,8 @@ static int remote_connect(struct remote *r)
 	}
 	if (r->tenant)
 		r->md[r->md_count++] = (struct net_grpc_md){ "x-hodei-tenant", r->tenant };
-	if (net_grpc_connect(r->server, r->timeout_ms, &r->conn, &st))
+	struct net_grpc_tls tls = { .ca_file = r->tls_ca };
+	if (net_grpc_connect_tls(r->server, r->timeout_ms, r->tls ? &tls : NULL, &r->conn, &st))
 		return status_exit(r, &st);
 	return CLI_OK;
 }

@@ -438,6 +438,22 @@ def _die_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def make_cert(d, san="IP:127.0.0.1,DNS:localhost", name="tls"):
+    """A self-signed certificate and its key in directory d, for the names
+    in san: (cert path, key path). Skips the test without openssl."""
+    import pytest
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl command not installed")
+    key, crt = Path(d) / f"{name}.key", Path(d) / f"{name}.crt"
+    p = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", f"subjectAltName={san}",
+         "-keyout", str(key), "-out", str(crt)],
+        capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode()
+    return crt, key
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

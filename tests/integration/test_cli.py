@@ -324,6 +324,54 @@ def test_server_errors_exit_5(server, tmp_path):
     assert r.returncode == 5
 
 
+def test_tls(server_factory, tmp_path):
+    """--tls-ca (or $HODEI_TLS_CA): the commands work over TLS with the
+    server's certificate verified, by IP address or by name. An unknown CA,
+    a name the certificate does not carry, and h2c on the TLS port are
+    UNAVAILABLE (exit 5), with the reason."""
+    cert, key = hodei.make_cert(tmp_path)
+    srv = server_factory(args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    writer, reader = keys_for(srv, "cli-tls")
+    port = srv.grpc_addr.rsplit(":", 1)[1]
+    r = run(srv, "append", "--json", key=writer, stdin=lines(ndjson_events(5)),
+            env={"HODEI_TLS_CA": str(cert)})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["accepted"] == 5
+    r = run(srv, "search", "--json", "--tls-ca", str(cert), key=reader)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 5
+    r = run(None, "count", "--json", "--tls-ca", str(cert), key=reader,
+            server_addr=f"localhost:{port}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["total"] == 5
+    r = run(srv, "verify", "--server", srv.grpc_addr, "--tls-ca", str(cert), key=reader)
+    assert r.returncode == 0, r.stderr
+
+    # Not trusted: the system's CAs, or another self-signed certificate.
+    other, _ = hodei.make_cert(tmp_path, name="other")
+    for flags in (["--tls"], ["--tls-ca", str(other)]):
+        r = run(srv, "search", *flags, key=reader)
+        assert r.returncode == 5, (flags, r.stderr)
+        assert "UNAVAILABLE" in r.stderr and "certificate" in r.stderr, (flags, r.stderr)
+    # h2c on the TLS port.
+    r = run(srv, "search", key=reader)
+    assert r.returncode == 5 and "UNAVAILABLE" in r.stderr, r.stderr
+    # A CA file that cannot be read.
+    r = run(srv, "search", "--tls-ca", str(tmp_path / "missing.pem"), key=reader)
+    assert r.returncode == 5 and "CA certificates" in r.stderr, r.stderr
+    r = run(srv, "search", "--tls-ca", "", key=reader)
+    assert r.returncode == 2, r.stderr
+
+    # A certificate for "localhost" only: 127.0.0.1 is not its name.
+    name_only, name_key = hodei.make_cert(tmp_path, san="DNS:localhost", name="byname")
+    srv2 = server_factory(args=["--tls-cert", str(name_only), "--tls-key", str(name_key)])
+    port2 = srv2.grpc_addr.rsplit(":", 1)[1]
+    r = run(None, "health", "--tls-ca", str(name_only), server_addr=f"127.0.0.1:{port2}")
+    assert r.returncode == 5 and "certificate" in r.stderr, r.stderr
+    r = run(None, "health", "--tls-ca", str(name_only), server_addr=f"localhost:{port2}")
+    assert r.returncode == 0, r.stderr
+
+
 def test_health(server):
     r = run(server, "health", "--json")
     assert r.returncode == 0, r.stderr

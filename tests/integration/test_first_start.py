@@ -176,22 +176,9 @@ def test_logs_are_json_and_never_contain_keys(server, stubs):
     assert "secret-actor-xyz" not in text, "an event payload appears in the logs"
 
 
-def _make_cert(d):
-    key, crt = d / "tls.key", d / "tls.crt"
-    p = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(crt)],
-        capture_output=True, timeout=120)
-    assert p.returncode == 0, p.stderr.decode()
-    return key, crt
-
-
 def test_tls(server_factory, stubs, tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl command not installed")
     a = stubs.audit_pb2
-    key, crt = _make_cert(tmp_path)
+    crt, key = hodei.make_cert(tmp_path)
     srv = server_factory(args=["--tls-cert", str(crt), "--tls-key", str(key)])
     creds = grpc.ssl_channel_credentials(root_certificates=crt.read_bytes())
     ch = grpc.secure_channel(srv.grpc_addr, creds)

@@ -160,12 +160,7 @@ def test_non_grpc_requests_get_http_415(server):
 
 
 def test_tls_with_alpn_h2(server_factory, tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60)
+    cert, key = hodei.make_cert(tmp_path)
     srv = server_factory(args=["--tls-cert", str(cert), "--tls-key", str(key)])
     creds = grpc.ssl_channel_credentials(cert.read_bytes())
     ch = grpc.secure_channel(srv.grpc_addr, creds)
