@@ -439,8 +439,13 @@ static ssize_t conn_send(struct net_grpc_conn *c, const uint8_t *buf, size_t len
 	ERR_clear_error();
 	struct sigpipe_guard g;
 	sigpipe_block(&g);
+	errno = 0;
 	int n = SSL_write(c->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
 	ssize_t r = n > 0 ? n : tls_result(c, n);
+	if (r == 0) { /* closed under the write: as send() says it */
+		errno = EPIPE;
+		r = -1;
+	}
 	sigpipe_unblock(&g);
 	return r;
 }
@@ -452,6 +457,7 @@ static ssize_t conn_recv(struct net_grpc_conn *c, uint8_t *buf, size_t cap)
 	ERR_clear_error();
 	struct sigpipe_guard g;
 	sigpipe_block(&g); /* a read may answer the server, a key update */
+	errno = 0;
 	int n = SSL_read(c->ssl, buf, (int)cap);
 	ssize_t r = n > 0 ? n : tls_result(c, n);
 	sigpipe_unblock(&g);
@@ -710,6 +716,7 @@ static int tls_start(struct net_grpc_conn *c, const struct net_grpc_tls *tls, co
 		ERR_clear_error();
 		struct sigpipe_guard g;
 		sigpipe_block(&g);
+		errno = 0;
 		int rc = SSL_connect(c->ssl);
 		int e = rc == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, rc);
 		sigpipe_unblock(&g);
