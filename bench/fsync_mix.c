@@ -92,6 +92,13 @@ static bool write_all(int fd, const char *buf, size_t len, off_t off)
 	return true;
 }
 
+/* The pieces a segment file is written in: --segment-step, or the whole
+ * file at once. */
+static long segment_piece(const struct opts *o)
+{
+	return o->segment_step ? o->segment_step : o->segment_bytes;
+}
+
 static void *segments_main(void *arg)
 {
 	struct segments *sg = arg;
@@ -109,7 +116,7 @@ static void *segments_main(void *arg)
 		unlink(path);
 		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		bool ok = fd >= 0;
-		long step = o->segment_step ? o->segment_step : o->segment_bytes;
+		long step = segment_piece(o);
 		for (long at = 0; ok && at < o->segment_bytes; at += step) {
 			long n = at + step <= o->segment_bytes ? step : o->segment_bytes - at;
 			ok = write_all(fd, buf + at, (size_t)n, at) &&
@@ -268,11 +275,11 @@ int main(int argc, char **argv)
 #define Q(p) lat[(size_t)((double)(o.commits - 1) * (p))]
 	fprintf(stderr,
 		"hodei-bench-fsync: %s WAL file, %ld commits of %ld bytes every %ld us, segments "
-		"%.0f MB/s (%ld files, steps of %ld bytes): fdatasync p50 %.2f p99 %.2f p99.9 %.2f max %.2f ms; "
-		"%.2f %% of the time waiting past %ld ms\n",
+		"%.0f MB/s (%ld files, steps of %ld bytes): fdatasync p50 %.2f p99 %.2f p99.9 %.2f "
+		"max %.2f ms; %.2f %% of the time waiting past %ld ms\n",
 		o.overwrite ? "overwritten" : "new", o.commits, o.commit_bytes, o.period_us,
-		o.segments_mbps, sg.files, o.segment_step ? o.segment_step : o.segment_bytes, Q(0.5), Q(0.99), Q(0.999), lat[o.commits - 1], share * 100,
-		o.target_ms);
+		o.segments_mbps, sg.files, segment_piece(&o), Q(0.5), Q(0.99), Q(0.999),
+		lat[o.commits - 1], share * 100, o.target_ms);
 	printf("{\"overwrite\": %s, \"commits\": %ld, \"commit_bytes\": %ld, \"period_us\": %ld, "
 	       "\"segments_mbps\": %.0f, \"segment_bytes\": %ld, \"segment_step\": %ld, "
 	       "\"segment_files\": %ld, "
@@ -280,8 +287,8 @@ int main(int argc, char **argv)
 	       "\"max\": %.3f}, \"run_ms\": %.1f, \"target_ms\": %ld, "
 	       "\"share_waiting_past_target\": %.6f}\n",
 	       o.overwrite ? "true" : "false", o.commits, o.commit_bytes, o.period_us, o.segments_mbps,
-	       o.segment_bytes, o.segment_step, sg.files, Q(0.5), Q(0.9), Q(0.99), Q(0.999), lat[o.commits - 1], run_ms,
-	       o.target_ms, share);
+	       o.segment_bytes, o.segment_step, sg.files, Q(0.5), Q(0.9), Q(0.99), Q(0.999),
+	       lat[o.commits - 1], run_ms, o.target_ms, share);
 #undef Q
 	free(buf);
 	free(lat);

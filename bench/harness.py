@@ -183,27 +183,28 @@ def buckets_of(m, name, **labels):
             if all(ls.get(k) == want for k, want in labels.items())}
 
 
-def quantile_of(buckets, q):
-    """The upper bound (ms) of the bucket holding quantile q of
-    {le: cumulative count}; None when empty or past the last finite
-    bound (JSON has no infinity)."""
+def bound_of(buckets, q):
+    """The upper bound (s, inf past the last finite one) of the bucket
+    holding quantile q of {le: cumulative count}; None when empty."""
     buckets = sorted(buckets.items())
     if not buckets or buckets[-1][1] <= 0:
         return None
     want = q * buckets[-1][1]
-    le = next(le for le, v in buckets if v >= want)
-    return le * 1000 if le != float("inf") else None
+    return next(le for le, v in buckets if v >= want)
+
+
+def quantile_of(buckets, q):
+    """bound_of in ms; None when empty or past the last finite bound (JSON
+    has no infinity)."""
+    le = bound_of(buckets, q)
+    return le * 1000 if le is not None and le != float("inf") else None
 
 
 def max_of(buckets):
-    """The upper bound (ms) of the highest non-empty bucket of {le:
-    cumulative count}; None when empty, inf past the last finite bound."""
-    buckets = sorted(buckets.items())
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    top = buckets[-1][1]
-    le = next(le for le, v in buckets if v >= top)
-    return le * 1000 if le != float("inf") else "inf"
+    """The upper bound (ms) of the highest non-empty bucket; None when
+    empty, "inf" past the last finite bound."""
+    le = bound_of(buckets, 1.0)
+    return None if le is None else "inf" if le == float("inf") else le * 1000
 
 
 STAGES = ("receive", "queue", "wait", "commit", "deliver", "respond")

@@ -558,9 +558,11 @@ static int pump(struct net_grpc_stream *s, pump_done_fn *done)
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 		if (c->wbuf_off < c->wbuf_len)
 			pfd.events |= POLLOUT;
-		int n = tls_pending(c) ? 1 : poll(&pfd, 1, wait_ms);
-		if (n == 1 && tls_pending(c))
-			pfd.revents = POLLIN;
+		int n = 1;
+		if (tls_pending(c))
+			pfd.revents = POLLIN; /* already decrypted: read without waiting */
+		else
+			n = poll(&pfd, 1, wait_ms);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
